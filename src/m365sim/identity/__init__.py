@@ -1,0 +1,1 @@
+"""The Microsoft identity platform (Entra ID v2.0 endpoints)."""

@@ -1,0 +1,11 @@
+"""Identity platform routes (filled in by the identity module)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from m365sim.state import EmulatorState
+
+
+def build_routes(state: EmulatorState) -> list[BaseRoute]:
+    return []

@@ -1,0 +1,1 @@
+"""Change notifications: subscriptions, the validation handshake, delivery, lifecycle events."""

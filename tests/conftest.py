@@ -1,0 +1,74 @@
+"""Shared fixtures: one running emulator over real HTTPS for the whole session.
+
+Each test gets a fresh organization (:func:`org`), so tests are isolated without restarting the
+server; faults and configuration are reset after every test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ssl
+
+import httpx
+import pytest
+
+from m365sim.config import EmulatorConfig
+from m365sim.server import EmulatorServer
+from m365sim.state import EmulatorState, new_state
+from tests.helpers import Org, make_org
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("m365sim")
+
+
+@pytest.fixture(scope="session")
+def sim_server(sim_dir: Path) -> Iterator[EmulatorServer]:
+    state = new_state(data_dir=sim_dir)
+    server = EmulatorServer(state, tls_dir=sim_dir).start_in_thread()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim(sim_server: EmulatorServer) -> Iterator[EmulatorState]:
+    state = sim_server.state
+    yield state
+    state.faults.clear()
+    state.config.__dict__.update(EmulatorConfig().__dict__)
+
+
+@pytest.fixture
+def ca_file(sim_server: EmulatorServer) -> Path:
+    return sim_server.ca_file
+
+
+@pytest.fixture
+def base_url(sim_server: EmulatorServer) -> str:
+    return sim_server.base_url
+
+
+@pytest.fixture
+def graph_url(base_url: str) -> str:
+    return f"{base_url}/v1.0"
+
+
+@pytest.fixture
+def org(sim: EmulatorState) -> Org:
+    return make_org(sim)
+
+
+@pytest.fixture(scope="session")
+def ssl_context(sim_server: EmulatorServer) -> ssl.SSLContext:
+    """Trusts the emulator's local CA (and nothing from the environment)."""
+    return ssl.create_default_context(cafile=str(sim_server.ca_file))
+
+
+@pytest.fixture
+def http(sim_server: EmulatorServer, ssl_context: ssl.SSLContext) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim_server.base_url, verify=ssl_context, timeout=10,
+                      trust_env=False) as client:
+        yield client
