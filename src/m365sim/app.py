@@ -20,6 +20,7 @@ from m365sim import control, viewer
 from m365sim.graph import routes as graph_routes
 from m365sim.graph.http import graph_asgi
 from m365sim.identity import routes as identity_routes
+from m365sim.notifications import routes as notification_routes
 from m365sim.notifications.delivery import Notifier
 from m365sim.state import EmulatorState
 
@@ -50,6 +51,7 @@ class EmulatorApp:
 
         routes: list[BaseRoute] = [Route("/_emulator/health", health)]
         routes += identity_routes.build_routes(state)
+        routes += notification_routes.build_routes(state)
         routes += control.build_routes(state)
         routes += viewer.build_routes(state)
         self.web = Starlette(routes=routes, lifespan=lifespan,
