@@ -45,7 +45,7 @@ def iso7(dt: datetime) -> str:
 
 
 def parse_iso(value: str) -> datetime:
-    """Parse an ISO 8601 date-time as Graph accepts it (``Z`` or offset; up to 7 fraction digits)."""
+    """Parse an ISO 8601 date-time as Graph accepts it (``Z`` or offset, 7 fraction digits)."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

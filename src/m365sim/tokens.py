@@ -70,13 +70,18 @@ class SigningKey:
         }
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._pem, algorithm="RS256",
-                          headers={"kid": self.kid, "x5t": self.kid, "typ": "JWT"})
+        return jwt.encode(
+            claims,
+            self._pem,
+            algorithm="RS256",
+            headers={"kid": self.kid, "x5t": self.kid, "typ": "JWT"},
+        )
 
     def verify(self, token: str, *, audience: str | None = None) -> dict[str, Any]:
-        options: dict[str, Any] = {"verify_aud": audience is not None, "verify_exp": False}
-        return jwt.decode(token, self.public_key, algorithms=["RS256"], audience=audience,
-                          options=options)
+        options: Any = {"verify_aud": audience is not None, "verify_exp": False}
+        return jwt.decode(
+            token, self.public_key, algorithms=["RS256"], audience=audience, options=options
+        )
 
 
 def _b64int(value: int) -> str:
@@ -118,9 +123,9 @@ class AccessClaims:
 def graph_scope_name(scope: str) -> str | None:
     """``https://graph.microsoft.com/Mail.Read`` or ``Mail.Read`` -> ``Mail.Read``; others None."""
     if scope.lower().startswith(GRAPH_RESOURCE + "/"):
-        return scope[len(GRAPH_RESOURCE) + 1:]
+        return scope[len(GRAPH_RESOURCE) + 1 :]
     if scope.lower().startswith(GRAPH_APP_ID + "/"):
-        return scope[len(GRAPH_APP_ID) + 1:]
+        return scope[len(GRAPH_APP_ID) + 1 :]
     if "/" in scope or ":" in scope:
         return None
     if scope.lower() in ("openid", "profile", "email", "offline_access"):

@@ -2,8 +2,8 @@
 
 Every Graph request that targets a mailbox (and every item of a ``$batch``) is counted here.
 Over the rate limit the caller gets 429 ``TooManyRequests`` with ``Retry-After`` (graph.md 5);
-over the concurrency limit, 429 ``ApplicationThrottled`` "...over its MailboxConcurrency limit." Usage keeps accruing while
-throttled, as Microsoft documents: hammering makes it worse. One mailbox's throttling never
+over the concurrency limit, 429 ``ApplicationThrottled`` "...over its MailboxConcurrency
+limit." Usage keeps accruing while throttled, as Microsoft documents: hammering makes it worse. One mailbox's throttling never
 affects another's.
 """
 
