@@ -17,7 +17,11 @@ RESULTS_PATH = Path(__file__).resolve().parent / "results" / "latest.json"
 def merge_results(results: dict[str, float], path: Path = RESULTS_PATH) -> dict[str, float]:
     """Merge ``results`` into the results file and return the merged content."""
     for name, value in results.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             raise ValueError(f"benchmark result {name!r} must be a finite number, got {value!r}")
     merged: dict[str, float] = {}
     if path.exists():

@@ -6,10 +6,9 @@ server; faults and configuration are reset after every test.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
-
-import ssl
 
 import httpx
 import pytest
@@ -69,6 +68,7 @@ def ssl_context(sim_server: EmulatorServer) -> ssl.SSLContext:
 
 @pytest.fixture
 def http(sim_server: EmulatorServer, ssl_context: ssl.SSLContext) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim_server.base_url, verify=ssl_context, timeout=10,
-                      trust_env=False) as client:
+    with httpx.Client(
+        base_url=sim_server.base_url, verify=ssl_context, timeout=10, trust_env=False
+    ) as client:
         yield client

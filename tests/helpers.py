@@ -18,8 +18,12 @@ from m365sim.tokens import issue_access_token
 _counter = itertools.count(1)
 
 DELEGATED_ALL = [
-    "User.Read", "MailboxSettings.ReadWrite", "Mail.ReadWrite", "Mail.Send",
-    "Mail.ReadWrite.Shared", "Mail.Send.Shared",
+    "User.Read",
+    "MailboxSettings.ReadWrite",
+    "Mail.ReadWrite",
+    "Mail.Send",
+    "Mail.ReadWrite.Shared",
+    "Mail.Send.Shared",
 ]
 APPLICATION_ALL = ["Mail.ReadWrite", "Mail.Send", "MailboxSettings.ReadWrite", "User.Read.All"]
 REDIRECT_URI = "https://postroom.test/auth/callback"
@@ -43,31 +47,55 @@ class Org:
 
     def token(self, user: User, scopes: list[str] | None = None) -> str:
         state = self.state
-        return issue_access_token(state.signing_key, now=state.clock.time(), lifetime=3600,
-                                  tenant_id=self.tenant.id, client_id=self.app.client_id,
-                                  user_id=user.id,
-                                  scopes=DELEGATED_ALL if scopes is None else scopes,
-                                  name=user.display_name, upn=user.user_principal_name)
+        return issue_access_token(
+            state.signing_key,
+            now=state.clock.time(),
+            lifetime=3600,
+            tenant_id=self.tenant.id,
+            client_id=self.app.client_id,
+            user_id=user.id,
+            scopes=DELEGATED_ALL if scopes is None else scopes,
+            name=user.display_name,
+            upn=user.user_principal_name,
+        )
 
     def app_token(self, roles: list[str] | None = None) -> str:
         state = self.state
-        return issue_access_token(state.signing_key, now=state.clock.time(), lifetime=3600,
-                                  tenant_id=self.tenant.id, client_id=self.app.client_id,
-                                  user_id=None,
-                                  roles=APPLICATION_ALL if roles is None else roles)
+        return issue_access_token(
+            state.signing_key,
+            now=state.clock.time(),
+            lifetime=3600,
+            tenant_id=self.tenant.id,
+            client_id=self.app.client_id,
+            user_id=None,
+            roles=APPLICATION_ALL if roles is None else roles,
+        )
 
-    def deliver(self, user: User, *, subject: str = "Hello", body: str = "Body text",
-                sender: str = "customer@fabrikam.test", folder: str = "inbox",
-                received: datetime | None = None, categories: list[str] | None = None,
-                is_read: bool = False) -> Message:
+    def deliver(
+        self,
+        user: User,
+        *,
+        subject: str = "Hello",
+        body: str = "Body text",
+        sender: str = "customer@fabrikam.test",
+        folder: str = "inbox",
+        received: datetime | None = None,
+        categories: list[str] | None = None,
+        is_read: bool = False,
+    ) -> Message:
         store = self.state.store
         mailbox = user.mailbox
         target = mailbox.folder(folder)
         assert target is not None
-        msg = store.new_message(mailbox, target, subject=subject, body=body,
-                                sender=Recipient(sender.split("@")[0].title(), sender),
-                                to=[Recipient(user.display_name, user.user_principal_name)],
-                                received=received)
+        msg = store.new_message(
+            mailbox,
+            target,
+            subject=subject,
+            body=body,
+            sender=Recipient(sender.split("@")[0].title(), sender),
+            to=[Recipient(user.display_name, user.user_principal_name)],
+            received=received,
+        )
         msg.categories = list(categories or [])
         msg.is_read = is_read
         return store.insert_message(self.tenant, mailbox, msg)
@@ -79,20 +107,45 @@ def make_org(state: EmulatorState, *, consent: bool = True) -> Org:
     store = state.store
     domain = f"contoso{n}.test"
     tenant = store.add_tenant(display_name=f"Contoso {n}", domain=domain)
-    admin = store.add_user(tenant, user_principal_name=f"admin@{domain}",
-                           display_name="Adele Admin", password="admin-pass")
-    alice = store.add_user(tenant, user_principal_name=f"alice@{domain}",
-                           display_name="Alice Jansen", password="alice-pass")
-    bob = store.add_user(tenant, user_principal_name=f"bob@{domain}",
-                         display_name="Bob de Vries", password="bob-pass")
-    shared = store.add_user(tenant, user_principal_name=f"orders@{domain}",
-                            display_name="Orders", shared=True)
+    admin = store.add_user(
+        tenant,
+        user_principal_name=f"admin@{domain}",
+        display_name="Adele Admin",
+        password="admin-pass",
+    )
+    alice = store.add_user(
+        tenant,
+        user_principal_name=f"alice@{domain}",
+        display_name="Alice Jansen",
+        password="alice-pass",
+    )
+    bob = store.add_user(
+        tenant,
+        user_principal_name=f"bob@{domain}",
+        display_name="Bob de Vries",
+        password="bob-pass",
+    )
+    shared = store.add_user(
+        tenant, user_principal_name=f"orders@{domain}", display_name="Orders", shared=True
+    )
     shared.full_access.add(alice.id)
-    app = store.add_app(display_name="Postroom", home_tenant_id=tenant.id,
-                        redirect_uris=[REDIRECT_URI], secret=SECRET,
-                        delegated_permissions=DELEGATED_ALL,
-                        application_permissions=APPLICATION_ALL)
+    app = store.add_app(
+        display_name="Postroom",
+        home_tenant_id=tenant.id,
+        redirect_uris=[REDIRECT_URI],
+        secret=SECRET,
+        delegated_permissions=DELEGATED_ALL,
+        application_permissions=APPLICATION_ALL,
+    )
     if consent:
         store.grant_admin_consent(tenant, app)
-    return Org(state, tenant, app, admin, alice, bob, shared,
-               {"admin": admin, "alice": alice, "bob": bob, "shared": shared})
+    return Org(
+        state,
+        tenant,
+        app,
+        admin,
+        alice,
+        bob,
+        shared,
+        {"admin": admin, "alice": alice, "bob": bob, "shared": shared},
+    )

@@ -46,16 +46,14 @@ class EmulatorApp:
             return PlainTextResponse("ok")
 
         async def not_found(request: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"error": "not_found", "path": request.url.path},
-                                status_code=404)
+            return JSONResponse({"error": "not_found", "path": request.url.path}, status_code=404)
 
         routes: list[BaseRoute] = [Route("/_emulator/health", health)]
         routes += identity_routes.build_routes(state)
         routes += notification_routes.build_routes(state)
         routes += control.build_routes(state)
         routes += viewer.build_routes(state)
-        self.web = Starlette(routes=routes, lifespan=lifespan,
-                             exception_handlers={404: not_found})
+        self.web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and (

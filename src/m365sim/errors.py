@@ -68,7 +68,9 @@ def invalid_id() -> GraphError:
 
 
 def access_denied() -> GraphError:
-    return GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+    return GraphError(
+        403, "ErrorAccessDenied", "Access is denied. Check credentials and try again."
+    )
 
 
 def policy_denied() -> GraphError:
@@ -178,8 +180,10 @@ AADSTS: dict[str, AadstsError] = {
         "Send a new interactive authorization request for this user and resource.",
     ),
     "pkce_mismatch": AadstsError(
-        501481, "invalid_grant", "The Code_Verifier does not match the code_challenge supplied "
-        "in the authorization request."
+        501481,
+        "invalid_grant",
+        "The Code_Verifier does not match the code_challenge supplied "
+        "in the authorization request.",
     ),
     "redirect_uri_mismatch": AadstsError(
         50011,
@@ -216,8 +220,9 @@ AADSTS: dict[str, AadstsError] = {
         "scope value with /.default suffixed to the resource identifier (application ID URI).",
     ),
     "missing_parameter": AadstsError(
-        900144, "invalid_request", "The request body must contain the following parameter: "
-        "'{parameter}'."
+        900144,
+        "invalid_request",
+        "The request body must contain the following parameter: '{parameter}'.",
     ),
     "invalid_refresh_token": AadstsError(
         9002313, "invalid_grant", "Invalid request. Request is malformed or invalid."

@@ -21,8 +21,15 @@ from m365sim.tls import TlsFiles, ensure_tls
 
 
 class EmulatorServer:
-    def __init__(self, state: EmulatorState, *, host: str = "127.0.0.1", port: int = 0,
-                 tls_dir: Path | None = None, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        state: EmulatorState,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_dir: Path | None = None,
+        log_level: str = "warning",
+    ) -> None:
         tls_dir = tls_dir or state.data_dir or Path(".m365sim")
         self.tls: TlsFiles = ensure_tls(tls_dir)
         self.state = state

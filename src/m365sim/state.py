@@ -77,9 +77,21 @@ class EmulatorState:
         return self._token_cache.get(token)
 
 
-def new_state(*, data_dir: Path | None = None, config: EmulatorConfig | None = None,
-              base_url: str = "https://localhost") -> EmulatorState:
-    key = (SigningKey.load_or_create(data_dir / "signing-key.json") if data_dir
-           else SigningKey.generate())
-    return EmulatorState(store=Store(Clock()), config=config or EmulatorConfig(),
-                         signing_key=key, base_url=base_url, data_dir=data_dir)
+def new_state(
+    *,
+    data_dir: Path | None = None,
+    config: EmulatorConfig | None = None,
+    base_url: str = "https://localhost",
+) -> EmulatorState:
+    key = (
+        SigningKey.load_or_create(data_dir / "signing-key.json")
+        if data_dir
+        else SigningKey.generate()
+    )
+    return EmulatorState(
+        store=Store(Clock()),
+        config=config or EmulatorConfig(),
+        signing_key=key,
+        base_url=base_url,
+        data_dir=data_dir,
+    )

@@ -53,8 +53,16 @@ WELL_KNOWN_FOLDERS: dict[str, str] = {
 }
 # Folders under the root that listings show. recoverableitemsdeletions lives in the
 # Recoverable Items tree, outside msgfolderroot, so it never appears in /mailFolders.
-VISIBLE_TOP_LEVEL = ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive",
-                     "outbox", "conversationhistory")
+VISIBLE_TOP_LEVEL = (
+    "inbox",
+    "drafts",
+    "sentitems",
+    "deleteditems",
+    "junkemail",
+    "archive",
+    "outbox",
+    "conversationhistory",
+)
 DELETION_FOLDERS = ("deleteditems", "recoverableitemsdeletions")
 
 CATEGORY_COLORS = ("none",) + tuple(f"preset{i}" for i in range(25))
@@ -393,17 +401,24 @@ class Store:
     def add_listener(self, listener: MessageListener) -> None:
         self._listeners.append(listener)
 
-    def _emit(self, tenant: Tenant, mailbox: Mailbox, msg: Message, folder_id: str,
-              kind: ChangeKind) -> None:
+    def _emit(
+        self, tenant: Tenant, mailbox: Mailbox, msg: Message, folder_id: str, kind: ChangeKind
+    ) -> None:
         for listener in self._listeners:
             listener(tenant, mailbox, msg, folder_id, kind)
 
     # ----------------------------------------------------------------- directory
-    def add_tenant(self, *, display_name: str, domain: str, tenant_id: str | None = None,
-                   ) -> Tenant:
+    def add_tenant(
+        self,
+        *,
+        display_name: str,
+        domain: str,
+        tenant_id: str | None = None,
+    ) -> Tenant:
         with self.lock:
-            tenant = Tenant(id=tenant_id or ids.guid(), display_name=display_name,
-                            domain=domain.lower())
+            tenant = Tenant(
+                id=tenant_id or ids.guid(), display_name=display_name, domain=domain.lower()
+            )
             self.tenants[tenant.id] = tenant
             self._domains[tenant.domain] = tenant.id
             return tenant
@@ -416,15 +431,30 @@ class Store:
         tid = self._domains.get(key.lower())
         return self.tenants.get(tid) if tid else None
 
-    def add_user(self, tenant: Tenant, *, user_principal_name: str, display_name: str,
-                 password: str = "", shared: bool = False, user_id: str | None = None,
-                 **extra: Any) -> User:
+    def add_user(
+        self,
+        tenant: Tenant,
+        *,
+        user_principal_name: str,
+        display_name: str,
+        password: str = "",
+        shared: bool = False,
+        user_id: str | None = None,
+        **extra: Any,
+    ) -> User:
         with self.lock:
             uid = user_id or ids.guid()
             mailbox = Mailbox(user_id=uid)
-            user = User(id=uid, tenant_id=tenant.id, user_principal_name=user_principal_name,
-                        display_name=display_name, password=password, mailbox=mailbox,
-                        is_shared_mailbox=shared, **extra)
+            user = User(
+                id=uid,
+                tenant_id=tenant.id,
+                user_principal_name=user_principal_name,
+                display_name=display_name,
+                password=password,
+                mailbox=mailbox,
+                is_shared_mailbox=shared,
+                **extra,
+            )
             if shared:
                 # Shared mailboxes have a disabled account: nobody signs in as them.
                 user.account_enabled = False
@@ -451,25 +481,38 @@ class Store:
                     return tenant, user
         return None
 
-    def add_group(self, tenant: Tenant, *, display_name: str, mail: str,
-                  members: set[str] | None = None) -> Group:
+    def add_group(
+        self, tenant: Tenant, *, display_name: str, mail: str, members: set[str] | None = None
+    ) -> Group:
         with self.lock:
-            group = Group(id=ids.guid(), display_name=display_name, mail=mail,
-                          members=set(members or ()))
+            group = Group(
+                id=ids.guid(), display_name=display_name, mail=mail, members=set(members or ())
+            )
             tenant.groups[group.id] = group
             return group
 
-    def add_app(self, *, display_name: str, home_tenant_id: str, redirect_uris: list[str],
-                secret: str | None = None, client_id: str | None = None,
-                delegated_permissions: list[str] | None = None,
-                application_permissions: list[str] | None = None,
-                public_client: bool = False) -> App:
+    def add_app(
+        self,
+        *,
+        display_name: str,
+        home_tenant_id: str,
+        redirect_uris: list[str],
+        secret: str | None = None,
+        client_id: str | None = None,
+        delegated_permissions: list[str] | None = None,
+        application_permissions: list[str] | None = None,
+        public_client: bool = False,
+    ) -> App:
         with self.lock:
-            app = App(client_id=client_id or ids.guid(), display_name=display_name,
-                      home_tenant_id=home_tenant_id, redirect_uris=list(redirect_uris),
-                      public_client=public_client,
-                      delegated_permissions=list(delegated_permissions or []),
-                      application_permissions=list(application_permissions or []))
+            app = App(
+                client_id=client_id or ids.guid(),
+                display_name=display_name,
+                home_tenant_id=home_tenant_id,
+                redirect_uris=list(redirect_uris),
+                public_client=public_client,
+                delegated_permissions=list(delegated_permissions or []),
+                application_permissions=list(application_permissions or []),
+            )
             if secret:
                 app.secrets.append(Secret(value=secret, hint=secret[:3]))
             self.apps[app.client_id] = app
@@ -518,29 +561,50 @@ class Store:
 
     # ----------------------------------------------------------------- folders
     def _create_default_folders(self, mailbox: Mailbox) -> None:
-        root = Folder(id=ids.folder_id(), display_name=WELL_KNOWN_FOLDERS["msgfolderroot"],
-                      parent_id=None, well_known="msgfolderroot")
+        root = Folder(
+            id=ids.folder_id(),
+            display_name=WELL_KNOWN_FOLDERS["msgfolderroot"],
+            parent_id=None,
+            well_known="msgfolderroot",
+        )
         mailbox.folders[root.id] = root
         mailbox.well_known["msgfolderroot"] = root.id
         mailbox.logs[root.id] = FolderLog()
         for name in VISIBLE_TOP_LEVEL:
             self._new_folder(mailbox, WELL_KNOWN_FOLDERS[name], root.id, well_known=name)
         # Recoverable Items lives outside the visible tree.
-        self._new_folder(mailbox, WELL_KNOWN_FOLDERS["recoverableitemsdeletions"], None,
-                         well_known="recoverableitemsdeletions")
+        self._new_folder(
+            mailbox,
+            WELL_KNOWN_FOLDERS["recoverableitemsdeletions"],
+            None,
+            well_known="recoverableitemsdeletions",
+        )
 
-    def _new_folder(self, mailbox: Mailbox, display_name: str, parent_id: str | None, *,
-                    well_known: str | None = None, hidden: bool = False) -> Folder:
-        folder = Folder(id=ids.folder_id(), display_name=display_name, parent_id=parent_id,
-                        well_known=well_known, is_hidden=hidden)
+    def _new_folder(
+        self,
+        mailbox: Mailbox,
+        display_name: str,
+        parent_id: str | None,
+        *,
+        well_known: str | None = None,
+        hidden: bool = False,
+    ) -> Folder:
+        folder = Folder(
+            id=ids.folder_id(),
+            display_name=display_name,
+            parent_id=parent_id,
+            well_known=well_known,
+            is_hidden=hidden,
+        )
         mailbox.folders[folder.id] = folder
         mailbox.logs[folder.id] = FolderLog()
         if well_known:
             mailbox.well_known[well_known] = folder.id
         return folder
 
-    def create_folder(self, mailbox: Mailbox, display_name: str, parent_id: str, *,
-                      hidden: bool = False) -> Folder | None:
+    def create_folder(
+        self, mailbox: Mailbox, display_name: str, parent_id: str, *, hidden: bool = False
+    ) -> Folder | None:
         """Create a child folder; ``None`` when a sibling (hidden or not) has the name."""
         with self.lock:
             low = display_name.lower()
@@ -559,8 +623,9 @@ class Store:
         return list(reversed(path))
 
     # ----------------------------------------------------------------- messages
-    def _log(self, mailbox: Mailbox, folder_id: str, message_id: str,
-             kind: Literal["upsert", "removed"]) -> None:
+    def _log(
+        self, mailbox: Mailbox, folder_id: str, message_id: str, kind: Literal["upsert", "removed"]
+    ) -> None:
         mailbox.seq += 1
         mailbox.logs[folder_id].append(mailbox.seq, message_id, kind)
 
@@ -581,8 +646,9 @@ class Store:
             self._log(mailbox, msg.folder_id, msg.immutable_id, "upsert")
             self._emit(tenant, mailbox, msg, msg.folder_id, "updated")
 
-    def move_message(self, tenant: Tenant, mailbox: Mailbox, msg: Message,
-                     destination: Folder) -> Message:
+    def move_message(
+        self, tenant: Tenant, mailbox: Mailbox, msg: Message, destination: Folder
+    ) -> Message:
         """Move within the mailbox: the immutable id stays, the REST id is renewed."""
         with self.lock:
             source_id = msg.folder_id
@@ -609,21 +675,40 @@ class Store:
             self._log(mailbox, folder_id, msg.immutable_id, "removed")
             self._emit(tenant, mailbox, msg, folder_id, "deleted")
 
-    def record_deletion(self, tenant: Tenant, mailbox: Mailbox, message_id: str, action: str,
-                        client_id: str | None) -> None:
+    def record_deletion(
+        self, tenant: Tenant, mailbox: Mailbox, message_id: str, action: str, client_id: str | None
+    ) -> None:
         with self.lock:
-            self.deletions.append(Deletion(time=self.clock.now(), tenant_id=tenant.id,
-                                           mailbox_id=mailbox.user_id, message_id=message_id,
-                                           action=action, client_id=client_id))
+            self.deletions.append(
+                Deletion(
+                    time=self.clock.now(),
+                    tenant_id=tenant.id,
+                    mailbox_id=mailbox.user_id,
+                    message_id=message_id,
+                    action=action,
+                    client_id=client_id,
+                )
+            )
 
-    def new_message(self, mailbox: Mailbox, folder: Folder, *, subject: str, body: str,
-                    body_type: Literal["text", "html"] = "text",
-                    sender: Recipient | None = None, to: list[Recipient] | None = None,
-                    cc: list[Recipient] | None = None, bcc: list[Recipient] | None = None,
-                    reply_to: list[Recipient] | None = None,
-                    received: datetime | None = None, sent: datetime | None = None,
-                    internet_message_id: str | None = None,
-                    conversation_id: str | None = None, **extra: Any) -> Message:
+    def new_message(
+        self,
+        mailbox: Mailbox,
+        folder: Folder,
+        *,
+        subject: str,
+        body: str,
+        body_type: Literal["text", "html"] = "text",
+        sender: Recipient | None = None,
+        to: list[Recipient] | None = None,
+        cc: list[Recipient] | None = None,
+        bcc: list[Recipient] | None = None,
+        reply_to: list[Recipient] | None = None,
+        received: datetime | None = None,
+        sent: datetime | None = None,
+        internet_message_id: str | None = None,
+        conversation_id: str | None = None,
+        **extra: Any,
+    ) -> Message:
         """Build (but do not insert) a message for ``folder``."""
         now = self.clock.now()
         return Message(

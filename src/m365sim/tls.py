@@ -33,8 +33,9 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
@@ -44,8 +45,13 @@ def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
     ca_key_path = directory / "ca-key.pem"
     hosts_path = directory / "server-hosts.txt"
     wanted_hosts = sorted({"localhost", "127.0.0.1", "::1", *extra_hosts})
-    if (files.ca_cert.exists() and files.server_cert.exists() and files.server_key.exists()
-            and hosts_path.exists() and hosts_path.read_text().split() == wanted_hosts):
+    if (
+        files.ca_cert.exists()
+        and files.server_cert.exists()
+        and files.server_key.exists()
+        and hosts_path.exists()
+        and hosts_path.read_text().split() == wanted_hosts
+    ):
         return files
 
     now = dt.datetime.now(dt.UTC)
@@ -67,14 +73,22 @@ def ensure_tls(directory: Path, extra_hosts: tuple[str, ...] = ()) -> TlsFiles:
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
-                x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                              content_commitment=False, key_encipherment=False,
-                              data_encipherment=False, key_agreement=False,
-                              encipher_only=False, decipher_only=False),
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
                 critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
             .sign(ca_key, hashes.SHA256())
         )
         _write_private(ca_key_path, _key_pem(ca_key))

@@ -85,9 +85,7 @@ def authenticate(state: object, authorization: str | None) -> Caller:
         try:
             raw = state.signing_key.verify(token)
         except jwt.PyJWTError as exc:
-            raise unauthenticated(
-                "CompactToken parsing failed with error code: 80049217"
-            ) from exc
+            raise unauthenticated("CompactToken parsing failed with error code: 80049217") from exc
         if raw.get("aud") not in (GRAPH_RESOURCE, GRAPH_APP_ID, GRAPH_RESOURCE + "/"):
             raise unauthenticated("Invalid audience.")
         scp = str(raw.get("scp") or "")
@@ -117,8 +115,9 @@ def resolve_user(caller: Caller, key: str) -> User:
     """``/me`` or ``/users/{id | userPrincipalName}`` within the caller's tenant."""
     if key == "me":
         if caller.user is None:
-            raise GraphError(400, "BadRequest",
-                             "/me request is only valid with delegated authentication flow.")
+            raise GraphError(
+                400, "BadRequest", "/me request is only valid with delegated authentication flow."
+            )
         return caller.user
     user = caller.tenant.user(key)
     if user is None:
@@ -133,8 +132,9 @@ def authorize_mailbox(state: object, caller: Caller, mailbox_user: User, op: Ope
     if caller.app_only:
         if not caller.has_scope(*_APPLICATION[op]):
             raise access_denied()
-        if not state.store.mailbox_allowed_by_policy(caller.tenant, caller.client_id,
-                                                      mailbox_user.id):
+        if not state.store.mailbox_allowed_by_policy(
+            caller.tenant, caller.client_id, mailbox_user.id
+        ):
             raise policy_denied()
         return
     assert caller.user is not None

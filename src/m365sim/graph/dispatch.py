@@ -153,14 +153,24 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile("^/" + "/".join(parts) + "$", re.IGNORECASE)
 
 
-def route(method: str, template: str, *, mailbox: bool = False,
-          op: Operation | None = None) -> Callable[[Any], Any]:
+def route(
+    method: str, template: str, *, mailbox: bool = False, op: Operation | None = None
+) -> Callable[[Any], Any]:
     """Register a handler. ``mailbox=True`` templates are relative to ``/me`` or ``/users/{id}``
     and require ``op`` (the permission check for the target mailbox)."""
 
     def register(fn: Any) -> Any:
-        _ROUTES.append(Route(method.upper(), template, _compile(template), fn, mailbox, op,
-                             asyncio.iscoroutinefunction(fn)))
+        _ROUTES.append(
+            Route(
+                method.upper(),
+                template,
+                _compile(template),
+                fn,
+                mailbox,
+                op,
+                asyncio.iscoroutinefunction(fn),
+            )
+        )
         return fn
 
     return register
@@ -199,10 +209,14 @@ def _find(method: str, path: str, mailbox: bool) -> tuple[Route | None, dict[str
 
 
 def error_response(state: EmulatorState, req: GraphRequest, err: GraphError) -> GraphResponse:
-    body = graph_error_body(err.code, err.message, now=state.clock.now(),
-                            request_id=req.request_id,
-                            client_request_id=req.header("client-request-id"),
-                            inner=err.inner)
+    body = graph_error_body(
+        err.code,
+        err.message,
+        now=state.clock.now(),
+        request_id=req.request_id,
+        client_request_id=req.header("client-request-id"),
+        inner=err.inner,
+    )
     return GraphResponse(err.status, body, dict(err.headers))
 
 
@@ -227,9 +241,11 @@ async def handle(state: EmulatorState, req: GraphRequest) -> GraphResponse:
             found, params, known = _find(req.method, path, mailbox=False)
         if found is None:
             if known:
-                raise GraphError(405, "BadRequest",
-                                 f"The HTTP method '{req.method}' is not allowed for this "
-                                 "resource.")
+                raise GraphError(
+                    405,
+                    "BadRequest",
+                    f"The HTTP method '{req.method}' is not allowed for this resource.",
+                )
             first = path.strip("/").split("/")[-1] or path
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{first}'.")
         prefix = ""
@@ -273,24 +289,44 @@ async def handle(state: EmulatorState, req: GraphRequest) -> GraphResponse:
     except Exception:  # the envelope, never a traceback
         log.exception("unhandled error in %s %s", req.method, req.path)
         response = error_response(
-            state, req, GraphError(500, "generalException",
-                                   "An internal server error occurred. The operation failed."))
+            state,
+            req,
+            GraphError(
+                500, "generalException", "An internal server error occurred. The operation failed."
+            ),
+        )
     finally:
         if throttle_key is not None:
             state.throttle.release(throttle_key)
     response.headers.setdefault("request-id", req.request_id)
-    response.headers.setdefault("client-request-id",
-                                req.header("client-request-id") or req.request_id)
+    response.headers.setdefault(
+        "client-request-id", req.header("client-request-id") or req.request_id
+    )
     _record(state, req, response.status, endpoint, mailbox_id, client_id)
     return response
 
 
-def _record(state: EmulatorState, req: GraphRequest, status: int, endpoint: str,
-            mailbox_id: str | None, client_id: str | None) -> None:
-    state.record(RequestRecord(time=state.clock.time(), method=req.method, path=req.path,
-                               status=status, endpoint=endpoint, mailbox_id=mailbox_id,
-                               client_id=client_id, request_id=req.request_id,
-                               in_batch=req.in_batch))
+def _record(
+    state: EmulatorState,
+    req: GraphRequest,
+    status: int,
+    endpoint: str,
+    mailbox_id: str | None,
+    client_id: str | None,
+) -> None:
+    state.record(
+        RequestRecord(
+            time=state.clock.time(),
+            method=req.method,
+            path=req.path,
+            status=status,
+            endpoint=endpoint,
+            mailbox_id=mailbox_id,
+            client_id=client_id,
+            request_id=req.request_id,
+            in_batch=req.in_batch,
+        )
+    )
 
 
 class Disconnect(Exception):

@@ -68,8 +68,16 @@ class Faults:
         self._lock = threading.Lock()
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
-        allowed = {"path", "method", "status", "rate", "count", "latency_ms", "disconnect",
-                   "retry_after"}
+        allowed = {
+            "path",
+            "method",
+            "status",
+            "rate",
+            "count",
+            "latency_ms",
+            "disconnect",
+            "retry_after",
+        }
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
@@ -83,11 +91,17 @@ class Faults:
         if count is not None and (not isinstance(count, int) or count < 1):
             raise ValueError("count must be a positive integer")
         try:
-            rule = FaultRule(id=ids.opaque(8), path=str(spec.get("path", ".*")),
-                             method=str(spec.get("method", "*")), status=status, rate=rate,
-                             count=count, latency_ms=int(spec.get("latency_ms", 0)),
-                             disconnect=bool(spec.get("disconnect", False)),
-                             retry_after=spec.get("retry_after"))
+            rule = FaultRule(
+                id=ids.opaque(8),
+                path=str(spec.get("path", ".*")),
+                method=str(spec.get("method", "*")),
+                status=status,
+                rate=rate,
+                count=count,
+                latency_ms=int(spec.get("latency_ms", 0)),
+                disconnect=bool(spec.get("disconnect", False)),
+                retry_after=spec.get("retry_after"),
+            )
         except re.error as exc:
             raise ValueError(f"path is not a valid regular expression: {exc}") from exc
         with self._lock:
@@ -125,6 +139,5 @@ class Faults:
                     rule.count -= 1
                     if rule.count <= 0:
                         self._rules.remove(rule)
-                return Injection(rule.status, rule.latency_ms, rule.disconnect,
-                                 rule.retry_after)
+                return Injection(rule.status, rule.latency_ms, rule.disconnect, rule.retry_after)
         return None

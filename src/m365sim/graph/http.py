@@ -39,8 +39,9 @@ async def _read_body(receive: Any) -> bytes | None:
         if not message.get("more_body", False):
             break
     if size > MAX_BODY:
-        raise GraphError(413, "RequestEntityTooLarge",
-                         "The maximum request length supported is 4MB.")
+        raise GraphError(
+            413, "RequestEntityTooLarge", "The maximum request length supported is 4MB."
+        )
     return b"".join(chunks)
 
 
@@ -48,9 +49,12 @@ def parse_query(raw: str) -> dict[str, str]:
     query: dict[str, str] = {}
     for name, value in parse_qsl(raw, keep_blank_values=True):
         if name in query:
-            raise GraphError(400, "BadRequest",
-                             f"Query option '{name}' was specified more than once, but it must "
-                             "be specified at most once.")
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Query option '{name}' was specified more than once, but it must "
+                "be specified at most once.",
+            )
         query[name] = value
     return query
 
@@ -64,18 +68,22 @@ def encode(response: GraphResponse) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     elif isinstance(response.body, str):
         payload = response.body.encode()
     else:
-        payload = json.dumps(response.body, separators=(",", ":"),
-                             ensure_ascii=False).encode()
+        payload = json.dumps(response.body, separators=(",", ":"), ensure_ascii=False).encode()
     headers.append((b"content-type", response.content_type.encode()))
     return payload, headers
 
 
 async def graph_asgi(state: EmulatorState, scope: Scope, receive: Any, send: Any) -> None:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-    path = scope["path"][len("/v1.0"):] or "/"
+    path = scope["path"][len("/v1.0") :] or "/"
     host = headers.get("host", "localhost")
-    req = GraphRequest(method=scope["method"].upper(), path=path, query={}, headers=headers,
-                       base_url=f"https://{host}/v1.0")
+    req = GraphRequest(
+        method=scope["method"].upper(),
+        path=path,
+        query={},
+        headers=headers,
+        base_url=f"https://{host}/v1.0",
+    )
     try:
         req.query = parse_query(scope.get("query_string", b"").decode("latin-1"))
         body = await _read_body(receive)
@@ -87,11 +95,11 @@ async def graph_asgi(state: EmulatorState, scope: Scope, receive: Any, send: Any
         response = error_response(state, req, err)
         response.headers.setdefault("request-id", req.request_id)
     except Disconnect:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"100")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+        )
         raise
     payload, raw_headers = encode(response)
     raw_headers.append((b"content-length", str(len(payload)).encode()))
-    await send({"type": "http.response.start", "status": response.status,
-                "headers": raw_headers})
+    await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload})

@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from m365sim.errors import GraphError
 
 
-def select_fields(query: dict[str, str], *, allowed: Iterable[str],
-                  default: Iterable[str]) -> list[str]:
+def select_fields(
+    query: dict[str, str], *, allowed: Iterable[str], default: Iterable[str]
+) -> list[str]:
     """Fields named by ``$select`` (``id`` always included), or ``default``.
 
     Unknown names answer 400 as Graph does:
@@ -25,9 +26,11 @@ def select_fields(query: dict[str, str], *, allowed: Iterable[str],
             continue
         real = by_lower.get(name.lower())
         if real is None:
-            raise GraphError(400, "BadRequest",
-                             f"Could not find a property named '{name}' on type "
-                             "'microsoft.graph.entity'.")
+            raise GraphError(
+                400,
+                "BadRequest",
+                f"Could not find a property named '{name}' on type 'microsoft.graph.entity'.",
+            )
         if real not in fields:
             fields.append(real)
     if "id" in by_lower and "id" not in fields:

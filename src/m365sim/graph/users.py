@@ -15,9 +15,19 @@ from m365sim.graph.dispatch import Ctx, GraphResponse, route
 from m365sim.graph.odata import select_fields
 from m365sim.store import User
 
-USER_DEFAULT = ("businessPhones", "displayName", "givenName", "jobTitle", "mail",
-                "mobilePhone", "officeLocation", "preferredLanguage", "surname",
-                "userPrincipalName", "id")
+USER_DEFAULT = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
 USER_ALL = USER_DEFAULT + ("accountEnabled", "userType")
 
 
@@ -40,8 +50,9 @@ def user_json(user: User) -> dict[str, Any]:
 
 
 def _denied() -> GraphError:
-    return GraphError(403, "Authorization_RequestDenied",
-                      "Insufficient privileges to complete the operation.")
+    return GraphError(
+        403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation."
+    )
 
 
 def _shape(ctx: Ctx, user: User) -> dict[str, Any]:
@@ -53,10 +64,12 @@ def _shape(ctx: Ctx, user: User) -> dict[str, Any]:
 @route("GET", "/me")
 def get_me(ctx: Ctx) -> GraphResponse:
     if ctx.caller.user is None:
-        raise GraphError(400, "BadRequest",
-                         "/me request is only valid with delegated authentication flow.")
-    if not ctx.caller.has_scope("User.Read", "User.ReadWrite", "User.ReadBasic.All",
-                                "User.Read.All", "Directory.Read.All"):
+        raise GraphError(
+            400, "BadRequest", "/me request is only valid with delegated authentication flow."
+        )
+    if not ctx.caller.has_scope(
+        "User.Read", "User.ReadWrite", "User.ReadBasic.All", "User.Read.All", "Directory.Read.All"
+    ):
         raise _denied()
     body = {"@odata.context": ctx.link("/$metadata#users/$entity")}
     body.update(_shape(ctx, ctx.caller.user))
@@ -74,9 +87,12 @@ def get_user(ctx: Ctx) -> GraphResponse:
     if not allowed:
         raise _denied()
     if user is None:
-        raise GraphError(404, "Request_ResourceNotFound",
-                         f"Resource '{key}' does not exist or one of its queried "
-                         "reference-property objects are not present.")
+        raise GraphError(
+            404,
+            "Request_ResourceNotFound",
+            f"Resource '{key}' does not exist or one of its queried "
+            "reference-property objects are not present.",
+        )
     body = {"@odata.context": ctx.link("/$metadata#users/$entity")}
     body.update(_shape(ctx, user))
     return GraphResponse(200, body)
@@ -91,21 +107,28 @@ def list_users(ctx: Ctx) -> GraphResponse:
     page_size = 100
     if top is not None:
         if not top.isdigit() or not 1 <= int(top) <= 999:
-            raise GraphError(400, "Request_BadRequest",
-                             f"Invalid page size specified: '{top}'. Must be between 1 and 999 "
-                             "inclusive.")
+            raise GraphError(
+                400,
+                "Request_BadRequest",
+                f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.",
+            )
         page_size = int(top)
     skip_token = ctx.req.query.get("$skiptoken")
     start = 0
     if skip_token is not None:
         if not skip_token.isdigit():
-            raise GraphError(400, "Directory_ExpiredPageToken",
-                             "The specified page token value has expired and can no longer be "
-                             "included in your request.")
+            raise GraphError(
+                400,
+                "Directory_ExpiredPageToken",
+                "The specified page token value has expired and can no longer be "
+                "included in your request.",
+            )
         start = int(skip_token)
-    page = users[start:start + page_size]
-    body: dict[str, Any] = {"@odata.context": ctx.link("/$metadata#users"),
-                            "value": [_shape(ctx, u) for u in page]}
+    page = users[start : start + page_size]
+    body: dict[str, Any] = {
+        "@odata.context": ctx.link("/$metadata#users"),
+        "value": [_shape(ctx, u) for u in page],
+    }
     if start + page_size < len(users):
         query = f"$skiptoken={start + page_size}"
         if top is not None:
