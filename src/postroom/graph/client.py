@@ -1,0 +1,423 @@
+"""``GraphClient``: every request Postroom sends to Microsoft Graph goes through here.
+
+What every request gets, in one place:
+
+* ``Prefer: IdType="ImmutableId"`` (ids survive moves), a timeout, and a bearer token from a
+  :class:`TokenSource` (refreshed once on a 401, never in a loop: a second 401 is
+  :class:`~postroom.graph.errors.AuthFailed` for the caller to turn into a status);
+* a slot in the (application, mailbox) budget (:mod:`postroom.graph.budget`);
+* the never-delete guard (:mod:`postroom.graph.guard`) before any I/O;
+* retries only where they are safe: 429 (and 503 with ``Retry-After``) means Graph did not act,
+  so any request is retried after ``Retry-After`` with jitter, and the whole mailbox pauses;
+  other 5xx, timeouts and connection failures are retried only for idempotent requests (GET,
+  PATCH, DELETE-free by construction). A non-idempotent POST (createForward, send, folder
+  create) that fails transiently is reported, not repeated: the ledger decides.
+
+The client holds no state about mailboxes except the ids of their deletion folders (for the
+guard). It is the only code that knows Graph URLs and JSON shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+
+from postroom.graph import guard
+from postroom.graph.budget import DEFAULT_BUDGET, MailboxBudget
+from postroom.graph.errors import (
+    AuthFailed,
+    GraphError,
+    NotFound,
+    PermanentError,
+    Throttled,
+    TransientError,
+    from_response,
+)
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+PREFER_IMMUTABLE = 'IdType="ImmutableId"'
+MESSAGE_SELECT = (
+    "id,internetMessageId,conversationId,parentFolderId,receivedDateTime,categories,"
+    "isRead,hasAttachments,importance"
+)
+
+
+class TokenSource(Protocol):
+    """Gives a bearer token for Graph; ``force_refresh`` after a 401."""
+
+    async def __call__(self, *, force_refresh: bool = False) -> str: ...
+
+
+@dataclass
+class DeltaPage:
+    """One page of a folder delta: changed messages, removed ids, and where to go next."""
+
+    messages: list[dict[str, Any]]
+    removed: list[str]
+    next_link: str | None
+    delta_link: str | None
+
+
+@dataclass
+class BatchResult:
+    id: str
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class GraphClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        token: TokenSource,
+        app_id: str,
+        http: httpx.AsyncClient | None = None,
+        verify: Any = True,
+        budget: MailboxBudget = DEFAULT_BUDGET,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        max_attempts: int = 5,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.app_id = app_id
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout, verify=verify, trust_env=False)
+        self._timeout = timeout
+        self._budget = budget
+        self._max_attempts = max_attempts
+        self._max_backoff = max_backoff
+        self._deletion_ids: dict[str, set[str]] = {}
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> GraphClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ core
+    @staticmethod
+    def mailbox_path(mailbox: str) -> str:
+        return "/me" if mailbox == "me" else f"/users/{quote(mailbox, safe='@')}"
+
+    async def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        mailbox: str | None,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Send one request; return (status, parsed body, headers) or raise a GraphError."""
+        method = method.upper()
+        path = path_or_url
+        if path_or_url.startswith(self.base_url):
+            path = path_or_url[len(self.base_url) :]
+        await self._guard(method, path, json, mailbox)
+        if idempotent is None:
+            idempotent = method in ("GET", "PATCH", "PUT")
+        url = path_or_url if path_or_url.startswith("https://") else self.base_url + path
+        key = (self.app_id, (mailbox or "-").lower())
+        force_refresh = False
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self._token(force_refresh=force_refresh)
+            request_headers = {
+                "Authorization": f"Bearer {token}",
+                "Prefer": PREFER_IMMUTABLE,
+                "Accept": "application/json",
+            }
+            if headers:
+                request_headers.update(headers)
+                if "Prefer" in headers and PREFER_IMMUTABLE not in headers["Prefer"]:
+                    request_headers["Prefer"] = f"{PREFER_IMMUTABLE}, {headers['Prefer']}"
+            try:
+                async with self._budget.slot(key):
+                    response = await self._http.request(
+                        method,
+                        url,
+                        json=json,
+                        params=params,
+                        headers=request_headers,
+                        timeout=self._timeout,
+                    )
+            except httpx.HTTPError as exc:
+                error: GraphError = TransientError(f"{type(exc).__name__}: {exc}")
+                if idempotent and attempt < self._max_attempts:
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                raise error from exc
+            body = _parse_body(response)
+            response_headers = {k.lower(): v for k, v in response.headers.items()}
+            if response.status_code < 400:
+                return response.status_code, body, response_headers
+            error = from_response(response.status_code, body, response_headers)
+            if isinstance(error, AuthFailed) and not refreshed:
+                refreshed = force_refresh = True
+                continue
+            force_refresh = False
+            if isinstance(error, Throttled):
+                # Graph did not act on a throttled request: safe to repeat any method.
+                self._budget.pause(key, error.retry_after)
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(error.retry_after + random.uniform(0, 0.25))
+                    continue
+            elif isinstance(error, TransientError) and idempotent:
+                if attempt < self._max_attempts:
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+            raise error
+
+    def _backoff(self, attempt: int) -> float:
+        base: float = min(self._max_backoff, 0.5 * 2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.0)
+
+    async def _guard(self, method: str, path: str, body: Any, mailbox: str | None) -> None:
+        # Names and methods first: refusing those needs no I/O at all.
+        guard.check_request(method, path, body)
+        needs_ids = method == "POST" and path.rstrip("/").lower().endswith(("/move", "$batch"))
+        if needs_ids and mailbox is not None:
+            deletion_ids = await self._deletion_folder_ids(mailbox)
+            guard.check_request(method, path, body, deletion_folder_ids=deletion_ids)
+
+    async def _deletion_folder_ids(self, mailbox: str) -> set[str]:
+        """Ids of Deleted Items and Recoverable Items for the guard, resolved once."""
+        cached = self._deletion_ids.get(mailbox)
+        if cached is not None:
+            return cached
+        found: set[str] = set()
+        for name in ("deleteditems", "recoverableitemsdeletions"):
+            try:
+                _, body, _ = await self.request(
+                    "GET",
+                    f"{self.mailbox_path(mailbox)}/mailFolders/{name}",
+                    mailbox=mailbox,
+                    params={"$select": "id"},
+                )
+            except (NotFound, PermanentError):
+                continue
+            if isinstance(body, dict) and isinstance(body.get("id"), str):
+                found.add(body["id"])
+        self._deletion_ids[mailbox] = found
+        return found
+
+    async def _pages(
+        self, path_or_url: str, *, mailbox: str | None, params: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        url: str | None = path_or_url
+        first = True
+        while url:
+            _, body, _ = await self.request(
+                "GET", url, mailbox=mailbox, params=params if first else None
+            )
+            first = False
+            for item in body.get("value", []):
+                yield item
+            url = body.get("@odata.nextLink")
+
+    # ------------------------------------------------------------------ directory
+    async def me(self) -> dict[str, Any]:
+        _, body, _ = await self.request("GET", "/me", mailbox="me")
+        return dict(body)
+
+    async def user(self, key: str) -> dict[str, Any]:
+        _, body, _ = await self.request("GET", f"/users/{quote(key, safe='@')}", mailbox=None)
+        return dict(body)
+
+    async def users(self, *, select: str = "id,displayName,userPrincipalName,mail") -> list[Any]:
+        return [u async for u in self._pages("/users", mailbox=None, params={"$select": select})]
+
+    # ------------------------------------------------------------------ folders
+    async def folder(self, mailbox: str, key: str) -> dict[str, Any]:
+        _, body, _ = await self.request(
+            "GET", f"{self.mailbox_path(mailbox)}/mailFolders/{quote(key)}", mailbox=mailbox
+        )
+        return dict(body)
+
+    async def child_folders(self, mailbox: str, parent: str | None = None) -> list[Any]:
+        base = self.mailbox_path(mailbox)
+        path = (
+            f"{base}/mailFolders/{quote(parent)}/childFolders" if parent else f"{base}/mailFolders"
+        )
+        return [f async for f in self._pages(path, mailbox=mailbox, params={"$top": "100"})]
+
+    async def create_folder(
+        self, mailbox: str, display_name: str, parent: str | None = None
+    ) -> dict[str, Any]:
+        base = self.mailbox_path(mailbox)
+        path = (
+            f"{base}/mailFolders/{quote(parent)}/childFolders" if parent else f"{base}/mailFolders"
+        )
+        _, body, _ = await self.request(
+            "POST", path, mailbox=mailbox, json={"displayName": display_name}, idempotent=False
+        )
+        return dict(body)
+
+    # ------------------------------------------------------------------ messages
+    async def message(
+        self, mailbox: str, message_id: str, *, select: str = MESSAGE_SELECT
+    ) -> dict[str, Any]:
+        _, body, _ = await self.request(
+            "GET",
+            f"{self.mailbox_path(mailbox)}/messages/{quote(message_id, safe='')}",
+            mailbox=mailbox,
+            params={"$select": select},
+        )
+        return dict(body)
+
+    async def delta(
+        self,
+        mailbox: str,
+        folder: str,
+        *,
+        link: str | None = None,
+        select: str = MESSAGE_SELECT,
+        page_size: int = 50,
+    ) -> DeltaPage:
+        """One delta page: from ``link`` (a stored next/delta link) or a fresh start."""
+        params = None
+        url = link
+        if url is None:
+            url = f"{self.mailbox_path(mailbox)}/mailFolders/{quote(folder)}/messages/delta"
+            params = {"$select": select}
+        _, body, _ = await self.request(
+            "GET",
+            url,
+            mailbox=mailbox,
+            params=params,
+            headers={"Prefer": f"odata.maxpagesize={page_size}"},
+        )
+        messages: list[dict[str, Any]] = []
+        removed: list[str] = []
+        for item in body.get("value", []):
+            if "@removed" in item:
+                removed.append(item["id"])
+            else:
+                messages.append(item)
+        return DeltaPage(
+            messages, removed, body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+        )
+
+    async def set_categories(
+        self, mailbox: str, message_id: str, categories: list[str]
+    ) -> dict[str, Any]:
+        """Replace the message's categories (callers merge with the user's own first)."""
+        _, body, _ = await self.request(
+            "PATCH",
+            f"{self.mailbox_path(mailbox)}/messages/{quote(message_id, safe='')}",
+            mailbox=mailbox,
+            json={"categories": categories},
+        )
+        return dict(body)
+
+    async def move(self, mailbox: str, message_id: str, destination: str) -> dict[str, Any]:
+        # Idempotent with immutable ids: moving again into the same folder changes nothing.
+        _, body, _ = await self.request(
+            "POST",
+            f"{self.mailbox_path(mailbox)}/messages/{quote(message_id, safe='')}/move",
+            mailbox=mailbox,
+            json={"destinationId": destination},
+            idempotent=True,
+        )
+        return dict(body)
+
+    async def create_forward(
+        self, mailbox: str, message_id: str, *, to: list[str], comment: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "toRecipients": [{"emailAddress": {"address": a}} for a in to],
+        }
+        if comment:
+            payload["comment"] = comment
+        _, body, _ = await self.request(
+            "POST",
+            f"{self.mailbox_path(mailbox)}/messages/{quote(message_id, safe='')}/createForward",
+            mailbox=mailbox,
+            json=payload,
+            idempotent=False,
+        )
+        return dict(body)
+
+    async def send_draft(self, mailbox: str, draft_id: str) -> None:
+        await self.request(
+            "POST",
+            f"{self.mailbox_path(mailbox)}/messages/{quote(draft_id, safe='')}/send",
+            mailbox=mailbox,
+            idempotent=False,
+        )
+
+    # ------------------------------------------------------------------ categories
+    async def master_categories(self, mailbox: str) -> list[Any]:
+        path = f"{self.mailbox_path(mailbox)}/outlook/masterCategories"
+        return [c async for c in self._pages(path, mailbox=mailbox)]
+
+    async def create_master_category(
+        self, mailbox: str, display_name: str, color: str
+    ) -> dict[str, Any]:
+        _, body, _ = await self.request(
+            "POST",
+            f"{self.mailbox_path(mailbox)}/outlook/masterCategories",
+            mailbox=mailbox,
+            json={"displayName": display_name, "color": color},
+            idempotent=False,
+        )
+        return dict(body)
+
+    # ------------------------------------------------------------------ batch
+    async def batch(self, requests: list[dict[str, Any]], *, mailbox: str) -> list[BatchResult]:
+        """Send up to 20 requests in one ``$batch``; per-item results, ids as given."""
+        if not 1 <= len(requests) <= 20:
+            raise ValueError("a $batch holds 1 to 20 requests")
+        items = []
+        for item in requests:
+            item = dict(item)
+            item.setdefault("headers", {})
+            item["headers"] = {**item["headers"], "Prefer": PREFER_IMMUTABLE}
+            if "body" in item:
+                item["headers"].setdefault("Content-Type", "application/json")
+            items.append(item)
+        _, body, _ = await self.request(
+            "POST", "/$batch", mailbox=mailbox, json={"requests": items}, idempotent=False
+        )
+        return [
+            BatchResult(
+                id=str(r.get("id")),
+                status=int(r.get("status", 0)),
+                body=r.get("body"),
+                headers={k.lower(): v for k, v in (r.get("headers") or {}).items()},
+            )
+            for r in body.get("responses", [])
+        ]
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    content_type = response.headers.get("content-type", "")
+    if "json" in content_type:
+        try:
+            return response.json()
+        except ValueError:
+            return None
+    return response.text
