@@ -1,0 +1,1 @@
+"""Postroom's own users, workspaces (organizations) and roles."""

@@ -1,0 +1,1 @@
+"""Outlook integrations: connection, setup wizard, mailboxes and status."""

@@ -1,0 +1,222 @@
+"""Integration records: every function takes the caller's workspace id and stays inside it.
+
+Keyword-only, one short session each, no network calls: views fetch from Microsoft first and
+then call these to write.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from postroom.crypto import SecretBox
+from postroom.integrations.models import Category, Integration, Mailbox, OAuthFlow
+from postroom.integrations.statuses import Reason
+
+FLOW_LIFETIME = timedelta(minutes=15)
+
+
+def list_integrations(*, db: Session, workspace_id: str) -> list[Integration]:
+    return list(
+        db.scalars(
+            select(Integration)
+            .where(Integration.workspace_id == workspace_id)
+            .order_by(Integration.created_at)
+        )
+    )
+
+
+def get_integration(*, db: Session, workspace_id: str, integration_id: str) -> Integration | None:
+    return db.scalar(
+        select(Integration).where(
+            Integration.id == integration_id, Integration.workspace_id == workspace_id
+        )
+    )
+
+
+def mailboxes(*, db: Session, integration: Integration) -> list[Mailbox]:
+    return list(
+        db.scalars(
+            select(Mailbox)
+            .where(Mailbox.integration_id == integration.id)
+            .order_by(Mailbox.kind, Mailbox.address)
+        )
+    )
+
+
+def categories(*, db: Session, integration: Integration) -> list[Category]:
+    return list(
+        db.scalars(
+            select(Category)
+            .where(Category.integration_id == integration.id)
+            .order_by(Category.position)
+        )
+    )
+
+
+# ---------------------------------------------------------------------- OAuth round trips
+def save_flow(
+    *,
+    db: Session,
+    box: SecretBox,
+    state: str,
+    workspace_id: str,
+    user_id: str,
+    purpose: str,
+    options: dict[str, Any],
+    flow: bytes | None,
+    integration_id: str | None = None,
+) -> None:
+    db.add(
+        OAuthFlow(
+            state=state,
+            workspace_id=workspace_id,
+            user_id=user_id,
+            purpose=purpose,
+            integration_id=integration_id,
+            options=options,
+            flow=box.encrypt(flow, context=f"oauth-flow:{state}".encode()) if flow else None,
+        )
+    )
+
+
+def take_flow(*, db: Session, state: str, user_id: str) -> OAuthFlow | None:
+    """The pending flow for this ``state`` started by this user; single use, 15 minutes."""
+    cutoff = datetime.now(UTC) - FLOW_LIFETIME
+    db.execute(delete(OAuthFlow).where(OAuthFlow.created_at < cutoff))
+    if not state or len(state) > 128:
+        return None
+    flow = db.get(OAuthFlow, state)
+    if flow is None or flow.user_id != user_id:
+        return None
+    db.delete(flow)
+    db.flush()
+    return flow
+
+
+def flow_payload(*, box: SecretBox, flow: OAuthFlow) -> bytes | None:
+    if flow.flow is None:
+        return None
+    return box.decrypt(flow.flow, context=f"oauth-flow:{flow.state}".encode())
+
+
+# ---------------------------------------------------------------------- integrations
+def store_token_cache(*, box: SecretBox, integration: Integration, cache: str) -> None:
+    integration.token_cache = box.encrypt(
+        cache.encode(), context=f"token-cache:{integration.id}".encode()
+    )
+
+
+def token_cache(*, box: SecretBox, integration: Integration) -> str | None:
+    if integration.token_cache is None:
+        return None
+    return box.decrypt(
+        integration.token_cache, context=f"token-cache:{integration.id}".encode()
+    ).decode()
+
+
+def find_personal(
+    *, db: Session, workspace_id: str, tenant_id: str, account_oid: str
+) -> Integration | None:
+    return db.scalar(
+        select(Integration).where(
+            Integration.workspace_id == workspace_id,
+            Integration.kind == "personal",
+            Integration.tenant_id == tenant_id,
+            Integration.account_oid == account_oid,
+        )
+    )
+
+
+def find_organization(*, db: Session, workspace_id: str, tenant_id: str) -> Integration | None:
+    return db.scalar(
+        select(Integration).where(
+            Integration.workspace_id == workspace_id,
+            Integration.kind == "organization",
+            Integration.tenant_id == tenant_id,
+        )
+    )
+
+
+def create_integration(
+    *, db: Session, workspace_id: str, user_id: str, kind: str, **fields: Any
+) -> Integration:
+    integration = Integration(
+        workspace_id=workspace_id, created_by=user_id, kind=kind, status="setup", **fields
+    )
+    db.add(integration)
+    db.flush()
+    return integration
+
+
+def set_status(
+    *,
+    db: Session,
+    integration: Integration,
+    status: str,
+    reason: Reason | None = None,
+    detail: str | None = None,
+) -> None:
+    integration.status = status
+    integration.status_reason = reason.code if reason else None
+    integration.status_detail = detail
+    integration.status_changed_at = datetime.now(UTC)
+    db.flush()
+
+
+def mark_failed(
+    *, db: Session, integration: Integration, reason: Reason, detail: str | None = None
+) -> None:
+    """A token or consent failure: a status with its reason, never a retry."""
+    set_status(db=db, integration=integration, status=reason.status, reason=reason, detail=detail)
+
+
+def restore_after_reconnect(*, db: Session, integration: Integration) -> None:
+    status = "connected" if integration.finished_at else "setup"
+    set_status(db=db, integration=integration, status=status)
+
+
+def save_wizard(*, db: Session, integration: Integration, data: dict[str, Any], step: int) -> None:
+    integration.wizard_data = dict(data)
+    integration.wizard_step = step
+    db.flush()
+
+
+def finish_setup(*, db: Session, integration: Integration) -> None:
+    """Write the wizard's choices as mailboxes and categories; the integration is live."""
+    data = integration.wizard_data
+    sync = data["sync"]
+    db.execute(delete(Mailbox).where(Mailbox.integration_id == integration.id))
+    db.execute(delete(Category).where(Category.integration_id == integration.id))
+    for box_data in sync["mailboxes"]:
+        db.add(
+            Mailbox(
+                integration_id=integration.id,
+                graph_user_id=box_data["id"],
+                address=box_data["address"],
+                display_name=box_data.get("name", ""),
+                kind=box_data["kind"],
+                folders=list(sync["folders"]),
+                status="connected",
+            )
+        )
+    for position, cat in enumerate(data.get("processing", {}).get("categories", [])):
+        db.add(
+            Category(
+                integration_id=integration.id,
+                name=cat["name"],
+                color=cat["color"],
+                folder=cat.get("folder"),
+                forward_to=list(cat.get("forward_to") or []),
+                position=position,
+            )
+        )
+    backfill = data.get("backfill", {"mode": "off"})
+    integration.backfill_since = (
+        date.fromisoformat(backfill["since"]) if backfill.get("mode") == "since" else None
+    )
+    integration.finished_at = datetime.now(UTC)
+    set_status(db=db, integration=integration, status="connected")

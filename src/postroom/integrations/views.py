@@ -1,0 +1,838 @@
+"""Integration pages: list, connect (personal and organization-wide), callbacks, setup wizard,
+status, reconnect.
+
+Views stay thin: parse, call Microsoft (MSAL or the Graph client) first, then one short
+database session to write, then render. Every identity failure becomes a status with its reason
+in plain words; every bad input (unknown ``state``, another workspace's id, garbage fields) gets
+a clear page and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from postroom.crypto import DecryptionFailed, SecretBox
+from postroom.graph import AccessDenied, GraphClient, GraphError, NotFound
+from postroom.integrations import service, wizard
+from postroom.integrations.graph_access import Connection, TokenFailure, run_graph
+from postroom.integrations.models import Integration
+from postroom.integrations.oauth import (
+    GRAPH,
+    MicrosoftIdentity,
+    delegated_scopes,
+    features_off,
+)
+from postroom.integrations.statuses import (
+    LABELS,
+    REASONS,
+    from_admin_consent_redirect,
+    from_identity_error,
+)
+from postroom.settings import Settings
+from postroom.web.app import DbSession, current_caller, render
+from postroom.web.security import Caller, check_csrf
+
+router = APIRouter()
+
+Field = Annotated[str, Form(max_length=5000)]
+FieldList = Annotated[list[str], Form(max_length=5000)]
+TENANT_RE = re.compile(r"^[0-9a-fA-F-]{36}$|^[A-Za-z0-9.-]{3,253}$")
+HIDDEN_FOLDERS = {
+    "deleteditems",
+    "recoverableitemsdeletions",
+    "drafts",
+    "outbox",
+    "sentitems",
+    "conversationhistory",
+}
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _identity(request: Request) -> MicrosoftIdentity:
+    identity = getattr(request.app.state, "identity", None)
+    if identity is None:
+        identity = request.app.state.identity = MicrosoftIdentity(_settings(request))
+    return identity
+
+
+def _box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.box
+    return box
+
+
+def _load(db: Session, caller: Caller, integration_id: str) -> Integration:
+    integration = service.get_integration(
+        db=db, workspace_id=caller.workspace_id, integration_id=integration_id
+    )
+    if integration is None:
+        raise HTTPException(404)
+    return integration
+
+
+def _connection(request: Request, integration: Integration) -> Connection:
+    cache = None
+    if integration.kind == "personal":
+        try:
+            cache = service.token_cache(box=_box(request), integration=integration)
+        except DecryptionFailed:
+            cache = None
+    return Connection(
+        kind=integration.kind,
+        tenant_id=integration.tenant_id or "organizations",
+        account_oid=integration.account_oid,
+        cache=cache,
+        scopes=list(integration.granted_scopes or []),
+    )
+
+
+def _graph(
+    request: Request, db: Session, integration: Integration, work: Any, *, verify: bool = False
+) -> Any:
+    """Call Graph for this integration; a token failure becomes the integration's status."""
+    try:
+        result, new_cache = run_graph(
+            _settings(request),
+            _identity(request),
+            _connection(request, integration),
+            work,
+            verify_sign_in=verify,
+        )
+    except TokenFailure as failure:
+        service.mark_failed(
+            db=db, integration=integration, reason=failure.reason, detail=failure.description
+        )
+        db.commit()
+        raise
+    if new_cache:
+        service.store_token_cache(box=_box(request), integration=integration, cache=new_cache)
+        db.flush()
+    return result
+
+
+# ---------------------------------------------------------------------- list and detail
+@router.get("/integrations")
+def integrations_page(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    items = service.list_integrations(db=db, workspace_id=caller.workspace_id)
+    return render(
+        request,
+        "integrations/list.html",
+        nav="integrations",
+        items=items,
+        labels=LABELS,
+        reasons=REASONS,
+    )
+
+
+@router.get("/integrations/new")
+def choose_provider(
+    request: Request, caller: Annotated[Caller, Depends(current_caller)]
+) -> Response:
+    caller.require_manager()
+    return render(request, "integrations/providers.html", nav="integrations")
+
+
+@router.get("/integrations/new/outlook")
+def choose_account_type(
+    request: Request, caller: Annotated[Caller, Depends(current_caller)]
+) -> Response:
+    caller.require_manager()
+    return render(request, "integrations/account_type.html", nav="integrations")
+
+
+@router.get("/integrations/new/outlook/personal")
+def personal_form(request: Request, caller: Annotated[Caller, Depends(current_caller)]) -> Response:
+    caller.require_manager()
+    return render(
+        request,
+        "integrations/personal.html",
+        nav="integrations",
+        off_full=features_off(minimal=False, manage_colours=False),
+        off_minimal=features_off(minimal=True, manage_colours=False),
+    )
+
+
+@router.get("/integrations/new/outlook/organization")
+def organization_form(
+    request: Request, caller: Annotated[Caller, Depends(current_caller)]
+) -> Response:
+    caller.require_manager()
+    return render(
+        request,
+        "integrations/organization.html",
+        nav="integrations",
+        client_id=_settings(request).ms_client_id,
+    )
+
+
+@router.get("/integrations/{integration_id}")
+def integration_page(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    integration = _load(db, caller, integration_id)
+    return render(
+        request,
+        "integrations/detail.html",
+        nav="integrations",
+        item=integration,
+        labels=LABELS,
+        reason=REASONS.get(integration.status_reason or ""),
+        mailboxes=service.mailboxes(db=db, integration=integration),
+        categories=service.categories(db=db, integration=integration),
+        colours=wizard.COLOURS,
+        manage_colours=f"{GRAPH}/MailboxSettings.ReadWrite" in (integration.granted_scopes or [])
+        or integration.kind == "organization",
+    )
+
+
+# ---------------------------------------------------------------------- connect
+def _flag(value: str | None) -> bool:
+    return value in ("on", "true", "1", "yes")
+
+
+@router.post("/integrations/connect/personal")
+def connect_personal(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+    shared_access: Field = "",
+    minimal: Field = "",
+    manage_colours: Field = "",
+) -> Response:
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    options = {
+        "shared_access": _flag(shared_access),
+        "minimal": _flag(minimal),
+        "manage_colours": _flag(manage_colours) and not _flag(minimal),
+    }
+    scopes = delegated_scopes(
+        shared=options["shared_access"],
+        minimal=options["minimal"],
+        manage_colours=options["manage_colours"],
+    )
+    flow = _identity(request).start_sign_in(scopes=scopes)
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=flow["state"],
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="personal",
+        options=options,
+        flow=json.dumps(flow).encode(),
+    )
+    return RedirectResponse(flow["auth_uri"], status_code=303)
+
+
+@router.post("/integrations/connect/organization")
+def connect_organization(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+) -> Response:
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    state = secrets.token_urlsafe(32)
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=state,
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="organization",
+        options={},
+        flow=None,
+    )
+    return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
+
+
+def _bad_state(request: Request) -> Response:
+    return render(
+        request,
+        "error.html",
+        400,
+        title="This sign-in link is not valid",
+        message="It has expired, was already used, or was started by someone else. Nothing was "
+        "connected. Start again from the Integrations page.",
+    )
+
+
+@router.get("/auth/callback")
+def personal_callback(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    params = {k: v for k, v in request.query_params.items() if len(v) < 20_000}
+    pending = service.take_flow(db=db, state=params.get("state", ""), user_id=caller.user_id)
+    if pending is None or pending.purpose != "personal":
+        return _bad_state(request)
+    db.commit()  # the state is used up whatever happens next
+    reconnecting = None
+    if pending.integration_id:
+        reconnecting = _load(db, caller, pending.integration_id)
+    try:
+        raw = service.flow_payload(box=_box(request), flow=pending)
+        flow = json.loads(raw or b"{}")
+    except (DecryptionFailed, ValueError):
+        return _bad_state(request)
+    result = _identity(request).finish_sign_in(flow, params)
+    if not result.ok:
+        reason = from_identity_error(result.error)
+        description = str(result.error.get("error_description") or result.error.get("error"))
+        if result.error.get("error") == "invalid_state":
+            return _bad_state(request)
+        if reconnecting is not None:
+            service.mark_failed(db=db, integration=reconnecting, reason=reason, detail=description)
+        return render(
+            request,
+            "integrations/connect_failed.html",
+            400,
+            nav="integrations",
+            reason=reason,
+            description=description,
+            kind="personal",
+        )
+    claims = result.data.get("id_token_claims") or {}
+    tenant_id, oid = str(claims.get("tid", "")), str(claims.get("oid", ""))
+    address = str(claims.get("preferred_username") or "")
+    name = str(claims.get("name") or address)
+    granted = str(result.data.get("scope", "")).split()
+    granted = [
+        s if "/" in s else f"{GRAPH}/{s}"
+        for s in granted
+        if s not in ("openid", "profile", "offline_access", "email")
+    ]
+    if reconnecting is not None:
+        if reconnecting.account_oid != oid or reconnecting.tenant_id != tenant_id:
+            return render(
+                request,
+                "error.html",
+                400,
+                title="That is a different Microsoft account",
+                message=f"This integration belongs to {reconnecting.account_address}, but you "
+                f"signed in as {address}. Reconnect with {reconnecting.account_address}. "
+                "Nothing was changed.",
+            )
+        integration = reconnecting
+    else:
+        existing = service.find_personal(
+            db=db, workspace_id=caller.workspace_id, tenant_id=tenant_id, account_oid=oid
+        )
+        integration = existing or service.create_integration(
+            db=db,
+            workspace_id=caller.workspace_id,
+            user_id=caller.user_id,
+            kind="personal",
+            name=f"Outlook — {address}",
+            tenant_id=tenant_id,
+            account_oid=oid,
+            options=pending.options,
+        )
+    integration.account_address = address
+    integration.account_name = name
+    integration.granted_scopes = granted
+    service.store_token_cache(box=_box(request), integration=integration, cache=result.cache or "")
+    service.restore_after_reconnect(db=db, integration=integration)
+    target = f"/integrations/{integration.id}"
+    if integration.finished_at is None:
+        target += "/setup"
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/auth/admin-consent/callback")
+def admin_consent_callback(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    params = {k: v for k, v in request.query_params.items() if len(v) < 5000}
+    pending = service.take_flow(db=db, state=params.get("state", ""), user_id=caller.user_id)
+    if pending is None or pending.purpose != "organization":
+        return _bad_state(request)
+    db.commit()
+    existing = _load(db, caller, pending.integration_id) if pending.integration_id else None
+    refused = from_admin_consent_redirect(params)
+    tenant = params.get("tenant", "")
+    if refused is None and not TENANT_RE.match(tenant):
+        refused = REASONS["consent_missing"]
+    detail = params.get("error_description") or None
+    if refused is None:
+        # Never trust the tenant parameter: a client-credentials token proves the consent.
+        confirmation = _identity(request).confirm_tenant(tenant)
+        if confirmation.ok:
+            integration = (
+                existing
+                or service.find_organization(
+                    db=db, workspace_id=caller.workspace_id, tenant_id=tenant
+                )
+                or service.create_integration(
+                    db=db,
+                    workspace_id=caller.workspace_id,
+                    user_id=caller.user_id,
+                    kind="organization",
+                    name="Outlook — organization",
+                    tenant_id=tenant,
+                )
+            )
+            integration.consent = {
+                "granted_at": datetime.now(UTC).isoformat(),
+                "granted_via": caller.user_email,
+                "scope": params.get("scope", f"{GRAPH}/.default"),
+            }
+            service.restore_after_reconnect(db=db, integration=integration)
+            target = f"/integrations/{integration.id}"
+            return RedirectResponse(
+                target + ("" if integration.finished_at else "/setup"), status_code=303
+            )
+        refused = from_identity_error(confirmation.error, organization=True)
+        detail = str(confirmation.error.get("error_description") or "")
+    integration = existing or service.create_integration(
+        db=db,
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        kind="organization",
+        name="Outlook — organization",
+        tenant_id=tenant if TENANT_RE.match(tenant or "") else None,
+    )
+    service.mark_failed(db=db, integration=integration, reason=refused, detail=detail)
+    return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+
+
+# ---------------------------------------------------------------------- status actions
+@router.post("/integrations/{integration_id}/reconnect")
+def reconnect(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+) -> Response:
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = _load(db, caller, integration_id)
+    if integration.kind == "organization":
+        state = secrets.token_urlsafe(32)
+        service.save_flow(
+            db=db,
+            box=_box(request),
+            state=state,
+            workspace_id=caller.workspace_id,
+            user_id=caller.user_id,
+            purpose="organization",
+            options={},
+            flow=None,
+            integration_id=integration.id,
+        )
+        return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
+    options = dict(integration.options or {})
+    reason = REASONS.get(integration.status_reason or "")
+    scopes = delegated_scopes(
+        shared=bool(options.get("shared_access")),
+        minimal=bool(options.get("minimal")),
+        manage_colours=bool(options.get("manage_colours")),
+    )
+    flow = _identity(request).start_sign_in(
+        scopes=scopes,
+        login_hint=integration.account_address,
+        # consent again where it was lost, so a refresh token comes back
+        prompt="consent" if reason is not None and reason.prompt_consent else "login",
+    )
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=flow["state"],
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="personal",
+        options=options,
+        flow=json.dumps(flow).encode(),
+        integration_id=integration.id,
+    )
+    return RedirectResponse(flow["auth_uri"], status_code=303)
+
+
+@router.post("/integrations/{integration_id}/check")
+def check_connection(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+) -> Response:
+    """Ask Microsoft now whether the connection still works, and show the result as status."""
+    check_csrf(request, csrf_token)
+    integration = _load(db, caller, integration_id)
+
+    async def probe(client: GraphClient) -> None:
+        if integration.kind == "organization":
+            await client.request("GET", "/users", mailbox=None, params={"$top": "1"})
+        else:
+            await client.me()
+
+    try:
+        _graph(request, db, integration, probe, verify=True)
+    except TokenFailure:
+        return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+    except GraphError as exc:
+        return render(
+            request,
+            "error.html",
+            502,
+            title="Microsoft did not answer as expected",
+            message=f"Try again in a minute. ({exc.code or exc.status})",
+        )
+    if integration.status in ("needs_reconnect", "admin_consent_missing", "access_denied"):
+        service.restore_after_reconnect(db=db, integration=integration)
+    return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+
+
+# ---------------------------------------------------------------------- setup wizard
+@router.get("/integrations/{integration_id}/setup")
+def setup_resume(
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    integration = _load(db, caller, integration_id)
+    return RedirectResponse(
+        f"/integrations/{integration.id}/setup/{integration.wizard_step}", status_code=303
+    )
+
+
+async def _account_facts(client: GraphClient, integration: Integration) -> dict[str, Any]:
+    if integration.kind == "organization":
+        users = await client.users()
+        return {"tenant_id": integration.tenant_id, "mailbox_count": len(users)}
+    me = await client.me()
+    inbox = await client.folder("me", "inbox")
+    return {
+        "id": me["id"],
+        "name": me.get("displayName") or "",
+        "address": me.get("mail") or me.get("userPrincipalName") or "",
+        "inbox_total": inbox.get("totalItemCount"),
+    }
+
+
+async def _sync_choices(client: GraphClient, integration: Integration) -> dict[str, Any]:
+    if integration.kind == "organization":
+        users = await client.users()
+        primary = users[0]["id"] if users else None
+        mailboxes = [
+            {
+                "id": u["id"],
+                "address": u.get("mail") or u.get("userPrincipalName"),
+                "name": u.get("displayName") or "",
+            }
+            for u in users
+            if u.get("mail") or u.get("userPrincipalName")
+        ]
+    else:
+        primary = "me"
+        mailboxes = []
+    folders: list[dict[str, str]] = [{"key": "inbox", "name": "Inbox"}]
+    if primary is not None:
+        try:
+            for f in await client.child_folders(primary):
+                name = str(f.get("displayName") or "")
+                key = name.lower().replace(" ", "")
+                if key in HIDDEN_FOLDERS or key == "inbox" or not name:
+                    continue
+                folders.append({"key": name, "name": name})
+        except GraphError:
+            pass  # folders beyond the inbox are optional; the inbox is always offered
+    return {"mailboxes": mailboxes, "folders": folders}
+
+
+def _render_step(
+    request: Request,
+    integration: Integration,
+    step: int,
+    *,
+    errors: list[str] | None = None,
+    confirm: bool = False,
+    facts: dict[str, Any] | None = None,
+    choices: dict[str, Any] | None = None,
+    form: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> Response:
+    data = integration.wizard_data or {}
+    options = integration.options or {}
+    later = wizard.later_steps_with_data(data, step)
+    return render(
+        request,
+        "integrations/setup.html",
+        status_code,
+        nav="integrations",
+        item=integration,
+        step=step,
+        titles=wizard.TITLES,
+        data=data,
+        errors=errors or [],
+        confirm=confirm,
+        later=later,
+        facts=facts or {},
+        choices=choices or {},
+        form=form or {},
+        colours=wizard.COLOURS,
+        colour_names=wizard.COLOUR_NAMES,
+        forwarding_allowed=_forwarding_allowed(integration),
+        manage_colours=integration.kind == "organization" or bool(options.get("manage_colours")),
+        shared_access=bool(options.get("shared_access")),
+        today=datetime.now(UTC).date().isoformat(),
+    )
+
+
+def _forwarding_allowed(integration: Integration) -> bool:
+    if integration.kind == "organization":
+        return True
+    return f"{GRAPH}/Mail.Send" in (integration.granted_scopes or [])
+
+
+@router.get("/integrations/{integration_id}/setup/{step}")
+def setup_step(
+    request: Request,
+    integration_id: str,
+    step: int,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+) -> Response:
+    integration = _load(db, caller, integration_id)
+    caller.require_manager()
+    if step < 1 or step > integration.wizard_step or step > 5:
+        return RedirectResponse(
+            f"/integrations/{integration.id}/setup/{integration.wizard_step}", status_code=303
+        )
+    facts: dict[str, Any] = {}
+    choices: dict[str, Any] = {}
+    try:
+        if step == 1:
+            facts = _graph(request, db, integration, lambda c: _account_facts(c, integration))
+        elif step == 2:
+            choices = _graph(request, db, integration, lambda c: _sync_choices(c, integration))
+    except TokenFailure:
+        return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+    except GraphError as exc:
+        return _render_step(
+            request,
+            integration,
+            step,
+            status_code=502,
+            errors=[
+                f"Microsoft did not answer as expected ({exc.code or exc.status}). Reload to retry."
+            ],
+        )
+    return _render_step(request, integration, step, facts=facts, choices=choices)
+
+
+async def _verify_mailboxes(client: GraphClient, candidates: list[dict[str, str]]) -> list[str]:
+    """Read each mailbox's inbox: the proof that Postroom can work in it."""
+    problems = []
+    for box in candidates:
+        try:
+            await client.folder(box["id"], "inbox")
+        except AccessDenied as exc:
+            if exc.by_policy:
+                problems.append(
+                    f"{box['address']}: access denied by your organization's policy "
+                    "(an Exchange application access policy or RBAC for "
+                    "Applications excludes it)."
+                )
+            else:
+                problems.append(
+                    f"{box['address']}: no access. The signed-in account needs Full "
+                    "Access to this mailbox in Exchange."
+                )
+        except NotFound:
+            problems.append(f"{box['address']}: no such mailbox.")
+        except GraphError as exc:
+            problems.append(f"{box['address']}: Microsoft answered {exc.code or exc.status}.")
+    return problems
+
+
+@router.post("/integrations/{integration_id}/setup/{step}")
+async def setup_submit(
+    request: Request,
+    integration_id: str,
+    step: int,
+    caller: Annotated[Caller, Depends(current_caller)],
+) -> Response:
+    form = await request.form()
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_setup_submit, request, integration_id, step, caller, form)
+
+
+def _setup_submit(
+    request: Request, integration_id: str, step: int, caller: Caller, form: Any
+) -> Response:
+    check_csrf(request, str(form.get("csrf_token") or ""))
+    caller.require_manager()
+    database = request.app.state.db
+    with database.session() as db:
+        integration = _load(db, caller, integration_id)
+        if step < 1 or step > 5:
+            raise HTTPException(404)
+        confirmed = form.get("confirm_reset") == "yes"
+        try:
+            value = _parse_step(request, db, integration, step, form)
+            if step == 5:
+                if integration.wizard_step < 5:
+                    raise wizard.StepError(["Finish the earlier steps first."])
+                service.finish_setup(db=db, integration=integration)
+                return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+            data, next_step, needs_confirmation = wizard.apply_step(
+                dict(integration.wizard_data or {}),
+                integration.wizard_step,
+                step,
+                value,
+                confirmed=confirmed,
+            )
+        except TokenFailure:
+            return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+        except wizard.StepError as exc:
+            db.rollback()
+            return _render_step(
+                request,
+                integration,
+                step,
+                errors=exc.errors,
+                form=_form_dict(form),
+                status_code=400,
+                choices=_choices_after_error(request, db, integration, step),
+            )
+        if needs_confirmation:
+            return _render_step(
+                request,
+                integration,
+                step,
+                confirm=True,
+                form=_form_dict(form),
+                status_code=409,
+                choices=_choices_after_error(request, db, integration, step),
+            )
+        service.save_wizard(db=db, integration=integration, data=data, step=next_step)
+        return RedirectResponse(
+            f"/integrations/{integration.id}/setup/{next_step}", status_code=303
+        )
+
+
+def _form_dict(form: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in form:
+        values = [str(v) for v in form.getlist(key)]
+        out[key] = values if len(values) > 1 else (values[0] if values else "")
+    return out
+
+
+def _choices_after_error(
+    request: Request, db: Session, integration: Integration, step: int
+) -> dict[str, Any]:
+    if step != 2:
+        return {}
+    try:
+        result: dict[str, Any] = _graph(
+            request, db, integration, lambda c: _sync_choices(c, integration)
+        )
+        return result
+    except (TokenFailure, GraphError):
+        return {"mailboxes": [], "folders": [{"key": "inbox", "name": "Inbox"}]}
+
+
+def _parse_step(
+    request: Request, db: Session, integration: Integration, step: int, form: Any
+) -> dict[str, Any]:
+    if step == 1:
+        facts = _graph(request, db, integration, lambda c: _account_facts(c, integration))
+        return {"confirmed": True, **{k: v for k, v in facts.items() if k != "inbox_total"}}
+    if step == 2:
+        return _parse_sync(request, db, integration, form)
+    if step == 3:
+        categories = wizard.parse_categories(
+            [str(v) for v in form.getlist("name")],
+            [str(v) for v in form.getlist("color")],
+            [str(v) for v in form.getlist("folder")],
+            [str(v) for v in form.getlist("forward_to")],
+            forwarding_allowed=_forwarding_allowed(integration),
+        )
+        return {"categories": [c.to_dict() for c in categories]}
+    if step == 4:
+        return wizard.parse_backfill(
+            str(form.get("mode") or ""),
+            str(form.get("since") or ""),
+            _flag(str(form.get("forward_history") or "")),
+            today=datetime.now(UTC).date(),
+        )
+    return {}
+
+
+def _parse_sync(
+    request: Request, db: Session, integration: Integration, form: Any
+) -> dict[str, Any]:
+    choices = _graph(request, db, integration, lambda c: _sync_choices(c, integration))
+    folder_keys = {f["key"]: f["name"] for f in choices["folders"]}
+    folders = [
+        {"key": k, "name": folder_keys[k]}
+        for k in form.getlist("folders")
+        if isinstance(k, str) and k in folder_keys
+    ]
+    if not folders:
+        raise wizard.StepError(["Choose at least one folder (Inbox is the usual choice)."])
+    selected: list[dict[str, str]] = []
+    if integration.kind == "organization":
+        by_id = {m["id"]: m for m in choices["mailboxes"]}
+        for key in form.getlist("mailboxes"):
+            if isinstance(key, str) and key in by_id:
+                selected.append({**by_id[key], "kind": "tenant"})
+        if not selected:
+            raise wizard.StepError(["Choose at least one mailbox to process."])
+    else:
+        own = integration.wizard_data.get("account", {})
+        if _flag(str(form.get("own") or "")) and own.get("id"):
+            selected.append(
+                {
+                    "id": own["id"],
+                    "address": own.get("address", ""),
+                    "name": own.get("name", ""),
+                    "kind": "own",
+                }
+            )
+        raw_shared = str(form.get("shared") or "")
+        if raw_shared.strip():
+            if not (integration.options or {}).get("shared_access"):
+                raise wizard.StepError(
+                    [
+                        "This connection was made without access to shared mailboxes. Reconnect "
+                        "with “Allow access to shared mailboxes” switched on to add them."
+                    ]
+                )
+            addresses = wizard.parse_emails(raw_shared)
+            selected += [{"id": a, "address": a, "name": "", "kind": "shared"} for a in addresses]
+        if not selected:
+            raise wizard.StepError(["Choose at least one mailbox to process."])
+    to_check = [m for m in selected if m["kind"] != "own"]
+    problems = _graph(request, db, integration, lambda c: _verify_mailboxes(c, to_check))
+    if problems:
+        raise wizard.StepError(problems)
+    return {"mailboxes": selected, "folders": folders}

@@ -1,0 +1,17 @@
+"""Alembic environment: run migrations on the connection Postroom hands over (db.migrate)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import postroom.accounts.models  # noqa: F401  (register tables)
+import postroom.integrations.models  # noqa: F401
+from postroom.db import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through postroom.db.migrate()")
+
+context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)
+with context.begin_transaction():
+    context.run_migrations()

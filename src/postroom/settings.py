@@ -1,0 +1,87 @@
+"""One typed settings object, read from the environment (prefix ``POSTROOM_``).
+
+Secrets may be given directly or as ``*_FILE`` paths (``POSTROOM_MS_CLIENT_SECRET_FILE``),
+as container platforms mount them. Defaults point at the real Microsoft cloud; ``postroom demo``
+points them at m365sim. Nothing here does I/O at import time: :func:`load_settings` reads the
+environment when called.
+
+``DATABASE_URL`` (no prefix, the common convention) selects a PostgreSQL server; when unset,
+Postroom starts an embedded PostgreSQL (``pgserver``) in ``<data_dir>/pg``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DELEGATED_SCOPES = ["User.Read", "MailboxSettings.Read", "Mail.ReadWrite", "Mail.Send"]
+SHARED_SCOPES = ["Mail.ReadWrite.Shared", "Mail.Send.Shared"]
+MINIMAL_SCOPES = ["User.Read", "Mail.ReadWrite"]
+CATEGORY_COLOUR_SCOPE = "MailboxSettings.ReadWrite"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="POSTROOM_", extra="ignore", case_sensitive=False, frozen=True
+    )
+
+    data_dir: Path = Path(".postroom")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "POSTROOM_DATABASE_URL")
+    )
+    public_base_url: str = "http://localhost:8000"
+    secret_key: SecretStr | None = None  # signs session cookies; generated on first run if unset
+    token_key: SecretStr | None = None  # encrypts token caches; generated on first run if unset
+
+    ms_client_id: str = ""
+    ms_client_secret: SecretStr | None = None
+    authority_host: str = "https://login.microsoftonline.com"
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    ca_bundle: Path | None = None  # trust this CA bundle for Microsoft (m365sim's local CA)
+
+    session_max_age: int = 14 * 24 * 3600
+    cookie_secure: bool = False  # set true behind https
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """``*_FILE`` variables: the secret is the content of the named file."""
+        import os
+
+        if not isinstance(data, dict):
+            return data
+        for name in ("ms_client_secret", "secret_key", "token_key", "database_url"):
+            env = f"POSTROOM_{name.upper()}_FILE"
+            path = data.get(f"{name}_file") or os.environ.get(env)
+            if path and not data.get(name):
+                try:
+                    data[name] = Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ValueError(f"{env}: cannot read {path}: {exc.strerror}") from exc
+        return data
+
+    @field_validator("public_base_url", "authority_host", "graph_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"{self.public_base_url}/auth/callback"
+
+    @property
+    def admin_consent_redirect_uri(self) -> str:
+        return f"{self.public_base_url}/auth/admin-consent/callback"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.public_base_url}/webhooks/graph"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""The web application: pages, forms, OAuth callbacks (and, later, webhooks)."""

@@ -1,0 +1,218 @@
+"""The FastAPI application factory: settings, database, templates, routers, error pages.
+
+Views are thin: parse the form, call a keyword-only service with the caller's workspace id,
+render a template. Every error becomes a page in plain words (or JSON for API paths); no
+traceback, token or secret ever reaches a response or a log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from postroom import __version__
+from postroom.accounts import service as accounts
+from postroom.crypto import SecretBox, load_or_create_key, load_or_create_text_secret
+from postroom.db import Database, migrate, open_database
+from postroom.settings import Settings, load_settings
+from postroom.web.security import BadCsrf, Caller, Forbidden, NotSignedIn, csrf_token
+
+log = logging.getLogger("postroom.web")
+HERE = Path(__file__).parent
+
+
+def templates() -> Jinja2Templates:
+    env_templates = Jinja2Templates(directory=str(HERE / "templates"))
+    env_templates.env.globals["version"] = __version__
+    return env_templates
+
+
+def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    tpl: Jinja2Templates = request.app.state.templates
+    context.setdefault("caller", getattr(request.state, "caller", None))
+    context["csrf_token"] = csrf_token(request)
+    return tpl.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    database: Database = request.app.state.db
+    with database.session() as session:
+        yield session
+
+
+# "function" scope: commit before the response leaves, so the next request sees the writes.
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
+
+def current_caller(request: Request) -> Caller:
+    """The signed-in user and their current workspace, or :class:`NotSignedIn`."""
+    user_id = request.session.get("uid")
+    workspace_id = request.session.get("wid")
+    if not isinstance(user_id, str) or not isinstance(workspace_id, str):
+        raise NotSignedIn()
+    database: Database = request.app.state.db
+    with database.session() as session:
+        user = accounts.get_user(db=session, user_id=user_id)
+        member = (
+            accounts.membership(db=session, user_id=user_id, workspace_id=workspace_id)
+            if user
+            else None
+        )
+        if user is None or member is None:
+            request.session.clear()
+            raise NotSignedIn()
+        caller = Caller(
+            user_id=user.id,
+            user_name=user.name,
+            user_email=user.email,
+            workspace_id=member.workspace_id,
+            workspace_name=member.workspace_name,
+            role=member.role,
+        )
+    request.state.caller = caller
+    return caller
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    data_dir = settings.data_dir
+    session_secret = load_or_create_text_secret(
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
+        data_dir / "session.key",
+    )
+    box = SecretBox(
+        load_or_create_key(
+            settings.token_key.get_secret_value() if settings.token_key else None,
+            data_dir / "token.key",
+        )
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = app.state.db is None
+        if own:
+            app.state.db = open_database(settings)
+            migrate(app.state.db.engine)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.db.dispose()
+
+    app = FastAPI(
+        title="Postroom", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.box = box
+    app.state.templates = templates()
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret,
+        session_cookie="postroom_session",
+        max_age=settings.session_max_age,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    from postroom.accounts import views as account_views
+    from postroom.integrations import views as integration_views
+    from postroom.web import help_pages
+
+    app.include_router(account_views.router)
+    app.include_router(integration_views.router)
+    app.include_router(help_pages.router)
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request) -> Response:
+        if isinstance(request.session.get("uid"), str):
+            return RedirectResponse("/integrations", status_code=303)
+        return RedirectResponse("/signin", status_code=303)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        target = request.url.path
+        if request.url.query:
+            target += "?" + request.url.query
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, exc: Forbidden) -> Response:
+        return render(request, "error.html", 403, title="Not allowed", message=str(exc))
+
+    @app.exception_handler(BadCsrf)
+    async def bad_csrf(request: Request, exc: BadCsrf) -> Response:
+        return render(
+            request,
+            "error.html",
+            400,
+            title="This form has expired",
+            message="The page was open too long or came from elsewhere. Go back, reload the "
+            "page and try again. Nothing was changed.",
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> Response:
+        fields = sorted({str(e.get("loc", ["", "?"])[-1]) for e in exc.errors()})
+        return render(
+            request,
+            "error.html",
+            400,
+            title="Some fields could not be read",
+            message="Check these fields and try again: " + ", ".join(fields) + ". "
+            "Nothing was changed.",
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Not allowed", 400: "Bad request"}
+        message = exc.detail if isinstance(exc.detail, str) else "The request was not valid."
+        if exc.status_code == 404:
+            message = "There is nothing here, or it belongs to another workspace."
+        return render(
+            request,
+            "error.html",
+            exc.status_code,
+            title=titles.get(exc.status_code, "Error"),
+            message=message,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        reference = uuid.uuid4().hex[:12]
+        log.error(
+            "unexpected error %s on %s %s: %s",
+            reference,
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+        )
+        return render(
+            request,
+            "error.html",
+            500,
+            title="Something went wrong",
+            message=f"Nothing was saved. If it happens again, report reference {reference}.",
+        )
+
+    return app

@@ -1,0 +1,145 @@
+"""Postroom test fixtures: a real PostgreSQL, the real web app over HTTP, m365sim over HTTPS.
+
+* ``database``: the embedded PostgreSQL (pgserver) in a temporary directory, or the server in
+  ``DATABASE_URL`` when set (CI runs the suite once more against Debian's PostgreSQL); migrated
+  once, emptied before each test that asks for ``clean_db``.
+* ``postroom``: the FastAPI app served by uvicorn in a thread, configured like a real
+  deployment pointed at m365sim (authority, Graph base URL, CA bundle, client id/secret of a
+  multi-tenant "Postroom" app registered in the emulator).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import text
+
+from m365sim.server import EmulatorServer
+from m365sim.store import App
+from postroom.db import Base, Database, migrate, open_database
+from postroom.settings import Settings
+from postroom.web.app import create_app
+from tests.helpers import APPLICATION_ALL, DELEGATED_ALL, SECRET, Org, make_org
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[Database]:
+    # Not under pytest's 0700 tmp tree: as root, pgserver runs PostgreSQL as its own user,
+    # which must be able to reach the data directory.
+    data_dir = Path(tempfile.mkdtemp(prefix="postroom-test-db-"))
+    data_dir.chmod(0o755)
+    settings = Settings(data_dir=data_dir, database_url=os.environ.get("DATABASE_URL") or None)
+    db = open_database(settings)
+    if settings.database_url:
+        # a shared server: start from an empty schema
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    migrate(db.engine)
+    yield db
+    db.dispose()
+    if db.embedded is not None:
+        db.embedded.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_db(database: Database) -> Database:
+    tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
+    with database.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    return database
+
+
+@dataclass
+class Postroom:
+    url: str
+    settings: Settings
+    app_registration: App
+    database: Database
+
+    def org(self, sim_state: object, *, consent: bool = False) -> Org:
+        """A customer tenant in the emulator; ``consent`` pre-grants admin consent."""
+        from m365sim.state import EmulatorState
+
+        assert isinstance(sim_state, EmulatorState)
+        org = make_org(sim_state, consent=False)
+        org.app = self.app_registration
+        org.admin.is_admin = True  # type: ignore[attr-defined]
+        if consent:
+            sim_state.store.grant_admin_consent(org.tenant, self.app_registration)
+        return org
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postroom_server(
+    database: Database, sim_server: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Postroom]:
+    port = _free_port()
+    base = f"http://localhost:{port}"
+    store = sim_server.state.store
+    home = store.add_tenant(display_name="Postroom Software", domain="postroom-vendor.test")
+    registration = store.add_app(
+        display_name="Postroom",
+        home_tenant_id=home.id,
+        redirect_uris=[f"{base}/auth/callback", f"{base}/auth/admin-consent/callback"],
+        secret=SECRET,
+        delegated_permissions=DELEGATED_ALL,
+        application_permissions=APPLICATION_ALL,
+    )
+    settings = Settings(
+        data_dir=Path(tmp_path_factory.mktemp("postroom-data")),
+        public_base_url=base,
+        ms_client_id=registration.client_id,
+        ms_client_secret=SECRET,
+        authority_host=sim_server.base_url,
+        graph_base_url=f"{sim_server.base_url}/v1.0",
+        ca_bundle=sim_server.ca_file,
+    )
+    app = create_app(settings, database=database)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="postroom")
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("postroom did not start")
+        time.sleep(0.02)
+    yield Postroom(base, settings, registration, database)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def postroom(postroom_server: Postroom, clean_db: Database) -> Postroom:
+    return postroom_server
+
+
+@pytest.fixture
+def web(postroom: Postroom, ssl_context: ssl.SSLContext) -> Iterator[httpx.Client]:
+    """A browser-like HTTP client for Postroom and m365sim's pages (cookies kept, redirects
+    not followed, the emulator's CA trusted)."""
+    with httpx.Client(
+        base_url=postroom.url, timeout=30, trust_env=False, verify=ssl_context
+    ) as client:
+        yield client
