@@ -128,6 +128,7 @@ def make_org(state: EmulatorState, *, consent: bool = True) -> Org:
     shared = store.add_user(
         tenant, user_principal_name=f"orders@{domain}", display_name="Orders", shared=True
     )
+    admin.is_admin = True
     shared.full_access.add(alice.id)
     app = store.add_app(
         display_name="Postroom",

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
 from m365sim import control, viewer
+from m365sim.graph import delta as graph_delta
 from m365sim.graph import routes as graph_routes
 from m365sim.graph.http import graph_asgi
 from m365sim.identity import routes as identity_routes
@@ -51,6 +52,7 @@ class EmulatorApp:
         routes: list[BaseRoute] = [Route("/_emulator/health", health)]
         routes += identity_routes.build_routes(state)
         routes += notification_routes.build_routes(state)
+        routes += graph_delta.build_control_routes(state)
         routes += control.build_routes(state)
         routes += viewer.build_routes(state)
         self.web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})

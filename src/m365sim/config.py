@@ -22,6 +22,10 @@ class EmulatorConfig:
     folder_exists_status: int = 409  # reported as 409 by some, 400 by others (graph.md 3.4)
     delta_filter_cap: int = 5000  # delta with $filter returns at most this many messages
     delta_token_lifetime_days: int = 30  # older delta tokens answer 410 SyncStateNotFound
+    # Creating a master category whose displayName exists: not verified on a real tenant
+    # (graph.md 3.7), so both the status and the error code are settings.
+    category_exists_status: int = 409
+    category_exists_code: str = "ErrorDuplicateCategory"
     # Throttling, per (application, mailbox): on by default, as in Microsoft 365
     throttling_enabled: bool = True
     mailbox_requests_per_window: int = 10_000
@@ -42,6 +46,35 @@ class EmulatorConfig:
     delivery_batch_max: int = 10  # notifications per POST
     delivery_coalesce_ms: int = 50  # wait this long to batch several notifications
     lifecycle_reauthorize_minutes: int = 60  # reauthorizationRequired this long before expiry
+    # Graph requires https notification URLs ("NotificationUrl scheme='http' is not supported.");
+    # the emulator also accepts http for loopback hosts (127.0.0.1, ::1, localhost) when this
+    # is on, so tests and local Postroom runs need no certificate. Off = Microsoft's rule.
+    allow_http_notification_url: bool = True
+    # CA bundle (PEM path) trusted for https notification URLs; "" = the system's trust store
+    notification_ca_file: str = ""
+    # The validation response must be text/plain (documented); whether Graph enforces the
+    # content type is not known, so it is a setting.
+    validation_require_text_plain: bool = True
+    # Status for the 1,000-subscriptions-per-mailbox limit: not documented for Outlook
+    # (directory resources answer 403), so configurable.
+    subscription_limit_status: int = 403
+    # Slow-endpoint policy (graph.md 4.5): after this many notifications within a window, an
+    # endpoint with >= throttle % slow answers is delayed, >= drop % has notifications dropped.
+    slow_endpoint_min_notifications: int = 100
+    slow_endpoint_throttle_percent: float = 10.0
+    slow_endpoint_drop_percent: float = 15.0
+    slow_endpoint_delay_minutes: float = 10.0  # delay for a throttled endpoint (real time)
+    slow_endpoint_window_minutes: float = 10.0  # counters reset this often (emulator clock)
+    # After the creator's access token expires, delivery continues this long (emulator clock)
+    # before pausing until reauthorize/renew. Microsoft only says "for a while".
+    reauthorization_grace_minutes: float = 60.0
+    lifecycle_tick_seconds: float = 0.25  # how often expiry/lifecycle conditions are checked
+
+    # Delivery through the control API (POST /_emulator/mailboxes/{id}/deliver). Exchange
+    # Online's default maximum receive size is 36 MB (35 MB of content after encoding overhead)
+    # and it refuses messages whose header exceeds 256 KB.
+    deliver_max_bytes: int = 35 * 1024 * 1024
+    deliver_max_header_bytes: int = 256 * 1024
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a partial update, rejecting unknown names and wrong types."""
@@ -60,12 +93,17 @@ class EmulatorConfig:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"{name} must be a number")
                 value = float(value)
+            elif isinstance(current, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be a string")
             elif isinstance(current, list):
                 if not isinstance(value, list) or not all(
                     isinstance(v, int | float) and not isinstance(v, bool) for v in value
                 ):
                     raise ValueError(f"{name} must be a list of numbers")
                 value = [float(v) for v in value]
+            elif isinstance(current, str) and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string")
             setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:

@@ -235,6 +235,85 @@ AADSTS: dict[str, AadstsError] = {
     "password_expired": AadstsError(
         50055, "invalid_grant", "The password is expired.", "user_password_expired"
     ),
+    # ---- added for the identity platform (identity/token.py, identity/discovery.py)
+    "invalid_tenant": AadstsError(
+        90002,
+        "invalid_tenant",
+        "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are "
+        "signing into the correct cloud. Check with your subscription administrator, this may "
+        "happen if there are no active subscriptions for the tenant.",
+    ),
+    "client_secret_missing": AadstsError(
+        7000218,
+        "invalid_client",
+        "The request body must contain the following parameter: 'client_assertion' or "
+        "'client_secret'.",
+        status=401,
+    ),
+    "client_assertion_invalid": AadstsError(
+        700027,
+        "invalid_client",
+        "Client assertion failed signature validation.",
+        status=401,
+    ),
+    "app_disabled": AadstsError(
+        7000112,
+        "unauthorized_client",
+        "Application '{client_id}'({app_name}) is disabled.",
+    ),
+    "missing_service_principal": AadstsError(
+        7000229,
+        "invalid_client",
+        "The client application {client_id} is missing service principal in the tenant "
+        "{tenant}. See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119",
+        status=401,
+    ),
+    "duplicate_parameter": AadstsError(
+        9000411,
+        "invalid_request",
+        "The request is not properly formatted. The parameter '{parameter}' is duplicated.",
+    ),
+    "code_wrong_tenant": AadstsError(
+        700005,
+        "invalid_grant",
+        "Provided Authorization Code is intended to use against other tenant, thus rejected.",
+    ),
+    "reply_address_mismatch": AadstsError(
+        500112,
+        "invalid_grant",
+        "The reply address '{redirect_uri}' does not match the reply address '{expected}' "
+        "provided when requesting Authorization code.",
+    ),
+    "multiple_resources": AadstsError(
+        700022,
+        "invalid_scope",
+        "The provided value for the input parameter scope is not valid because it contains "
+        "more than one resource. Scope {scope} is not valid.",
+    ),
+    "resource_not_found": AadstsError(
+        500011,
+        "invalid_resource",
+        "The resource principal named {resource} was not found in the tenant named {tenant}. "
+        "This can happen if the application has not been installed by the administrator of the "
+        "tenant or consented to by any user in the tenant. You might have sent your "
+        "authentication request to the wrong tenant.",
+    ),
+    "invalid_scope": AadstsError(
+        70011,
+        "invalid_scope",
+        "The provided value for the input parameter 'scope' is not valid. The scope {scope} is "
+        "not valid.",
+    ),
+    "post_only": AadstsError(
+        900561,
+        "invalid_request",
+        "The endpoint only accepts POST, OPTIONS requests. Received a {method} request.",
+    ),
+    "malformed_request": AadstsError(
+        90004, "invalid_request", "The request is not properly formatted."
+    ),
+    "invalid_instance": AadstsError(50049, "invalid_instance", "Unknown or invalid instance."),
+    "malformed_discovery": AadstsError(50050, "invalid_request", "The request is malformed."),
 }
 
 

@@ -36,6 +36,9 @@ class EmulatorServer:
         self.host = host
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit TCP_NODELAY: without it, a response written as two TLS
+        # records (head, then body) waits ~40 ms for the client's delayed ACK (Nagle).
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.bind((host, port))
         self.port: int = self.sock.getsockname()[1]
         # "localhost" matches the certificate and MSAL's https-only rule
@@ -80,3 +83,4 @@ class EmulatorServer:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.sock.close()  # uvicorn does not close sockets it was handed

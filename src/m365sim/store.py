@@ -120,6 +120,10 @@ class Message:
     flag_status: str = "notFlagged"
     # For drafts made by createForward: the message being forwarded and the comment.
     forward_of: str | None = None
+    # followupFlag dates as Graph writes them: {"dueDateTime": {"dateTime", "timeZone"}, ...}
+    flag_dates: dict[str, dict[str, str]] = field(default_factory=dict)
+    is_read_receipt_requested: bool = False
+    is_delivery_receipt_requested: bool | None = None
 
     @property
     def has_attachments(self) -> bool:
@@ -146,6 +150,8 @@ class LogEntry:
     seq: int
     message_id: str  # immutable id
     kind: Literal["upsert", "removed"]
+    # the REST id the message had when the entry was written (delta reports removals with it)
+    rest_id: str = ""
 
 
 @dataclass
@@ -161,8 +167,10 @@ class FolderLog:
     # index in ``entries`` of each seq: seq numbers are per-mailbox, entries per folder
     base_seq: int = 0
 
-    def append(self, seq: int, message_id: str, kind: Literal["upsert", "removed"]) -> None:
-        self.entries.append(LogEntry(seq, message_id, kind))
+    def append(
+        self, seq: int, message_id: str, kind: Literal["upsert", "removed"], rest_id: str = ""
+    ) -> None:
+        self.entries.append(LogEntry(seq, message_id, kind, rest_id))
         self.latest[message_id] = seq
 
 
@@ -237,6 +245,11 @@ class User:
     full_access: set[str] = field(default_factory=set)
     # configurable suberror per security event kind (Entra's pairing varies; graph.md 1.5)
     suberror_overrides: dict[str, str | None] = field(default_factory=dict)
+    # configurable ``error`` per security event kind (``invalid_grant`` or
+    # ``interaction_required``; Entra's choice varies, graph.md 1.5)
+    error_overrides: dict[str, str] = field(default_factory=dict)
+    # may consent for the whole organization (Global/Application/Cloud Application Administrator)
+    is_admin: bool = False
 
     @property
     def mail(self) -> str:
@@ -374,6 +387,8 @@ class RefreshToken:
     mfa_done: bool
     confidential: bool
     family: str
+    # why this one token was revoked (e.g. "password_changed" for public clients); None = live
+    revoked: str | None = None
 
 
 MessageListener = Callable[["Tenant", "Mailbox", "Message", str, ChangeKind], None]
@@ -396,6 +411,31 @@ class Store:
         self._users: dict[str, tuple[Tenant, User]] = {}
         # domain/upn -> tenant
         self._domains: dict[str, str] = {}
+
+    def clear(self) -> None:
+        """Forget everything (``POST /_emulator/reset``); listeners stay registered."""
+        with self.lock:
+            self.tenants.clear()
+            self.apps.clear()
+            self.deletions.clear()
+            self.outbound.clear()
+            self.auth_codes.clear()
+            self.refresh_tokens.clear()
+            self._users.clear()
+            self._domains.clear()
+
+    def reindex(self) -> None:
+        """Rebuild the lookup indexes from ``tenants`` (after a state file was loaded)."""
+        with self.lock:
+            self._users.clear()
+            self._domains.clear()
+            for tenant in self.tenants.values():
+                self._domains[tenant.domain] = tenant.id
+            for tenant in self.tenants.values():
+                for user in tenant.users.values():
+                    self._users[user.id] = (tenant, user)
+                    domain = user.user_principal_name.split("@")[-1].lower()
+                    self._domains.setdefault(domain, tenant.id)
 
     # ----------------------------------------------------------------- listeners
     def add_listener(self, listener: MessageListener) -> None:
@@ -624,10 +664,15 @@ class Store:
 
     # ----------------------------------------------------------------- messages
     def _log(
-        self, mailbox: Mailbox, folder_id: str, message_id: str, kind: Literal["upsert", "removed"]
+        self,
+        mailbox: Mailbox,
+        folder_id: str,
+        message_id: str,
+        kind: Literal["upsert", "removed"],
+        rest_id: str = "",
     ) -> None:
         mailbox.seq += 1
-        mailbox.logs[folder_id].append(mailbox.seq, message_id, kind)
+        mailbox.logs[folder_id].append(mailbox.seq, message_id, kind, rest_id)
 
     def insert_message(self, tenant: Tenant, mailbox: Mailbox, msg: Message) -> Message:
         """Put a new message into its folder (delivery, draft, sent copy)."""
@@ -653,7 +698,7 @@ class Store:
         with self.lock:
             source_id = msg.folder_id
             mailbox.folders[source_id].messages.pop(msg.immutable_id, None)
-            self._log(mailbox, source_id, msg.immutable_id, "removed")
+            self._log(mailbox, source_id, msg.immutable_id, "removed", msg.rest_id)
             self._emit(tenant, mailbox, msg, source_id, "deleted")
             mailbox.rest_index.pop(msg.rest_id, None)
             msg.rest_id = ids.rest_message_id()
@@ -672,7 +717,7 @@ class Store:
             mailbox.folders[folder_id].messages.pop(msg.immutable_id, None)
             mailbox.messages.pop(msg.immutable_id, None)
             mailbox.rest_index.pop(msg.rest_id, None)
-            self._log(mailbox, folder_id, msg.immutable_id, "removed")
+            self._log(mailbox, folder_id, msg.immutable_id, "removed", msg.rest_id)
             self._emit(tenant, mailbox, msg, folder_id, "deleted")
 
     def record_deletion(

@@ -47,6 +47,9 @@ class GraphRequest:
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     in_batch: bool = False
     base_url: str | None = None  # "https://host:port/v1.0" as the client addressed us
+    # The (application, mailbox) throttle slot was already taken for this request: $batch
+    # takes the slots of a group of parallel items together (see throttle_key_for).
+    throttle_held: bool = False
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -171,9 +174,19 @@ def route(
                 asyncio.iscoroutinefunction(fn),
             )
         )
+        # Most specific first: a literal segment wins over a {parameter} in the same place, so
+        # ".../messages/delta" is not taken for ".../messages/{id}" (stable otherwise).
+        _ROUTES.sort(key=_specificity)
         return fn
 
     return register
+
+
+def _specificity(candidate: Route) -> tuple[int, ...]:
+    return tuple(
+        1 if s.startswith("{") and s.endswith("}") else 0
+        for s in candidate.template.strip("/").split("/")
+    )
 
 
 def normalize_path(path: str) -> str:
@@ -206,6 +219,26 @@ def _find(method: str, path: str, mailbox: bool) -> tuple[Route | None, dict[str
         if candidate.method == method:
             return candidate, match.groupdict(), True
     return None, {}, known
+
+
+def throttle_key_for(state: EmulatorState, req: GraphRequest) -> tuple[str, str] | None:
+    """The (application, mailbox) throttle key :func:`handle` would count ``req`` against.
+
+    ``None`` when the request targets no mailbox or would fail before throttling (bad token,
+    unknown route or user); :func:`handle` then produces that error itself. Side-effect free.
+    """
+    try:
+        caller = authenticate(state, req.header("authorization"))
+        path = normalize_path(req.path)
+        split = split_mailbox(path)
+        if split is None:
+            return None
+        found, _, _ = _find(req.method, split[1], mailbox=True)
+        if found is None:
+            return None
+        return caller.client_id, resolve_user(caller, split[0]).id
+    except GraphError:
+        return None
 
 
 def error_response(state: EmulatorState, req: GraphRequest, err: GraphError) -> GraphResponse:
@@ -255,7 +288,7 @@ async def handle(state: EmulatorState, req: GraphRequest) -> GraphResponse:
             mailbox_id = user.id
             prefix = "/users/{id}"
         endpoint = f"{found.method} {prefix}{found.template}"
-        if user is not None:
+        if user is not None and not req.throttle_held:
             throttle_key = (caller.client_id, user.id)
             state.throttle.acquire(throttle_key)
         injection = state.faults.pick(req.method, path)

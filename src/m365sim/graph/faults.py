@@ -27,6 +27,18 @@ FAULT_STATUSES = {
 }
 
 
+RULE_FIELDS = (
+    "path",
+    "method",
+    "status",
+    "rate",
+    "count",
+    "latency_ms",
+    "disconnect",
+    "retry_after",
+)
+
+
 @dataclass
 class FaultRule:
     id: str
@@ -68,39 +80,55 @@ class Faults:
         self._lock = threading.Lock()
 
     def add(self, spec: dict[str, Any]) -> FaultRule:
-        allowed = {
-            "path",
-            "method",
-            "status",
-            "rate",
-            "count",
-            "latency_ms",
-            "disconnect",
-            "retry_after",
-        }
-        unknown = set(spec) - allowed
+        """Validate a rule spec (from the control API) and add it; bad specs raise ValueError."""
+        unknown = set(spec) - set(RULE_FIELDS)
         if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}; known: {list(RULE_FIELDS)}")
+        path = spec.get("path", ".*")
+        if not isinstance(path, str):
+            raise ValueError("path must be a string (a regular expression)")
+        method = spec.get("method", "*")
+        if not isinstance(method, str) or not (method == "*" or method.isalpha()):
+            raise ValueError('method must be an HTTP method name or "*"')
         status = spec.get("status")
-        if status is not None and status not in FAULT_STATUSES:
+        if status is not None and (
+            isinstance(status, bool) or not isinstance(status, int) or status not in FAULT_STATUSES
+        ):
             raise ValueError(f"status must be one of {sorted(FAULT_STATUSES)}")
-        rate = float(spec.get("rate", 1.0))
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError("rate must be between 0 and 1")
+        rate = spec.get("rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be a number between 0 and 1")
         count = spec.get("count")
-        if count is not None and (not isinstance(count, int) or count < 1):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
             raise ValueError("count must be a positive integer")
+        latency_ms = spec.get("latency_ms", 0)
+        if isinstance(latency_ms, bool) or not isinstance(latency_ms, int) or latency_ms < 0:
+            raise ValueError("latency_ms must be a non-negative integer")
+        disconnect = spec.get("disconnect", False)
+        if not isinstance(disconnect, bool):
+            raise ValueError("disconnect must be true or false")
+        retry_after = spec.get("retry_after")
+        if retry_after is not None and (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or retry_after < 0
+        ):
+            raise ValueError("retry_after must be a non-negative number of seconds")
+        if status is None and not latency_ms and not disconnect:
+            raise ValueError("a fault rule needs status, latency_ms or disconnect")
         try:
             rule = FaultRule(
                 id=ids.opaque(8),
-                path=str(spec.get("path", ".*")),
-                method=str(spec.get("method", "*")),
+                path=path,
+                method=method.upper(),
                 status=status,
-                rate=rate,
+                rate=float(rate),
                 count=count,
-                latency_ms=int(spec.get("latency_ms", 0)),
-                disconnect=bool(spec.get("disconnect", False)),
-                retry_after=spec.get("retry_after"),
+                latency_ms=latency_ms,
+                disconnect=disconnect,
+                retry_after=retry_after,
             )
         except re.error as exc:
             raise ValueError(f"path is not a valid regular expression: {exc}") from exc

@@ -1,10 +1,19 @@
 """Outlook's per (application, mailbox) limits: 10,000 requests per 10 minutes, 4 at a time.
 
-Every Graph request that targets a mailbox (and every item of a ``$batch``) is counted here.
-Over the rate limit the caller gets 429 ``TooManyRequests`` with ``Retry-After`` (graph.md 5);
-over the concurrency limit, 429 ``ApplicationThrottled`` "...over its MailboxConcurrency
-limit." Usage keeps accruing while throttled, as Microsoft documents: hammering makes it worse. One mailbox's throttling never
-affects another's.
+Every Graph request that targets a mailbox (and every item of a ``$batch``) is counted here,
+keyed by (client id, mailbox id) as Exchange evaluates it (graph.md 5):
+
+* over ``mailbox_requests_per_window`` requests in the sliding ``mailbox_window_seconds`` the
+  caller gets 429 ``TooManyRequests`` "Please retry again later." with ``Retry-After`` (seconds
+  until enough of the window has drained, at least ``throttle_retry_after``) and Graph's
+  ``innerError`` ``{"code": "429", "message": "Please retry after", "status": "429"}``;
+* a request while ``mailbox_concurrency`` others are in flight gets 429 ``ApplicationThrottled``
+  "Application is over its MailboxConcurrency limit." with ``Retry-After: 1``.
+
+Usage keeps accruing while throttled (refused requests are counted too), as Microsoft
+documents: hammering makes it worse and ``Retry-After`` grows. One mailbox's throttling never
+affects another's, nor another application's use of the same mailbox. The 15 MB per 30 seconds
+upload limit is not modelled. Windows use the emulator clock, so advancing it drains them.
 """
 
 from __future__ import annotations
