@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(VENV)/bin/m365sim serve --scenario demo
+	$(VENV)/bin/postroom demo
 
 lint: venv
 	$(PY) -m ruff check src tests benchmarks
