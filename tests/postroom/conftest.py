@@ -116,7 +116,9 @@ def postroom_server(
     )
     app = create_app(settings, database=database)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="info", lifespan="on", access_log=True
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True, name="postroom")
     thread.start()

@@ -25,8 +25,9 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
         raise RuntimeError("Chromium is missing: .ci/run must install Debian's chromium")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
+    )
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -37,9 +38,15 @@ def browser() -> Iterator[Any]:
         instance = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield instance
         instance.close()
@@ -48,8 +55,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     # m365sim's certificate comes from a local CA the browser does not know.
-    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1200,
-                                                                       "height": 900})
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
     yield page
@@ -103,7 +109,8 @@ def test_personal_connect_in_a_real_browser(
     page.get_by_role("button", name="This is right — continue").click()
     page.wait_for_url("**/setup/2")
     page.get_by_label("Shared mailboxes (addresses, one per line)").fill(
-        org.shared.user_principal_name)
+        org.shared.user_principal_name
+    )
     shot(page, "08-wizard-sync")
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url("**/setup/3")

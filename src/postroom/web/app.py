@@ -28,6 +28,7 @@ from postroom.accounts import service as accounts
 from postroom.crypto import SecretBox, load_or_create_key, load_or_create_text_secret
 from postroom.db import Database, migrate, open_database
 from postroom.settings import Settings, load_settings
+from postroom.web import logs
 from postroom.web.security import BadCsrf, Caller, Forbidden, NotSignedIn, csrf_token
 
 log = logging.getLogger("postroom.web")
@@ -88,6 +89,7 @@ def current_caller(request: Request) -> Caller:
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or load_settings()
+    logs.install()
     data_dir = settings.data_dir
     session_secret = load_or_create_text_secret(
         settings.secret_key.get_secret_value() if settings.secret_key else None,

@@ -1,0 +1,52 @@
+"""Keep credentials out of logs.
+
+The OAuth callbacks carry an authorization code, ``state``, ``client_info`` and
+``session_state`` in their query string, and web servers log request lines. The filter here
+rewrites those values to ``[redacted]`` in every record of the loggers it is installed on
+(uvicorn's access and error loggers; Postroom's own never log them). MSAL's logger is held
+at WARNING, because its debug output contains token requests verbatim.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+SENSITIVE = re.compile(
+    r"(?i)\b(code|state|session_state|client_info|id_token|access_token|refresh_token|"
+    r"client_secret|code_verifier|admin_consent_token)=([^&\s\"']+)"
+)
+JSON_SENSITIVE = re.compile(
+    r"(?i)(\"(?:code|code_verifier|client_secret|refresh_token|access_token|id_token|"
+    r"client_assertion)\"\s*:\s*\")([^\"]+)"
+)
+BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+    text = SENSITIVE.sub(r"\1=[redacted]", text)
+    text = JSON_SENSITIVE.sub(r"\1[redacted]", text)
+    return BEARER.sub("Bearer [redacted]", text)
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(
+                redact(a) if isinstance(a, str) else a
+                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
+            )
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def install() -> None:
+    # MSAL's debug log prints token requests (code, code_verifier) verbatim: never below INFO.
+    msal_logger = logging.getLogger("msal")
+    if msal_logger.level < logging.WARNING:  # NOTSET included: don't inherit DEBUG from root
+        msal_logger.setLevel(logging.WARNING)
+    for name in ("uvicorn.access", "uvicorn.error", "uvicorn", "httpx", "postroom", "msal"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
