@@ -57,7 +57,6 @@ def demo(
     """Run the whole product locally: m365sim with the demo tenant, and Postroom pointed at it
     (embedded PostgreSQL, web UI) — no Microsoft account needed."""
     import uvicorn
-
     from pydantic import SecretStr
 
     from m365sim.cli import banner
