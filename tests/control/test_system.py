@@ -270,3 +270,54 @@ def test_builtin_scenarios_validate() -> None:
     for name in ("demo", "blank"):
         data, base = read_scenario(name)
         validate(data, base_dir=base)
+
+
+def test_reset_also_resets_extensions(
+    private: httpx.Client, private_server: EmulatorServer
+) -> None:
+    class Extension:
+        calls = 0
+
+        def reset(self) -> None:
+            Extension.calls += 1
+
+    private_server.state.extensions["test-extension"] = Extension()
+    try:
+        private.post("/_emulator/reset").raise_for_status()
+        assert Extension.calls == 1
+    finally:
+        del private_server.state.extensions["test-extension"]
+
+
+def test_eml_files_load_from_scenario_files_only(tmp_path: Path, private: httpx.Client) -> None:
+    (tmp_path / "mails").mkdir()
+    (tmp_path / "mails" / "one.eml").write_bytes(
+        b"From: shop@x.test\r\nSubject: From a file\r\n\r\nbody"
+    )
+    scenario = {
+        "tenants": [
+            {
+                "displayName": "Files",
+                "domain": "files.test",
+                "sharedMailboxes": [
+                    {
+                        "userPrincipalName": "box",
+                        "displayName": "Box",
+                        "messages": [{"eml": "mails/one.eml", "isRead": True}],
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "files.yaml"
+    path.write_text(json.dumps(scenario))
+    data, base = read_scenario(str(path))
+    store = Store(Clock())
+    assert load_scenario(store, data, base_dir=base).messages == 1
+    found = store.find_user("box@files.test")
+    assert found is not None
+    (msg,) = found[1].mailbox.messages.values()
+    assert msg.subject == "From a file" and msg.is_read
+
+    over_http = private.post("/_emulator/scenario", json={"scenario": scenario})
+    assert over_http.status_code == 400 and "raw instead" in over_http.json()["error"]

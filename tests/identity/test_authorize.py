@@ -351,3 +351,12 @@ def test_logout_ends_the_session(org: Org, browser: Browser, base_url: str) -> N
         params={"post_logout_redirect_uri": "https://evil.test/"},
     )
     assert unregistered.status_code == 200 and "You signed out" in unregistered.text
+
+
+def test_single_tenant_app_at_organizations_is_refused(
+    org: Org, browser: Browser, base_url: str
+) -> None:
+    org.app.single_tenant = True
+    page = browser.open(authorize_url(base_url, org, tenant="organizations"))
+    assert page.status == 400 and "AADSTS50194" in page.html and page.location is None
+    assert browser.open(authorize_url(base_url, org)).heading == "Sign in"

@@ -119,7 +119,7 @@ def test_several_notifications_per_post_and_batch_cap(
 def test_one_post_can_carry_several_subscriptions(
     http: httpx.Client, org: Org, sim: EmulatorState, hook: Callable[..., Hook]
 ) -> None:
-    sim.config.delivery_coalesce_ms = 150
+    sim.config.delivery_coalesce_ms = 300
     target = hook()
     token = org.app_token()
     ids = set()
@@ -328,3 +328,30 @@ def test_slow_endpoint_is_throttled_then_dropped(
     sim.clock.advance(config.slow_endpoint_window_minutes * 60)
     org.deliver(org.alice)
     target.wait_for(4)
+
+
+def test_graph_patch_and_move_produce_updated_then_deleted_and_created(
+    http: httpx.Client, org: Org, sim: EmulatorState, hook: Callable[..., Hook]
+) -> None:
+    target = hook()
+    response = subscribe(
+        http,
+        org.app_token(),
+        resource=f"users/{org.alice.id}/messages",
+        url=target.url,
+        sim=sim,
+        headers={"Prefer": 'IdType="ImmutableId"'},
+    )
+    assert response.status_code == 201
+    msg = org.deliver(org.alice)
+    target.wait_for(1)
+    token = org.app_token()
+    base = f"/v1.0/users/{org.alice.id}/messages/{msg.immutable_id}"
+    patched = http.patch(base, json={"categories": ["Invoices"]}, headers=auth(token))
+    assert patched.status_code == 200, patched.text
+    moved = http.post(f"{base}/move", json={"destinationId": "archive"}, headers=auth(token))
+    assert moved.status_code == 201, moved.text
+    notes = target.wait_for(4)
+    assert [n["changeType"] for n in notes] == ["created", "updated", "deleted", "created"]
+    # immutable ids: the same id throughout, also across the move
+    assert {n["resourceData"]["id"] for n in notes} == {msg.immutable_id}

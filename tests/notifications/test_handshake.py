@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -24,7 +25,7 @@ MISMATCH = (
 
 
 def _create(
-    http: httpx.Client, org: Org, sim: EmulatorState, url: str, **extra: str
+    http: httpx.Client, org: Org, sim: EmulatorState, url: str, **extra: Any
 ) -> httpx.Response:
     return subscribe(
         http,

@@ -38,7 +38,7 @@ def _client(
     """A GraphServiceClient on the emulator, as graph.md 6 describes; close the transport."""
     credential = StaticCredential(org.app_token(), int(org.state.clock.time()) + 3600)
     auth = AzureIdentityAuthenticationProvider(
-        credential,  # type: ignore[arg-type]
+        credential,
         scopes=["https://graph.microsoft.com/.default"],
         allowed_hosts=["localhost"],
     )

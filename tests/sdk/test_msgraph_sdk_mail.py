@@ -86,6 +86,9 @@ def _run(
             return await body(GraphServiceClient(request_adapter=adapter), adapter)
         finally:
             await http.aclose()
+            # let asyncio finish the TLS shutdown before asyncio.run closes the loop, so the
+            # connection is really closed (else: ResourceWarning, and the server waits for it)
+            await asyncio.sleep(0.05)
 
     return asyncio.run(main())
 

@@ -336,8 +336,12 @@ def build_message(
     subject: str | None = None,
     body: str | None = None,
     received: datetime | None = None,
+    internet_message_id: str | None = None,
 ) -> Message:
     to = draft.to or [Recipient(owner.display_name, owner.user_principal_name)]
+    message_id = (
+        internet_message_id or draft.internet_message_id or f"<{ids.opaque(12)}@m365sim.local>"
+    )
     msg = store.new_message(
         mailbox,
         folder,
@@ -351,7 +355,8 @@ def build_message(
         reply_to=list(draft.reply_to),
         received=received or draft.received,
         sent=draft.sent,
-        internet_message_id=draft.internet_message_id,
+        internet_message_id=message_id,
+        conversation_id=conversation_id_for(message_id),
         importance=draft.importance,
         is_read=draft.is_read,
         categories=list(draft.categories),
@@ -371,7 +376,6 @@ def build_message(
         ],
     )
     msg.from_ = draft.from_
-    msg.conversation_id = conversation_id_for(msg.internet_message_id)
     return msg
 
 
@@ -637,6 +641,7 @@ async def bulk_deliver(
     end = draft.received or store.clock.now()
     first_id: str | None = None
     last_id: str | None = None
+    batch = ids.opaque(9)  # unique Message-IDs without a random draw per message
     templated_subject = "{n}" in draft.subject
     templated_body = "{n}" in draft.body
     done = 0
@@ -657,6 +662,9 @@ async def bulk_deliver(
                     subject=draft.subject.replace("{n}", n) if templated_subject else None,
                     body=draft.body.replace("{n}", n) if templated_body else None,
                     received=end - timedelta(seconds=count - 1 - i),
+                    internet_message_id=None
+                    if draft.internet_message_id
+                    else f"<{n}.{batch}@m365sim.local>",
                 )
                 store.insert_message(tenant, user.mailbox, msg)
                 if first_id is None:

@@ -5,7 +5,8 @@ not register (graph.md 1.2):
 
 1. errors shown as a page (status 400, never a redirect): unknown tenant (AADSTS90002),
    missing ``client_id`` (900144), unknown application (700016), disabled application
-   (7000112), ``redirect_uri`` not registered (50011; exact match, except the port of
+   (7000112), a single-tenant application at ``/common`` or ``/organizations`` (50194),
+   ``redirect_uri`` not registered (50011; exact match, except the port of
    ``http://localhost``), no redirect URI registered at all (500113). A missing
    ``redirect_uri`` falls back to the first registered one.
 2. errors redirected to the application: unsupported ``response_mode`` (70007),
@@ -90,6 +91,11 @@ def validate_client(ex: Exchange, authority: Authority, params: dict[str, str]) 
     if not app.enabled:
         failure = flow_failure(
             "app_disabled", now, client_id=app.client_id, app_name=app.display_name
+        )
+        raise Invalid(error_page(ex, failure, app=app))
+    if app.single_tenant and authority.special:
+        failure = flow_failure(
+            "single_tenant_common", now, client_id=app.client_id, app_name=app.display_name
         )
         raise Invalid(error_page(ex, failure, app=app))
     redirect_uri = params.get("redirect_uri", "")

@@ -3,23 +3,16 @@
 Each function changes the directory the way the real event does; the token endpoint then
 answers the next refresh as Entra would (graph.md 1.4 revocation matrix, 1.5 catalogue):
 
-=====================================  ====================  =====================  ==========
-Event                                   public-client RTs     confidential-client    AADSTS
-                                                              RTs (web apps)
-=====================================  ====================  =====================  ==========
-admin resets password, Entra admin      revoked               revoked                50173
-center (``via="entra_admin_center"``)
-admin resets password, Azure portal     revoked               stay valid             50173
-user changes own password / SSPR        revoked               stay valid             50173
-revoke sign-in sessions                 revoked               revoked                50173
-MFA newly required                      RTs without MFA       RTs without MFA        50076
-consent revoked                         refused               refused                65001
-user disabled                           refused               refused                50057
-password expired                        refused               refused                50055
-refresh token unused too long           refused               refused                700082
-client secret expired / rotated         —                     every grant refused    7000222 /
-                                                                                     7000215
-=====================================  ====================  =====================  ==========
+* admin resets the password in the Entra admin center (``via="entra_admin_center"``): every
+  refresh token revoked (AADSTS50173);
+* admin resets it in the Azure portal, or the user changes it (or uses SSPR): public-client
+  refresh tokens revoked (50173), confidential-client (web app) tokens stay valid;
+* revoke sign-in sessions: every refresh token revoked (50173);
+* MFA newly required: refresh tokens obtained without MFA refused (50076);
+* consent revoked: refused (65001);
+* user disabled: refused (50057); password expired: refused (50055);
+* refresh token unused too long: refused (700082);
+* client secret expired / deleted: every grant of the app refused (7000222 / 7000215).
 
 (The 700082 case needs no event: advance the emulator clock past
 ``config.refresh_token_inactivity_days``.) Every event that revokes tokens also ends the user's

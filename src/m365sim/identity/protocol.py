@@ -241,6 +241,14 @@ FLOW_ERRORS: dict[str, AadstsError] = {
         "tenant or consented to by any user in the tenant. You may have sent your "
         "authentication request to the wrong tenant.",
     ),
+    "single_tenant_common": AadstsError(
+        50194,
+        "invalid_request",
+        "Application '{client_id}'({app_name}) is not configured as a multi-tenant application. "
+        "Usage of the /common endpoint is not supported for such applications created after "
+        "'10/15/2018'. Use a tenant-specific endpoint or configure the application to be "
+        "multi-tenant.",
+    ),
     "app_disabled": AadstsError(
         7000112, "unauthorized_client", "Application '{client_id}'({app_name}) is disabled."
     ),

@@ -2,17 +2,14 @@
 
 Microsoft's endpoints (the authority is ``{base}/{tenant}``, graph.md 1.1):
 
-=============================================  =====================================  ==========
-``/{tenant}/v2.0/.well-known/openid-configuration``  OIDC discovery           discovery.py
-``/{tenant}/discovery/v2.0/keys``              JWKS                                   discovery.py
-``/common/discovery/instance``                 MSAL instance discovery                discovery.py
-``/oidc/userinfo``                             OIDC userinfo (Graph's at Microsoft)   discovery.py
-``/{tenant}/oauth2/v2.0/authorize``            sign-in and consent pages              authorize.py
-``/{tenant}/oauth2/v2.0/token``                codes, refresh tokens, client creds    token.py
-``/{tenant}/oauth2/v2.0/logout``               end the browser session                authorize.py
-``/{tenant}/v2.0/adminconsent``                admin consent (v2)                     adminconsent
-``/{tenant}/adminconsent``                     admin consent (legacy)                 adminconsent
-=============================================  =====================================  ==========
+* ``/{tenant}/v2.0/.well-known/openid-configuration`` — OIDC discovery (discovery.py)
+* ``/{tenant}/discovery/v2.0/keys`` — JWKS (discovery.py)
+* ``/common/discovery/instance`` — MSAL instance discovery (discovery.py)
+* ``/oidc/userinfo`` — OIDC userinfo, Graph's at Microsoft (discovery.py)
+* ``/{tenant}/oauth2/v2.0/authorize`` — sign-in and consent pages (authorize.py)
+* ``/{tenant}/oauth2/v2.0/token`` — codes, refresh tokens, client credentials (token.py)
+* ``/{tenant}/oauth2/v2.0/logout`` — end the browser session (authorize.py)
+* ``/{tenant}/v2.0/adminconsent`` and legacy ``/{tenant}/adminconsent`` (adminconsent.py)
 
 The pages post to ``/{tenant}/login``, ``/{tenant}/mfa``, ``/{tenant}/password``,
 ``/{tenant}/select_account`` and ``/{tenant}/consent`` (:mod:`m365sim.identity.signin`).

@@ -72,7 +72,7 @@ from m365sim.identity.protocol import (
     parse_form,
     resolve_authority,
 )
-from m365sim.state import EmulatorState
+from m365sim.state import EmulatorState, RequestRecord
 from m365sim.store import App, RefreshToken, Tenant, User
 from m365sim.tokens import (
     GRAPH_APP_ID,
@@ -127,6 +127,26 @@ def _when(epoch: float) -> str:
 
 
 async def token(state: EmulatorState, request: Request) -> Response:
+    """The token endpoint; every call is also recorded in the request log (tests count them
+    to prove that failures are a status, not a retry storm)."""
+    response = await _token(state, request)
+    state.record(
+        RequestRecord(
+            time=state.clock.time(),
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            endpoint=f"{request.method} /{{tenant}}/oauth2/v2.0/token",
+            mailbox_id=None,
+            client_id=None,
+            request_id=response.headers.get("x-ms-request-id", ""),
+            in_batch=False,
+        )
+    )
+    return response
+
+
+async def _token(state: EmulatorState, request: Request) -> Response:
     now = state.clock.now()
     try:
         if request.method != "POST":
