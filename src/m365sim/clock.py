@@ -32,6 +32,10 @@ class Clock:
     def offset(self) -> float:
         return self._offset
 
+    def reset(self) -> None:
+        """Back to wall-clock time (``/_emulator/reset``, and between tests)."""
+        self._offset = 0.0
+
 
 def iso(dt: datetime) -> str:
     """Graph's date-time form: ``2024-08-12T08:43:22Z`` (UTC, whole seconds)."""

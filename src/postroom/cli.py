@@ -9,6 +9,7 @@ callbacks) on the configured database — the embedded PostgreSQL when ``DATABAS
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -45,7 +46,103 @@ def serve(
         typer.echo(f"Configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"Postroom on {settings.public_base_url} (listening on {host}:{port})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, run_worker=True), host=host, port=port, log_level="info")
+
+
+@app.command()
+def web(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Run only the web application and webhooks (workers run elsewhere: postroom worker)."""
+    import uvicorn
+
+    from postroom.settings import load_settings
+    from postroom.web.app import create_app
+
+    settings = _settings_or_exit(load_settings)
+    uvicorn.run(create_app(settings, run_worker=False), host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")) -> None:
+    """Run only a job worker (sync, subscriptions, reconcile) on the shared DATABASE_URL.
+    SIGTERM finishes the running jobs (up to 30 s) before exiting."""
+    import asyncio
+
+    from postroom.crypto import SecretBox, load_or_create_key
+    from postroom.db import migrate, open_database
+    from postroom.settings import load_settings
+    from postroom.sync.runtime import install, make_runtime
+    from postroom.web import logs
+
+    settings = _settings_or_exit(load_settings)
+    logs.install()
+    database = open_database(settings)
+    migrate(database.engine)
+    key = settings.token_key.get_secret_value() if settings.token_key else None
+    box = SecretBox(load_or_create_key(key, settings.data_dir / "token.key"))
+    runtime = make_runtime(settings, database, box)
+    install(runtime)
+
+    async def run() -> None:
+        async with runtime.queue.open_async():
+            await runtime.queue.run_worker_async(
+                concurrency=concurrency, shutdown_graceful_timeout=30, name="postroom-worker"
+            )
+
+    typer.echo(f"Postroom worker on {database.url.split('@')[-1]}")
+    asyncio.run(run())
+
+
+backfill_app = typer.Typer(help="Historical mail: progress of backfills.", no_args_is_help=True)
+app.add_typer(backfill_app, name="backfill")
+
+
+@backfill_app.command("status")
+def backfill_status() -> None:
+    """Done/total, rate and ETA of every backfill, per mailbox and folder."""
+    from sqlalchemy import select
+
+    from postroom.db import open_database
+    from postroom.integrations.models import Integration, Mailbox
+    from postroom.settings import load_settings
+    from postroom.sync.engine import backfill_progress
+    from postroom.sync.models import FolderSync
+
+    settings = _settings_or_exit(load_settings)
+    database = open_database(settings)
+    with database.session() as db:
+        rows = db.execute(
+            select(FolderSync, Mailbox.address, Integration.name)
+            .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
+            .join(Integration, Integration.id == FolderSync.integration_id)
+            .where(FolderSync.backfill_since.is_not(None))
+            .order_by(Integration.name, Mailbox.address)
+        ).all()
+        if not rows:
+            typer.echo("No backfills.")
+        for fs, address, name in rows:
+            progress = backfill_progress(fs)
+            if progress is None:
+                continue
+            total = "?" if progress.total is None else str(progress.total)
+            state = "done" if progress.finished else "running"
+            rate = f"{progress.rate_per_minute:.0f}/min" if progress.rate_per_minute else "-"
+            eta = f"{progress.eta_seconds / 60:.0f} min" if progress.eta_seconds else "-"
+            typer.echo(
+                f"{name} | {address} | {fs.folder_key} | {progress.done}/{total} | {state} | "
+                f"rate {rate} | eta {eta}"
+            )
+    database.dispose()
+
+
+def _settings_or_exit(loader: Any) -> Any:
+    try:
+        return loader()
+    except ValueError as exc:
+        typer.echo(f"Configuration error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -101,7 +198,12 @@ def demo(
         "Press Ctrl+C to stop."
     )
     try:
-        uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(
+            create_app(settings, run_worker=True),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
     finally:
         sim.stop()
 

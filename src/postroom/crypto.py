@@ -10,6 +10,8 @@ another row does not decrypt.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +29,11 @@ class SecretBox:
         if len(key) != 32:
             raise ValueError("the token key must be 32 bytes (base64 of 32 bytes)")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, label: bytes) -> bytes:
+        """A separate 32-byte key for another purpose (e.g. HMACs), derived from this one."""
+        return hmac.new(self._key, b"postroom-derive:" + label, hashlib.sha256).digest()
 
     def encrypt(self, plaintext: bytes, *, context: bytes) -> bytes:
         nonce = os.urandom(12)

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     ca_bundle: Path | None = None  # trust this CA bundle for Microsoft (m365sim's local CA)
 
+    # sync: polling_only for installations Graph cannot reach (no public https URL)
+    polling_only: bool = False
+    poll_interval_seconds: int = Field(default=60, ge=10, le=3600)
+    reconcile_minutes: int = Field(default=5, ge=1, le=60)
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+
     session_max_age: int = 14 * 24 * 3600
     cookie_secure: bool = False  # set true behind https
 

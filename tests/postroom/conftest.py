@@ -10,56 +10,31 @@
 
 from __future__ import annotations
 
-import os
-import shutil
+import asyncio
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 from sqlalchemy import text
 
+import postroom.accounts.models  # noqa: F401  (every table, for TRUNCATE)
+import postroom.integrations.models  # noqa: F401
+import postroom.processing.models  # noqa: F401
+import postroom.sync.models  # noqa: F401
 from m365sim.server import EmulatorServer
 from m365sim.store import App
-from postroom.db import Base, Database, migrate, open_database
+from postroom.db import Database
 from postroom.settings import Settings
 from postroom.web.app import create_app
 from tests.helpers import APPLICATION_ALL, DELEGATED_ALL, SECRET, Org, make_org
-
-
-@pytest.fixture(scope="session")
-def database() -> Iterator[Database]:
-    # Not under pytest's 0700 tmp tree: as root, pgserver runs PostgreSQL as its own user,
-    # which must be able to reach the data directory.
-    data_dir = Path(tempfile.mkdtemp(prefix="postroom-test-db-"))
-    data_dir.chmod(0o755)
-    settings = Settings(data_dir=data_dir, database_url=os.environ.get("DATABASE_URL") or None)
-    db = open_database(settings)
-    if settings.database_url:
-        # a shared server: start from an empty schema
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    migrate(db.engine)
-    yield db
-    db.dispose()
-    if db.embedded is not None:
-        db.embedded.cleanup()
-    shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def clean_db(database: Database) -> Database:
-    tables = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
-    with database.engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
-    return database
 
 
 @dataclass
@@ -68,6 +43,35 @@ class Postroom:
     settings: Settings
     app_registration: App
     database: Database
+    app: Any = None
+
+    def drain(self) -> int:
+        """Run queued jobs (sync, setup, renew) to completion in a worker of this thread;
+        returns the number of jobs that were waiting."""
+        from postroom.sync.runtime import make_runtime
+
+        runtime = make_runtime(self.settings, self.database, self.app.state.box)
+
+        async def run() -> int:
+            async with runtime.queue.open_async():
+                waiting = await _waiting_jobs(self.database)
+                await runtime.queue.run_worker_async(
+                    wait=False,
+                    concurrency=1,
+                    install_signal_handlers=False,
+                    listen_notify=False,
+                )
+                return waiting
+
+        from postroom.sync import runtime as runtime_module
+
+        previous = runtime_module._current
+        runtime_module.install(runtime)
+        try:
+            return asyncio.run(run())
+        finally:
+            if previous is not None:
+                runtime_module.install(previous)
 
     def org(self, sim_state: object, *, consent: bool = False) -> Org:
         """A customer tenant in the emulator; ``consent`` pre-grants admin consent."""
@@ -80,6 +84,15 @@ class Postroom:
         if consent:
             sim_state.store.grant_admin_consent(org.tenant, self.app_registration)
         return org
+
+
+async def _waiting_jobs(database: Database) -> int:
+    with database.engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'")
+            ).scalar_one()
+        )
 
 
 def _free_port() -> int:
@@ -117,7 +130,13 @@ def postroom_server(
     app = create_app(settings, database=database)
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="info", lifespan="on", access_log=True
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="info",
+            lifespan="on",
+            access_log=True,
+            log_config=None,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True, name="postroom")
@@ -127,7 +146,7 @@ def postroom_server(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("postroom did not start")
         time.sleep(0.02)
-    yield Postroom(base, settings, registration, database)
+    yield Postroom(base, settings, registration, database, app)
     server.should_exit = True
     thread.join(timeout=10)
 

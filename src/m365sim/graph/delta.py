@@ -235,7 +235,29 @@ def _load_state(ctx: Ctx, token: str, folder: Folder, mailbox: Mailbox) -> dict[
         isinstance(data.get("s"), int) and isinstance(data.get("n"), int)
     ):
         raise _gone(epoch, mailbox)
+    if not _well_formed_options(data):
+        raise _gone(epoch, mailbox)
     return data
+
+
+def _well_formed_options(data: dict[str, Any]) -> bool:
+    """Whether a token's optional parts have the shapes this module writes."""
+    if "e" in data and not isinstance(data["e"], int):
+        return False
+    if "ps" in data and not (isinstance(data["ps"], int) and data["ps"] > 0):
+        return False
+    if "sel" in data and not (
+        isinstance(data["sel"], list) and all(isinstance(s, str) for s in data["sel"])
+    ):
+        return False
+    if "fv" in data or "fo" in data:
+        if data.get("fo") not in ("ge", "gt") or not isinstance(data.get("fv"), str):
+            return False
+        try:
+            parse_datetime_literal(data["fv"])
+        except ValueError:
+            return False
+    return True
 
 
 def _link_base(ctx: Ctx, folder: Folder) -> str:

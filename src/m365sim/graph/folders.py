@@ -9,8 +9,9 @@ id naming nothing, answers 404 ``ErrorItemNotFound``; something that cannot be a
 
 Listing ``/mailFolders`` returns the children of ``msgfolderroot`` in display-name order,
 hidden folders only with ``?includeHiddenFolders=true``, ten per page by default with an opaque
-``$skiptoken`` in ``@odata.nextLink``; ``$top``, ``$skip``, ``$select``, ``$filter`` (on
-``displayName``, ``isHidden`` and the counts) and ``$count`` apply. Recoverable Items is
+``$skiptoken`` in ``@odata.nextLink``; ``$top``, ``$skip``, ``$select``, ``$filter`` and
+``$orderby`` (on ``displayName``, ``isHidden``, ``parentFolderId`` and the counts) and
+``$count`` apply. Recoverable Items is
 outside the root, so it is reachable by name but never listed.
 
 Creating a folder (``POST /mailFolders`` or ``.../childFolders``) answers 201 with the folder.

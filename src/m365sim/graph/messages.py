@@ -324,7 +324,7 @@ def read_message_changes(
         name = _PROPERTY_NAMES.get(key.lower())
         if name is None:
             raise unknown_body_property(key)
-        if name == "id" and value in set(current_ids):
+        if name == "id" and isinstance(value, str) and value in set(current_ids):
             continue
         if name in _READ_ONLY:
             raise GraphError(400, "ErrorInvalidPropertySet", "Set action is invalid for property.")

@@ -197,12 +197,21 @@ def _second(dt: datetime) -> datetime:
 
 def conversation_index(msg: Message) -> str:
     """Outlook's 22-byte conversation header: reserved byte, 5 time bytes, a 16-byte GUID."""
-    filetime = int((msg.created.timestamp() + 11_644_473_600) * 10_000_000)
+    return _conversation_index(msg.conversation_id, msg.created)
+
+
+@lru_cache(maxsize=65536)
+def _conversation_index(conversation_id: str, created: datetime) -> str:
+    filetime = int((created.timestamp() + 11_644_473_600) * 10_000_000)
     time_bytes = (filetime >> 16).to_bytes(6, "big")[1:]
-    guid = hashlib.md5(msg.conversation_id.encode()).digest()
+    guid = hashlib.md5(conversation_id.encode()).digest()
     return base64.b64encode(b"\x01" + time_bytes + guid).decode()
 
 
+_iso = lru_cache(maxsize=65536)(iso)  # date-times repeat across pages; strftime is slow
+
+
+@lru_cache(maxsize=65536)
 def web_link(message_id: str) -> str:
     return (
         "https://outlook.office365.com/owa/?ItemID="
@@ -222,78 +231,16 @@ def message_json(
     msg: Message, rendering: Rendering, fields: Collection[str] | None = None
 ) -> dict[str, Any]:
     """One message; ``fields`` limits it to a ``$select`` (``id`` is always written)."""
-    wanted = MESSAGE_DEFAULT if fields is None else fields
     mid = rendering.message_id(msg)
     out: dict[str, Any] = {"@odata.etag": etag(msg.change_key), "id": mid}
-    for name in MESSAGE_SELECTABLE:
-        if name == "id" or name not in wanted:
-            continue
-        out[name] = _message_property(msg, name, mid, rendering)
+    if fields is None:
+        for name, write in _DEFAULT_WRITERS:
+            out[name] = write(msg, mid, rendering)
+        return out
+    for name, write in _WRITERS:
+        if name in fields:
+            out[name] = write(msg, mid, rendering)
     return out
-
-
-def _message_property(msg: Message, name: str, mid: str, rendering: Rendering) -> Any:
-    if name == "createdDateTime":
-        return iso(msg.created)
-    if name == "lastModifiedDateTime":
-        return iso(msg.last_modified)
-    if name == "changeKey":
-        return msg.change_key
-    if name == "categories":
-        return list(msg.categories)
-    if name == "receivedDateTime":
-        return iso(msg.received)
-    if name == "sentDateTime":
-        return iso(msg.sent)
-    if name == "hasAttachments":
-        return msg.has_attachments
-    if name == "internetMessageId":
-        return msg.internet_message_id
-    if name == "subject":
-        return msg.subject
-    if name == "bodyPreview":
-        return body_preview(msg.body_content, msg.body_type)
-    if name == "importance":
-        return msg.importance
-    if name == "parentFolderId":
-        return msg.folder_id
-    if name == "conversationId":
-        return msg.conversation_id
-    if name == "conversationIndex":
-        return conversation_index(msg)
-    if name == "isDeliveryReceiptRequested":
-        return msg.is_delivery_receipt_requested
-    if name == "isReadReceiptRequested":
-        return msg.is_read_receipt_requested
-    if name == "isRead":
-        return msg.is_read
-    if name == "isDraft":
-        return msg.is_draft
-    if name == "webLink":
-        return web_link(mid)
-    if name == "inferenceClassification":
-        return msg.inference_classification
-    if name in ("body", "uniqueBody"):
-        return body_json(msg, rendering.body_type)
-    if name == "sender":
-        return recipient_json(msg.sender)
-    if name == "from":
-        return recipient_json(msg.from_)
-    if name == "toRecipients":
-        return [r.to_graph() for r in msg.to]
-    if name == "ccRecipients":
-        return [r.to_graph() for r in msg.cc]
-    if name == "bccRecipients":
-        return [r.to_graph() for r in msg.bcc]
-    if name == "replyTo":
-        return [r.to_graph() for r in msg.reply_to]
-    if name == "flag":
-        flag: dict[str, Any] = {"flagStatus": msg.flag_status}
-        flag.update({k: dict(v) for k, v in sorted(msg.flag_dates.items())})
-        return flag
-    if name == "internetMessageHeaders":
-        return [{"name": k, "value": v} for k, v in msg.headers]
-    raise KeyError(name)
 
 
 def message_value(msg: Message, name: str) -> Any:
@@ -449,6 +396,58 @@ def text_to_html(content: str) -> str:
 def body_preview(content: str, body_type: str) -> str:
     text = html_to_text(content) if body_type == "html" else content
     return re.sub(r"\s+", " ", text).strip()[:255]
+
+
+# ----------------------------------------------------------- message_json's property table
+
+_Writer = Callable[[Message, str, "Rendering"], Any]
+
+
+def _recipients(recipients: list[Recipient]) -> list[dict[str, Any]]:
+    return [r.to_graph() for r in recipients]
+
+
+def _flag(msg: Message) -> dict[str, Any]:
+    flag: dict[str, Any] = {"flagStatus": msg.flag_status}
+    flag.update({k: dict(v) for k, v in sorted(msg.flag_dates.items())})
+    return flag
+
+
+# How each property is written, in Graph's order (id is written first by message_json).
+_PROPERTY_WRITERS: dict[str, _Writer] = {
+    "createdDateTime": lambda m, i, r: _iso(m.created),
+    "lastModifiedDateTime": lambda m, i, r: _iso(m.last_modified),
+    "changeKey": lambda m, i, r: m.change_key,
+    "categories": lambda m, i, r: list(m.categories),
+    "receivedDateTime": lambda m, i, r: _iso(m.received),
+    "sentDateTime": lambda m, i, r: _iso(m.sent),
+    "hasAttachments": lambda m, i, r: m.has_attachments,
+    "internetMessageId": lambda m, i, r: m.internet_message_id,
+    "subject": lambda m, i, r: m.subject,
+    "bodyPreview": lambda m, i, r: body_preview(m.body_content, m.body_type),
+    "importance": lambda m, i, r: m.importance,
+    "parentFolderId": lambda m, i, r: m.folder_id,
+    "conversationId": lambda m, i, r: m.conversation_id,
+    "conversationIndex": lambda m, i, r: _conversation_index(m.conversation_id, m.created),
+    "isDeliveryReceiptRequested": lambda m, i, r: m.is_delivery_receipt_requested,
+    "isReadReceiptRequested": lambda m, i, r: m.is_read_receipt_requested,
+    "isRead": lambda m, i, r: m.is_read,
+    "isDraft": lambda m, i, r: m.is_draft,
+    "webLink": lambda m, i, r: web_link(i),
+    "inferenceClassification": lambda m, i, r: m.inference_classification,
+    "body": lambda m, i, r: body_json(m, r.body_type),
+    "sender": lambda m, i, r: recipient_json(m.sender),
+    "from": lambda m, i, r: recipient_json(m.from_),
+    "toRecipients": lambda m, i, r: _recipients(m.to),
+    "ccRecipients": lambda m, i, r: _recipients(m.cc),
+    "bccRecipients": lambda m, i, r: _recipients(m.bcc),
+    "replyTo": lambda m, i, r: _recipients(m.reply_to),
+    "flag": lambda m, i, r: _flag(m),
+    "uniqueBody": lambda m, i, r: body_json(m, r.body_type),
+    "internetMessageHeaders": lambda m, i, r: [{"name": k, "value": v} for k, v in m.headers],
+}
+_WRITERS = [(n, _PROPERTY_WRITERS[n]) for n in MESSAGE_SELECTABLE if n != "id"]
+_DEFAULT_WRITERS = [(n, _PROPERTY_WRITERS[n]) for n in MESSAGE_DEFAULT if n != "id"]
 
 
 # ------------------------------------------------------------------------ reading bodies
@@ -744,7 +743,7 @@ def collection_response(
     if offset + size < len(items):
         kept = [(k, v) for k, v in ctx.req.query.items() if k not in ("$skip", "$skiptoken")]
         kept.append(("$skiptoken", encode_token({"o": offset + size})))
-        path = ctx.req.path.split("?", 1)[0]
+        path = "/" + "/".join(s for s in ctx.req.path.split("?", 1)[0].split("/") if s)
         body["@odata.nextLink"] = ctx.link(f"{path}?{urlencode(kept, quote_via=quote, safe=_SAFE)}")
     body["value"] = [render(item) for item in page]
     out_headers = dict(headers or {})

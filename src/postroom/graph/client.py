@@ -23,6 +23,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -294,13 +295,18 @@ class GraphClient:
         link: str | None = None,
         select: str = MESSAGE_SELECT,
         page_size: int = 50,
+        received_since: datetime | None = None,
     ) -> DeltaPage:
-        """One delta page: from ``link`` (a stored next/delta link) or a fresh start."""
+        """One delta page: from ``link`` (a stored next/delta link) or a fresh start, optionally
+        limited to mail received since a moment (Graph bakes the filter into the links)."""
         params = None
         url = link
         if url is None:
             url = f"{self.mailbox_path(mailbox)}/mailFolders/{quote(folder)}/messages/delta"
             params = {"$select": select}
+            if received_since is not None:
+                stamp = received_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                params["$filter"] = f"receivedDateTime ge {stamp}"
         _, body, _ = await self.request(
             "GET",
             url,
@@ -383,6 +389,51 @@ class GraphClient:
             idempotent=False,
         )
         return dict(body)
+
+    # ------------------------------------------------------------------ subscriptions
+    async def create_subscription(
+        self,
+        *,
+        mailbox: str,
+        folder_id: str,
+        notification_url: str,
+        lifecycle_url: str,
+        client_state: str,
+        expires: datetime,
+    ) -> dict[str, Any]:
+        body = {
+            "changeType": "created,updated",
+            "notificationUrl": notification_url,
+            "lifecycleNotificationUrl": lifecycle_url,
+            "resource": f"users/{mailbox}/mailFolders('{folder_id}')/messages",
+            "expirationDateTime": expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z"),
+            "clientState": client_state,
+            "latestSupportedTlsVersion": "v1_2",
+        }
+        _, created, _ = await self.request(
+            "POST", "/subscriptions", mailbox=mailbox, json=body, idempotent=False
+        )
+        return dict(created)
+
+    async def renew_subscription(self, subscription_id: str, expires: datetime) -> dict[str, Any]:
+        stamp = expires.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+        _, body, _ = await self.request(
+            "PATCH",
+            f"/subscriptions/{quote(subscription_id)}",
+            mailbox=None,
+            json={"expirationDateTime": stamp},
+        )
+        return dict(body)
+
+    async def reauthorize_subscription(self, subscription_id: str) -> None:
+        await self.request(
+            "POST", f"/subscriptions/{quote(subscription_id)}/reauthorize", mailbox=None
+        )
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        await self.request(
+            "DELETE", f"/subscriptions/{quote(subscription_id)}", mailbox=None, idempotent=True
+        )
 
     # ------------------------------------------------------------------ batch
     async def batch(self, requests: list[dict[str, Any]], *, mailbox: str) -> list[BatchResult]:

@@ -94,6 +94,7 @@ class Category(Base):
     folder: Mapped[str | None] = mapped_column(String(400), nullable=True)
     forward_to: Mapped[list[str]] = mapped_column(JSON, default=list)
     description: Mapped[str] = mapped_column(Text, default="")
+    rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a RuleGroup
     position: Mapped[int] = mapped_column(Integer, default=0)
 
 

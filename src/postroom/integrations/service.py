@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from postroom.crypto import SecretBox
 from postroom.integrations.models import Category, Integration, Mailbox, OAuthFlow
 from postroom.integrations.statuses import Reason
+from postroom.processing.models import LedgerEntry
 
 FLOW_LIFETIME = timedelta(minutes=15)
 
@@ -220,3 +221,108 @@ def finish_setup(*, db: Session, integration: Integration) -> None:
     )
     integration.finished_at = datetime.now(UTC)
     set_status(db=db, integration=integration, status="connected")
+
+
+# ---------------------------------------------------------------------- categories after setup
+# (the category editor, :mod:`postroom.integrations.editor`)
+def get_category(*, db: Session, integration: Integration, category_id: str) -> Category | None:
+    return db.scalar(
+        select(Category).where(
+            Category.id == category_id, Category.integration_id == integration.id
+        )
+    )
+
+
+def save_category(
+    *,
+    db: Session,
+    integration: Integration,
+    category_id: str | None,
+    name: str,
+    color: str,
+    folder: str | None,
+    forward_to: list[str],
+    description: str,
+    rules: dict[str, Any] | None,
+) -> Category:
+    """Update a category of this integration, or add one at the end (``category_id`` None)."""
+    category = (
+        get_category(db=db, integration=integration, category_id=category_id)
+        if category_id
+        else None
+    )
+    if category is None:
+        last = max((c.position for c in categories(db=db, integration=integration)), default=-1)
+        category = Category(integration_id=integration.id, position=last + 1)
+        db.add(category)
+    category.name = name
+    category.color = color
+    category.folder = folder
+    category.forward_to = list(forward_to)
+    category.description = description
+    category.rules = rules
+    db.flush()
+    return category
+
+
+def delete_category(*, db: Session, integration: Integration, category_id: str) -> bool:
+    category = get_category(db=db, integration=integration, category_id=category_id)
+    if category is None:
+        return False
+    db.delete(category)
+    db.flush()
+    return True
+
+
+def move_category(*, db: Session, integration: Integration, category_id: str, offset: int) -> bool:
+    """Move a category ``offset`` places (rules are tried in this order; the first match wins)."""
+    rows = categories(db=db, integration=integration)
+    index = next((i for i, c in enumerate(rows) if c.id == category_id), None)
+    if index is None:
+        return False
+    target = min(max(index + offset, 0), len(rows) - 1)
+    rows.insert(target, rows.pop(index))
+    for position, row in enumerate(rows):
+        row.position = position
+    db.flush()
+    return True
+
+
+# ---------------------------------------------------------------------- activity (the ledger)
+def activity(
+    *,
+    db: Session,
+    integration: Integration,
+    state: str | None,
+    category: str | None,
+    offset: int,
+    limit: int,
+) -> tuple[list[tuple[LedgerEntry, Mailbox]], int]:
+    """One page of this integration's ledger rows, newest first, with their mailboxes; and the
+    number of rows matching the filters. ``category`` "" means rows without a category."""
+    query = (
+        select(LedgerEntry, Mailbox)
+        .join(Mailbox, Mailbox.id == LedgerEntry.mailbox_id)
+        .where(LedgerEntry.integration_id == integration.id)
+    )
+    if state:
+        query = query.where(LedgerEntry.state == state)
+    if category is not None:
+        chosen = LedgerEntry.plan["category"].as_string()
+        query = query.where(chosen.is_(None) if category == "" else chosen == category)
+    total = db.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = db.execute(
+        query.order_by(LedgerEntry.claimed_at.desc(), LedgerEntry.id).offset(offset).limit(limit)
+    ).all()
+    return [(entry, mailbox) for entry, mailbox in rows], int(total)
+
+
+def activity_categories(*, db: Session, integration: Integration) -> list[str]:
+    """The category names that occur in this integration's ledger."""
+    chosen = LedgerEntry.plan["category"].as_string()
+    names = db.scalars(
+        select(chosen)
+        .where(LedgerEntry.integration_id == integration.id, chosen.isnot(None))
+        .distinct()
+    )
+    return sorted((n for n in names if n), key=str.casefold)

@@ -188,11 +188,14 @@ def integration_page(
     db: DbSession,
 ) -> Response:
     integration = _load(db, caller, integration_id)
+    from postroom.sync.engine import folder_progress
+
     return render(
         request,
         "integrations/detail.html",
         nav="integrations",
         item=integration,
+        folders=folder_progress(db, integration.id),
         labels=LABELS,
         reason=REASONS.get(integration.status_reason or ""),
         mailboxes=service.mailboxes(db=db, integration=integration),
@@ -701,6 +704,13 @@ def _setup_submit(
                 if integration.wizard_step < 5:
                     raise wizard.StepError(["Finish the earlier steps first."])
                 service.finish_setup(db=db, integration=integration)
+                db.commit()
+                # Subscriptions (or polling) and the first sync happen in the worker.
+                from anyio import from_thread
+
+                from postroom.sync.jobs import defer_setup
+
+                from_thread.run(defer_setup, request.app.state.runtime, integration.id)
                 return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
             data, next_step, needs_confirmation = wizard.apply_step(
                 dict(integration.wizard_data or {}),

@@ -7,6 +7,7 @@ traceback, token or secret ever reaches a response or a log line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -87,7 +88,14 @@ def current_caller(request: Request) -> Caller:
     return caller
 
 
-def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    """The web application. ``run_worker`` also runs a job worker in this process (the
+    embedded default, ``postroom serve``); ``postroom web`` and ``postroom worker`` split them."""
     settings = settings or load_settings()
     logs.install()
     data_dir = settings.data_dir
@@ -104,12 +112,32 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from postroom.sync.runtime import install, make_runtime
+
         own = app.state.db is None
         if own:
             app.state.db = open_database(settings)
             migrate(app.state.db.engine)
+        runtime = make_runtime(settings, app.state.db, box)
+        install(runtime)
+        app.state.runtime = runtime
+        worker: asyncio.Task[None] | None = None
         try:
-            yield
+            async with runtime.queue.open_async():
+                if run_worker:
+                    worker = asyncio.create_task(
+                        runtime.queue.run_worker_async(
+                            concurrency=settings.worker_concurrency,
+                            install_signal_handlers=False,
+                            shutdown_graceful_timeout=30,
+                            name="postroom-serve",
+                        )
+                    )
+                yield
+                if worker is not None:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
         finally:
             if own:
                 app.state.db.dispose()
@@ -133,8 +161,10 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
 
     from postroom.accounts import views as account_views
     from postroom.integrations import views as integration_views
+    from postroom.sync import webhooks
     from postroom.web import help_pages
 
+    app.include_router(webhooks.router)
     app.include_router(account_views.router)
     app.include_router(integration_views.router)
     app.include_router(help_pages.router)

@@ -1,0 +1,188 @@
+"""``decide``: one message, the integration's categories, optionally a classifier → a :class:`Plan`.
+
+The order of precedence is fixed, so a person can always say why an email got its category:
+
+1. **Rules.** The first category, in configured order, whose rules match wins
+   (``decided_by="rule"``, confidence 1.0). Later categories are not consulted.
+2. **The classifier**, when one is given: its category is used when its confidence is at or
+   above ``threshold`` *and* it names a configured category (``decided_by="model"``).
+3. **Needs review.** Otherwise, when a classifier was asked, the message only gets the
+   ``needs_review`` category: no folder, no forward (``decided_by="needs_review"``). With
+   ``needs_review=None``, or without a classifier, the plan is empty (``decided_by="none"``).
+
+A plan only ever *adds* a category: the user's own categories stay, and a category the
+message already has (compared case-insensitively, as Outlook does) is not added again.
+A forward is planned only when the category has addresses, the integration may send mail
+(``allow_forward``; false with minimal permissions) and, for historical (backfilled) mail,
+only when the user opted in with ``forward_historical``.
+
+``Plan.reasons`` are short machine-readable strings for the activity view (``rule:Invoices``,
+``model:Invoices:0.82>=0.60``, ``model:0.41<0.60``, ``forward:suppressed:historical``). They
+name configured categories and numbers, never message content (invariant 2).
+
+Pure and deterministic: no I/O, no logging, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from postroom.processing.plan import CategoryConfig, DecidedBy, Forward, Plan
+from postroom.processing.rules import MessageFacts
+from postroom.processing.view import MessageView
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A classifier's best category for a message and its calibrated confidence (0–1)."""
+
+    category: str
+    confidence: float
+
+
+class Classifier(Protocol):
+    """Anything that predicts a category; ``None`` when it has nothing to say."""
+
+    def predict(self, view: MessageView) -> Prediction | None: ...
+
+
+def decide(
+    view: MessageView,
+    categories: Sequence[CategoryConfig],
+    *,
+    classifier: Classifier | None = None,
+    threshold: float = 0.6,
+    needs_review: str | None = "Needs review",
+    allow_forward: bool = True,
+    historical: bool = False,
+    forward_historical: bool = False,
+) -> Plan:
+    """The plan for one message (see the module docstring for the order of precedence)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold!r}")
+    facts = MessageFacts(view)
+    for category in categories:
+        if category.rules is not None and category.rules.matches(facts):
+            return _plan(
+                view,
+                category,
+                decided_by="rule",
+                confidence=1.0,
+                reasons=(f"rule:{category.name}",),
+                forward_allowed=allow_forward,
+                historical=historical and not forward_historical,
+            )
+    if classifier is None:
+        return Plan(category=None, decided_by="none", reasons=("rule:none", "model:off"))
+
+    prediction = classifier.predict(view)
+    confidence = prediction.confidence if prediction is not None else None
+    if prediction is None:
+        why = "model:none"
+    else:
+        chosen = _configured(categories, prediction.category)
+        shown = _number(prediction.confidence, threshold)
+        if chosen is not None and prediction.confidence >= threshold:
+            return _plan(
+                view,
+                chosen,
+                decided_by="model",
+                confidence=prediction.confidence,
+                reasons=(f"model:{chosen.name}:{shown[0]}>={shown[1]}",),
+                forward_allowed=allow_forward,
+                historical=historical and not forward_historical,
+            )
+        if chosen is None:
+            why = "model:unknown-category"
+        else:
+            why = f"model:{shown[0]}<{shown[1]}"
+
+    if needs_review is None:
+        return Plan(
+            category=None,
+            decided_by="none",
+            confidence=confidence,
+            reasons=(why, "needs_review:off"),
+        )
+    return Plan(
+        category=needs_review,
+        add_categories=_added(view, needs_review),
+        decided_by="needs_review",
+        confidence=confidence,
+        reasons=(why, f"needs_review:{needs_review}"),
+    )
+
+
+def _plan(
+    view: MessageView,
+    category: CategoryConfig,
+    *,
+    decided_by: DecidedBy,
+    confidence: float,
+    reasons: tuple[str, ...],
+    forward_allowed: bool,
+    historical: bool,
+) -> Plan:
+    forward = None
+    recipients = _recipients(category.forward_to)
+    if recipients:
+        if not forward_allowed:
+            reasons += ("forward:suppressed:permissions",)
+        elif historical:
+            reasons += ("forward:suppressed:historical",)
+        else:
+            forward = Forward(recipients, category.forward_comment)
+    return Plan(
+        category=category.name,
+        add_categories=_added(view, category.name),
+        folder=(category.folder or "").strip() or None,
+        forward=forward,
+        decided_by=decided_by,
+        confidence=confidence,
+        reasons=reasons,
+    )
+
+
+def _added(view: MessageView, name: str) -> tuple[str, ...]:
+    """``(name,)`` unless the message already carries it (the user's own categories stay)."""
+    key = name.strip().casefold()
+    present = any(existing.strip().casefold() == key for existing in view.categories)
+    return () if present else (name,)
+
+
+def _configured(categories: Sequence[CategoryConfig], name: str) -> CategoryConfig | None:
+    """The configured category a prediction names: exact name first, then case-insensitive."""
+    if not name:
+        return None
+    for category in categories:
+        if category.name == name:
+            return category
+    key = name.strip().casefold()
+    for category in categories:
+        if category.name.strip().casefold() == key:
+            return category
+    return None
+
+
+def _recipients(addresses: Sequence[str]) -> tuple[str, ...]:
+    """Forward addresses without blanks and duplicates, in configured order."""
+    seen: set[str] = set()
+    kept = []
+    for address in addresses:
+        address = address.strip()
+        if address and address.casefold() not in seen:
+            seen.add(address.casefold())
+            kept.append(address)
+    return tuple(kept)
+
+
+def _number(confidence: float, threshold: float) -> tuple[str, str]:
+    """Confidence and threshold as text, with enough digits that their order stays visible
+    (0.599 below 0.6 is ``0.599<0.600``, never ``0.60<0.60``)."""
+    for digits in range(2, 7):
+        shown = f"{confidence:.{digits}f}", f"{threshold:.{digits}f}"
+        if shown[0] != shown[1] or confidence == threshold:
+            return shown
+    return shown

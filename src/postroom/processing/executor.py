@@ -1,0 +1,618 @@
+"""Doing a plan exactly once: claim the message in the ledger, then each action, each recorded.
+
+Invariant 3 — each action on a message happens at most once and, unless the integration is
+stopped, at least once — rests on three rules:
+
+1. **Claim first.** :func:`claim` inserts the ledger row with ``INSERT ... ON CONFLICT DO
+   NOTHING`` on ``(mailbox_id, message_id)``, so any number of workers produce one row. A row
+   that is ``done``/``skipped``/``failed`` is never touched again (``claim`` returns None); a
+   row still ``claimed`` is handed back so the work resumes. Mutual exclusion between workers
+   comes from the job queue (one sync per mailbox at a time); the steps below stay correct even
+   if two workers do resume the same row at once (tested).
+2. **Record right after Graph confirms.** Each step is recorded in ``actions_done`` in its own
+   short transaction immediately after Graph answered; no database session is held across a
+   Graph call (STYLE rule 6). A resumed run skips what is recorded.
+3. **Make every step safe to repeat when the record was lost.** A crash can always fall
+   between "Graph acted" and "we recorded it", so each step checks the mailbox before acting:
+
+   * ``master_category`` — create only names missing from the (per-worker cached) master list;
+     "already exists" is success.
+   * ``label`` — read-modify-write: re-read the message's categories just before the PATCH
+     (Graph replaces the array) and write the union. The user's own categories are never
+     removed; a label already there is not written again.
+   * ``folder`` — find by display name (case-insensitive) before creating;
+     ``ErrorFolderExists`` (another worker, or the user, was faster) means re-list and use it.
+   * ``move`` — skipped when ``parentFolderId`` already is the target; with immutable ids the
+     message keeps its id, so a repeated move is harmless anyway.
+   * ``forward`` — the one action that cannot be undone or repeated harmlessly, so it is split
+     in two: ``createForward`` makes a draft whose immutable id is recorded
+     (``forward_draft_id``, action ``forward_draft``) *before* anything is sent; then that one
+     draft is sent. Graph sends a draft at most once (after ``send`` the id names the sent
+     item, ``isDraft`` false, and a second ``send`` is refused), so the recorded draft id is
+     the idempotency key of the forward.
+
+Crash windows of the forward, and what a resumed run does:
+
+* **createForward acted, its id never recorded** (crash, or a 5xx/timeout after Graph made
+  the draft): the resumed run creates a second draft. The first stays an unsent draft in
+  Drafts (Postroom never deletes anything); only a recorded draft is ever sent. When two
+  workers race, the first recorded draft id wins and the other worker adopts it.
+* **draft recorded, send not confirmed** (503 before Graph acted, timeout after it acted,
+  crash after the 202): the resumed run GETs the draft by its immutable id. ``isDraft``
+  false → it was sent: record ``forward_sent``, send nothing. ``isDraft`` true → send it
+  (still at most once: Graph refuses to send a non-draft; that refusal is read the same way).
+* **the draft is gone (404)**: it was purged — by the user, before or after it was sent; Graph
+  cannot tell us which. Before every send the run records ``forward_send_attempted``. Without
+  that marker Postroom provably never asked Graph to send this draft, so a new draft is made
+  and sent. With it, the draft may have gone out; at most once beats at least once: no new
+  forward, the row ends ``done`` with ``last_error = "forward_unconfirmed"`` for the UI.
+
+Errors: :class:`~postroom.graph.Throttled` is a delay inside the client. A
+:class:`~postroom.graph.TransientError` leaves the row ``claimed`` (``attempts`` + 1,
+``last_error`` = the code) and is re-raised so the job retries; :class:`AuthFailed` and
+:class:`AccessDenied` likewise, for the caller to turn into a status. A message that is gone
+(404 on the message itself) makes the row ``skipped``. Any other Graph error (a bug, bad input,
+a refused deletion) makes it ``failed`` with the code, so one bad message cannot wedge a sync.
+
+Invariant 2: the ledger and the logs get ids, codes and the plan (category names, folder path,
+configured forward addresses) — never a subject, body, sender or recipient of the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from postroom.accounts.models import new_id, utcnow
+from postroom.db import Database
+from postroom.graph import guard
+from postroom.graph.client import GraphClient
+from postroom.graph.errors import (
+    AccessDenied,
+    AuthFailed,
+    Conflict,
+    DeletionRefused,
+    GraphError,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from postroom.processing.models import LedgerEntry
+from postroom.processing.plan import Plan
+
+log = logging.getLogger("postroom.processing")
+
+T = TypeVar("T")
+
+SNAPSHOT_SELECT = "id,categories,parentFolderId"
+DRAFT_SELECT = "id,isDraft,parentFolderId"
+# Single-segment folder paths that name a well-known folder rather than a folder to create.
+WELL_KNOWN_TARGETS = frozenset({"archive", "inbox", "junkemail"})
+SEND_ATTEMPTED = "forward_send_attempted"  # marker: a send of the recorded draft was requested
+FORWARD_UNCONFIRMED = "forward_unconfirmed"
+FINAL_STATES = ("done", "skipped", "failed")
+
+
+# --------------------------------------------------------------------------- claim
+def message_key(internet_message_id: str) -> str:
+    """sha256 hex of the internetMessageId: finds duplicates without storing the header."""
+    return hashlib.sha256(internet_message_id.encode("utf-8")).hexdigest()
+
+
+def claim(
+    db_session: Session,
+    *,
+    integration_id: str,
+    mailbox_id: str,
+    message_id: str,
+    internet_message_id: str,
+    historical: bool,
+) -> LedgerEntry | None:
+    """Claim a message: its new ledger row, the unfinished row to resume, or None when the
+    message was already dealt with (done, skipped or failed). Safe across any number of
+    workers: the unique key makes exactly one INSERT create the row."""
+    inserted = db_session.execute(
+        pg_insert(LedgerEntry)
+        .values(
+            id=new_id(),
+            integration_id=integration_id,
+            mailbox_id=mailbox_id,
+            message_id=message_id,
+            message_key=message_key(internet_message_id),
+            state="claimed",
+            actions_done=[],
+            historical=historical,
+            attempts=0,
+            claimed_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["mailbox_id", "message_id"])
+        .returning(LedgerEntry.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return db_session.get(LedgerEntry, inserted)
+    existing = db_session.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
+        )
+    ).one()
+    return existing if existing.state == "claimed" else None
+
+
+# --------------------------------------------------------------------------- caches
+class FolderCache:
+    """Per-worker, in-memory knowledge of mailbox structure: folder ids by (mailbox, path) and
+    the names on each mailbox's master category list. Only ever a shortcut: a stale entry is
+    corrected by :func:`execute` (a vanished folder is forgotten and resolved again)."""
+
+    def __init__(self) -> None:
+        self._folders: dict[tuple[str, str], str] = {}
+        self._categories: dict[str, set[str]] = {}
+
+    @staticmethod
+    def _key(mailbox: str, path: str) -> tuple[str, str]:
+        return mailbox.lower(), "/".join(s.strip().lower() for s in path.split("/") if s.strip())
+
+    def get(self, mailbox: str, path: str) -> str | None:
+        return self._folders.get(self._key(mailbox, path))
+
+    def put(self, mailbox: str, path: str, folder_id: str) -> None:
+        self._folders[self._key(mailbox, path)] = folder_id
+
+    def forget(self, mailbox: str, path: str) -> None:
+        """Drop a path and every path below it."""
+        box, key = self._key(mailbox, path)
+        for cached in list(self._folders):
+            if cached[0] == box and (cached[1] == key or cached[1].startswith(key + "/")):
+                del self._folders[cached]
+
+    def master_categories(self, mailbox: str) -> set[str] | None:
+        """Lower-cased names on the master list, or None when not read yet."""
+        return self._categories.get(mailbox.lower())
+
+    def set_master_categories(self, mailbox: str, names: set[str]) -> None:
+        self._categories[mailbox.lower()] = {n.lower() for n in names}
+
+    def add_master_category(self, mailbox: str, name: str) -> None:
+        self._categories.setdefault(mailbox.lower(), set()).add(name.lower())
+
+
+# --------------------------------------------------------------------------- result
+@dataclass(frozen=True)
+class ExecutionResult:
+    entry_id: str
+    state: str  # claimed (only while an exception propagates) | done | skipped | failed
+    performed: tuple[str, ...] = ()  # actions recorded during this run
+    actions_done: tuple[str, ...] = ()  # everything recorded for the message so far
+    last_error: str | None = None
+
+
+class _MessageGone(Exception):
+    """The message itself answered 404: the user deleted it or moved it out of reach."""
+
+
+@dataclass
+class _Entry:
+    message_id: str
+    state: str
+    actions_done: list[str]
+    forward_draft_id: str | None
+    plan: dict[str, Any] | None
+    last_error: str | None
+
+
+# --------------------------------------------------------------------------- ledger writes
+def _locked(database: Database, entry_id: str, change: Callable[[LedgerEntry], T]) -> T:
+    """Run ``change`` on the row under a row lock, in one short transaction."""
+    with database.session() as db:
+        row = db.scalars(
+            select(LedgerEntry).where(LedgerEntry.id == entry_id).with_for_update()
+        ).one()
+        return change(row)
+
+
+def _load(database: Database, entry_id: str) -> _Entry:
+    with database.session() as db:
+        row = db.get(LedgerEntry, entry_id)
+        if row is None:
+            raise LookupError(f"no ledger entry {entry_id}")
+        return _Entry(
+            message_id=row.message_id,
+            state=row.state,
+            actions_done=list(row.actions_done or []),
+            forward_draft_id=row.forward_draft_id,
+            plan=dict(row.plan) if row.plan is not None else None,
+            last_error=row.last_error,
+        )
+
+
+def _append(row: LedgerEntry, action: str) -> None:
+    if action not in (row.actions_done or []):
+        row.actions_done = [*(row.actions_done or []), action]  # a new list: JSON change seen
+
+
+def _error_code(exc: GraphError) -> str:
+    code = exc.code or (f"http_{exc.status}" if exc.status else type(exc).__name__)
+    return code[:200]
+
+
+# --------------------------------------------------------------------------- execute
+async def execute(
+    *,
+    graph: GraphClient,
+    database: Database,
+    entry_id: str,
+    mailbox: str,
+    plan: Plan,
+    current_categories: list[str],
+    colors: dict[str, str] | None,
+    manage_colors: bool,
+    folder_cache: FolderCache,
+) -> ExecutionResult:
+    """Carry out ``plan`` for the claimed ledger entry ``entry_id`` in the mailbox ``mailbox``
+    (a Graph user id), exactly once. ``current_categories`` are the message's categories as
+    the delta reported them (a hint: when every planned label is already there, nothing is
+    written). On a resumed entry the plan stored at the first run wins over ``plan``, so a
+    configuration change cannot mix two plans on one message."""
+    entry = _load(database, entry_id)
+    if entry.state != "claimed":
+        return ExecutionResult(
+            entry_id, entry.state, (), tuple(entry.actions_done), entry.last_error
+        )
+    if entry.plan is None:
+        stored = plan.to_json()
+
+        def save_plan(row: LedgerEntry) -> None:
+            if row.plan is None:
+                row.plan = stored
+
+        _locked(database, entry_id, save_plan)
+    else:
+        plan = Plan.from_json(entry.plan)
+
+    run = _Run(
+        graph=graph,
+        database=database,
+        entry_id=entry_id,
+        mailbox=mailbox,
+        message_id=entry.message_id,
+        plan=plan,
+        done=set(entry.actions_done),
+        draft_id=entry.forward_draft_id,
+        cache=folder_cache,
+    )
+    try:
+        await run.steps(current_categories, colors if manage_colors else None)
+    except _MessageGone:
+        log.info("ledger %s: message %s is gone; skipped", entry_id, entry.message_id)
+        return run.finish("skipped", None)
+    except (TransientError, AuthFailed, AccessDenied) as exc:
+        code = _error_code(exc)
+        log.warning("ledger %s: %s; left claimed for a retry", entry_id, code)
+        run.fail("claimed", code)
+        raise
+    except GraphError as exc:
+        code = _error_code(exc)
+        level = logging.ERROR if isinstance(exc, DeletionRefused) else logging.WARNING
+        log.log(level, "ledger %s: %s; marked failed", entry_id, code)
+        run.fail("failed", code)
+        return run.result("failed", code)
+    return run.finish("done", run.warning)
+
+
+@dataclass
+class _Run:
+    graph: GraphClient
+    database: Database
+    entry_id: str
+    mailbox: str
+    message_id: str
+    plan: Plan
+    done: set[str]
+    draft_id: str | None
+    cache: FolderCache
+    performed: list[str] = field(default_factory=list)
+    snapshot: dict[str, Any] | None = None  # the message as Graph last showed it (this run)
+    warning: str | None = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def record(self, action: str) -> None:
+        def change(row: LedgerEntry) -> None:
+            _append(row, action)
+
+        _locked(self.database, self.entry_id, change)
+        self.done.add(action)
+        if action != SEND_ATTEMPTED:
+            self.performed.append(action)
+        log.info("ledger %s: %s recorded for message %s", self.entry_id, action, self.message_id)
+
+    def fail(self, state: str, code: str) -> None:
+        def change(row: LedgerEntry) -> None:
+            row.state = state
+            row.attempts += 1
+            row.last_error = code
+            if state in FINAL_STATES:
+                row.done_at = utcnow()
+
+        _locked(self.database, self.entry_id, change)
+
+    def finish(self, state: str, last_error: str | None) -> ExecutionResult:
+        def change(row: LedgerEntry) -> None:
+            row.state = state
+            row.last_error = last_error
+            row.done_at = utcnow()
+
+        _locked(self.database, self.entry_id, change)
+        return self.result(state, last_error)
+
+    def result(self, state: str, last_error: str | None) -> ExecutionResult:
+        ordered = tuple(sorted(self.done, key=_action_order))
+        return ExecutionResult(self.entry_id, state, tuple(self.performed), ordered, last_error)
+
+    # ------------------------------------------------------------------ message access
+    async def on_message(self, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Await a request addressed to the message itself: its 404 means the message is gone."""
+        try:
+            return await call
+        except NotFound as exc:
+            raise _MessageGone() from exc
+
+    async def read_message(self) -> dict[str, Any]:
+        self.snapshot = await self.on_message(
+            self.graph.message(self.mailbox, self.message_id, select=SNAPSHOT_SELECT)
+        )
+        return self.snapshot
+
+    # ------------------------------------------------------------------ steps
+    async def steps(self, current_categories: list[str], colors: dict[str, str] | None) -> None:
+        plan = self.plan
+        if plan.add_categories:
+            if colors and "master_category" not in self.done:
+                await self.ensure_master_categories(colors)
+            if "label" not in self.done:
+                await self.label(current_categories)
+        if plan.folder and not {"folder", "move"} <= self.done:
+            folder_id = await self.ensure_folder(plan.folder)
+            if "folder" not in self.done:
+                self.record("folder")
+            if "move" not in self.done:
+                await self.move(plan.folder, folder_id)
+        if plan.forward is not None and plan.forward.to and "forward_sent" not in self.done:
+            await self.forward()
+
+    async def ensure_master_categories(self, colors: dict[str, str]) -> None:
+        lowered = {k.lower(): v for k, v in colors.items()}
+        wanted = [
+            (name, colors.get(name) or lowered[name.lower()])
+            for name in self.plan.add_categories
+            if name in colors or name.lower() in lowered
+        ]
+        if not wanted:
+            return
+        known = self.cache.master_categories(self.mailbox)
+        if known is None:
+            known = await self.list_master_categories()
+        for name, color in wanted:
+            if name.lower() in known:
+                continue
+            try:
+                await self.graph.create_master_category(self.mailbox, name, color)
+            except (Conflict, PermanentError):
+                # Duplicate names: 409 in the emulator; Microsoft's answer is not documented
+                # (graph.md 3.7), so any refusal is checked against a fresh list.
+                known = await self.list_master_categories()
+                if name.lower() not in known:
+                    raise
+            self.cache.add_master_category(self.mailbox, name)
+            known = self.cache.master_categories(self.mailbox) or known
+        self.record("master_category")
+
+    async def list_master_categories(self) -> set[str]:
+        names = {
+            str(c.get("displayName", "")) for c in await self.graph.master_categories(self.mailbox)
+        }
+        self.cache.set_master_categories(self.mailbox, names)
+        return self.cache.master_categories(self.mailbox) or set()
+
+    async def label(self, current_categories: list[str]) -> None:
+        wanted = list(self.plan.add_categories)
+        if _missing(current_categories, wanted):
+            # Graph replaces the whole array: re-read right before writing the union.
+            message = await self.read_message()
+            existing = [str(c) for c in message.get("categories") or []]
+            missing = _missing(existing, wanted)
+            if missing:
+                self.snapshot = await self.on_message(
+                    self.graph.set_categories(self.mailbox, self.message_id, existing + missing)
+                )
+        self.record("label")
+
+    async def ensure_folder(self, path: str) -> str:
+        segments = [s.strip() for s in path.split("/") if s.strip()]
+        if not segments:
+            raise PermanentError(f"empty folder path {path!r}", code="InvalidFolderPath")
+        if len(segments) == 1 and segments[0].lower() in guard.DELETION_FOLDER_NAMES:
+            raise DeletionRefused("a plan may not file mail into a deletion folder")
+        cached = self.cache.get(self.mailbox, path)
+        if cached is not None:
+            return cached
+        if len(segments) == 1 and segments[0].lower() in WELL_KNOWN_TARGETS:
+            folder = await self.graph.folder(self.mailbox, segments[0].lower())
+            folder_id = str(folder["id"])
+            self.cache.put(self.mailbox, path, folder_id)
+            return folder_id
+        parent: str | None = None  # None: msgfolderroot (/mailFolders)
+        for depth, name in enumerate(segments, start=1):
+            prefix = "/".join(segments[:depth])
+            known = self.cache.get(self.mailbox, prefix)
+            if known is None:
+                known = await self.find_child(parent, name)
+                if known is None:
+                    known = await self.create_child(parent, name)
+                self.cache.put(self.mailbox, prefix, known)
+            parent = known
+        assert parent is not None
+        return parent
+
+    async def find_child(self, parent: str | None, name: str) -> str | None:
+        wanted = name.lower()
+        for folder in await self.graph.child_folders(self.mailbox, parent):
+            if str(folder.get("displayName", "")).lower() == wanted:
+                return str(folder["id"])
+        return None
+
+    async def create_child(self, parent: str | None, name: str) -> str:
+        try:
+            created = await self.graph.create_folder(self.mailbox, name, parent)
+        except Conflict:
+            # ErrorFolderExists: someone created it since we listed. Use theirs.
+            found = await self.find_child(parent, name)
+            if found is None:
+                raise  # a hidden folder holds the name: nothing we may file into
+            return found
+        return str(created["id"])
+
+    async def move(self, path: str, folder_id: str) -> None:
+        message = self.snapshot or await self.read_message()
+        if message.get("parentFolderId") == folder_id:
+            self.record("move")  # already there: a resumed move, or the user filed it
+            return
+        try:
+            moved = await self.graph.move(self.mailbox, self.message_id, folder_id)
+        except NotFound:
+            # The message, or the (cached) folder, vanished. Tell which before deciding.
+            await self.read_message()
+            self.cache.forget(self.mailbox, path)
+            folder_id = await self.ensure_folder(path)
+            moved = await self.on_message(self.graph.move(self.mailbox, self.message_id, folder_id))
+        if moved.get("id") not in (None, self.message_id):
+            log.warning("ledger %s: move changed the message id (not immutable?)", self.entry_id)
+        self.snapshot = moved
+        self.record("move")
+
+    # ------------------------------------------------------------------ forward
+    async def forward(self) -> None:
+        attempted_before = SEND_ATTEMPTED in self.done
+        if self.draft_id is not None:
+            state = await self.draft_state(self.draft_id)
+            if state == "sent":
+                self.record("forward_sent")
+                return
+            if state == "gone":
+                if attempted_before:
+                    # A send was requested and the draft is gone: it may have gone out.
+                    log.warning("ledger %s: forward draft gone after a send", self.entry_id)
+                    self.warning = FORWARD_UNCONFIRMED
+                    return
+                # Proof it was never sent by Postroom: no send was ever requested for it.
+                await self.replace_draft(self.draft_id)
+        else:
+            await self.create_draft()
+        await self.send()
+
+    async def draft_state(self, draft_id: str) -> str:
+        """ "draft", "sent" or "gone", from Graph's view of the recorded draft id."""
+        try:
+            draft = await self.graph.message(self.mailbox, draft_id, select=DRAFT_SELECT)
+        except NotFound:
+            return "gone"
+        return "draft" if draft.get("isDraft") else "sent"
+
+    async def create_draft(self) -> None:
+        forward = self.plan.forward
+        assert forward is not None
+        draft = await self.on_message(
+            self.graph.create_forward(
+                self.mailbox,
+                self.message_id,
+                to=list(forward.to),
+                comment=forward.comment or None,
+            )
+        )
+        ours = str(draft["id"])
+
+        def change(row: LedgerEntry) -> str:
+            if row.forward_draft_id is None:
+                row.forward_draft_id = ours
+            _append(row, "forward_draft")
+            return row.forward_draft_id
+
+        self.draft_id = _locked(self.database, self.entry_id, change)
+        self.done.add("forward_draft")
+        self.performed.append("forward_draft")
+        if self.draft_id != ours:
+            # Another worker recorded its draft first; ours stays an unsent draft.
+            log.warning("ledger %s: adopted a concurrently recorded forward draft", self.entry_id)
+        log.info("ledger %s: forward_draft recorded (%s)", self.entry_id, self.draft_id)
+
+    async def replace_draft(self, vanished: str) -> None:
+        forward = self.plan.forward
+        assert forward is not None
+        draft = await self.on_message(
+            self.graph.create_forward(
+                self.mailbox,
+                self.message_id,
+                to=list(forward.to),
+                comment=forward.comment or None,
+            )
+        )
+        ours = str(draft["id"])
+
+        def change(row: LedgerEntry) -> str:
+            if row.forward_draft_id == vanished:
+                row.forward_draft_id = ours
+            return row.forward_draft_id or ours
+
+        self.draft_id = _locked(self.database, self.entry_id, change)
+        log.info("ledger %s: forward draft vanished unsent; new draft recorded", self.entry_id)
+
+    async def send(self) -> None:
+        assert self.draft_id is not None
+        draft_id = self.draft_id
+        attempted_before = SEND_ATTEMPTED in self.done
+        if not attempted_before:
+            self.record(SEND_ATTEMPTED)
+        try:
+            await self.graph.send_draft(self.mailbox, draft_id)
+        except NotFound:
+            if attempted_before:
+                self.warning = FORWARD_UNCONFIRMED
+                return
+            raise  # never sent by us; the draft vanished just now: failed, visibly
+        except (Conflict, PermanentError):
+            # Graph refuses to send a non-draft: if it is sent, someone (an earlier attempt
+            # whose answer was lost, or a concurrent worker) already sent this one draft.
+            if await self.draft_state(draft_id) != "sent":
+                raise
+        self.record("forward_sent")
+
+
+def _missing(existing: list[str], wanted: list[str]) -> list[str]:
+    have = {c.lower() for c in existing}
+    out: list[str] = []
+    for name in wanted:
+        if name.lower() not in have:
+            have.add(name.lower())
+            out.append(name)
+    return out
+
+
+_ORDER = (
+    "master_category",
+    "label",
+    "folder",
+    "move",
+    "forward_draft",
+    SEND_ATTEMPTED,
+    "forward_sent",
+)
+
+
+def _action_order(action: str) -> int:
+    return _ORDER.index(action) if action in _ORDER else len(_ORDER)

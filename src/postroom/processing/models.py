@@ -1,0 +1,64 @@
+"""The ledger: one row per (mailbox, message) Postroom has claimed, and what it did to it.
+
+Invariant 3 (each action at most once, at least once) rests on this table. A message is
+claimed by inserting its row (the unique key makes a second claim fail); each action is
+recorded in ``actions_done`` right after Graph confirmed it; a crash resumes from the row,
+skipping what is recorded. A forward is made as a draft first (``forward_draft_id`` recorded),
+then sent, so a retry can never send twice.
+
+Invariant 2: no subject, body, sender or recipient of the message is stored — only its
+immutable id, a hash of its internetMessageId, the plan (category names, folder path, and the
+configured forward addresses) and times.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from postroom.accounts.models import new_id, utcnow
+from postroom.db import Base
+
+LEDGER_STATES = ("claimed", "done", "failed", "skipped")
+ACTIONS = (
+    "master_category",
+    "label",
+    "folder",
+    "move",
+    "forward_draft",
+    "forward_send_attempted",
+    "forward_sent",
+)
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger"
+    __table_args__ = (UniqueConstraint("mailbox_id", "message_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    message_id: Mapped[str] = mapped_column(String(512))  # immutable Graph id
+    message_key: Mapped[str] = mapped_column(String(64), index=True)  # sha256(internetMessageId)
+    state: Mapped[str] = mapped_column(String(20), default="claimed")
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    actions_done: Mapped[list[str]] = mapped_column(JSON, default=list)
+    forward_draft_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    historical: Mapped[bool] = mapped_column(Boolean, default=False)  # found by backfill
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)  # a code only
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,0 +1,165 @@
+"""Procrastinate tasks: the job queue only carries hints to look now.
+
+* ``sync_folder`` — one folder's delta (``lock`` per mailbox: one sync per mailbox at a time
+  across every worker; ``queueing_lock`` per folder: a burst of notifications is one job);
+* ``setup_integration`` — after Finish: folder syncs, subscriptions (or polling), first sync;
+* ``renew_subscription`` — extend, or re-create when Graph forgot it;
+* ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
+  the reconcile interval (a lost notification or job costs at most one interval), renews
+  subscriptions at half their lifetime.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from sqlalchemy import or_, select
+
+from postroom.graph import TransientError
+from postroom.integrations.models import Integration, Mailbox
+from postroom.sync import engine
+from postroom.sync.models import FolderSync
+from postroom.sync.runtime import Runtime, current
+
+log = logging.getLogger("postroom.jobs")
+
+RETRY = procrastinate.RetryStrategy(
+    max_attempts=6, exponential_wait=2, retry_exceptions={TransientError}
+)
+
+
+async def defer_sync(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> bool:
+    """Ask for a sync of this folder; False when one is already waiting (coalesced)."""
+    try:
+        await runtime.queue.configure_task(
+            "postroom:sync_folder",
+            lock=f"mailbox:{mailbox_id}",
+            queueing_lock=f"sync:{folder_sync_id}",
+        ).defer_async(folder_sync_id=folder_sync_id)
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
+async def defer_setup(runtime: Runtime, integration_id: str) -> None:
+    try:
+        await runtime.queue.configure_task(
+            "postroom:setup_integration", queueing_lock=f"setup:{integration_id}"
+        ).defer_async(integration_id=integration_id)
+    except AlreadyEnqueued:
+        pass
+
+
+async def defer_renew(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
+    try:
+        await runtime.queue.configure_task(
+            "postroom:renew_subscription",
+            lock=f"mailbox:{mailbox_id}",
+            queueing_lock=f"renew:{folder_sync_id}",
+        ).defer_async(folder_sync_id=folder_sync_id)
+    except AlreadyEnqueued:
+        pass
+
+
+async def sync_folder(folder_sync_id: str) -> None:
+    result = await engine.sync_folder(current(), folder_sync_id)
+    log.info(
+        "sync %s: %d processed, %d skipped, %d pages%s",
+        folder_sync_id,
+        result.processed,
+        result.skipped,
+        result.pages,
+        f", paused ({result.paused})" if result.paused else "",
+    )
+
+
+async def setup_integration(integration_id: str) -> None:
+    runtime = current()
+    for sync_id in engine.create_folder_syncs(runtime, integration_id):
+        await engine.ensure_subscription(runtime, sync_id)
+        with runtime.database.session() as db:
+            fs = db.get(FolderSync, sync_id)
+            mailbox_id = fs.mailbox_id if fs else ""
+            wants_backfill = fs is not None and fs.backfill_since is not None
+        await defer_sync(runtime, sync_id, mailbox_id)
+        if wants_backfill:
+            await defer_backfill(runtime, sync_id, mailbox_id)
+
+
+async def defer_backfill(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
+    try:
+        await runtime.queue.configure_task(
+            "postroom:backfill_folder",
+            lock=f"mailbox:{mailbox_id}",
+            queueing_lock=f"backfill:{folder_sync_id}",
+            priority=-1,  # new mail first
+        ).defer_async(folder_sync_id=folder_sync_id)
+    except AlreadyEnqueued:
+        pass
+
+
+async def backfill_folder(folder_sync_id: str) -> None:
+    runtime = current()
+    if await engine.backfill_folder(runtime, folder_sync_id):
+        with runtime.database.session() as db:
+            fs = db.get(FolderSync, folder_sync_id)
+            mailbox_id = fs.mailbox_id if fs else ""
+        await defer_backfill(runtime, folder_sync_id, mailbox_id)
+
+
+async def renew_subscription(folder_sync_id: str) -> None:
+    await engine.renew_subscription(current(), folder_sync_id)
+
+
+async def reconcile(timestamp: int) -> None:
+    await reconcile_now(current())
+
+
+def build_blueprint() -> procrastinate.Blueprint:
+    """The tasks, on a fresh blueprint (one per queue app: a blueprint binds to one app)."""
+    blueprint = procrastinate.Blueprint()
+    blueprint.task(name="sync_folder", retry=RETRY)(sync_folder)
+    blueprint.task(name="setup_integration", retry=RETRY)(setup_integration)
+    blueprint.task(name="backfill_folder", retry=RETRY)(backfill_folder)
+    blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
+    blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
+        blueprint.task(name="reconcile", queueing_lock="reconcile")(reconcile)
+    )
+    return blueprint
+
+
+async def reconcile_now(runtime: Runtime) -> dict[str, int]:
+    settings = runtime.settings
+    now = datetime.now(UTC)
+    poll_due = now - timedelta(seconds=settings.poll_interval_seconds)
+    reconcile_due = now - timedelta(minutes=settings.reconcile_minutes)
+    renew_due = now + engine.RENEW_WHEN_LEFT
+    counts = {"sync": 0, "renew": 0}
+    with runtime.database.session() as db:
+        rows = db.execute(
+            select(
+                FolderSync.id,
+                FolderSync.mailbox_id,
+                FolderSync.mode,
+                FolderSync.last_synced_at,
+                FolderSync.subscription_expires,
+            )
+            .join(Integration, Integration.id == FolderSync.integration_id)
+            .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
+            .where(
+                FolderSync.active.is_(True),
+                Integration.status.in_(engine.ACTIVE),
+                or_(Mailbox.status != "access_denied", Mailbox.status.is_(None)),
+            )
+        ).all()
+    for sync_id, mailbox_id, mode, last, expires in rows:
+        due = poll_due if mode == "polling" else reconcile_due
+        if last is None or last < due:
+            counts["sync"] += int(await defer_sync(runtime, sync_id, mailbox_id))
+        if mode == "webhook" and expires is not None and expires < renew_due:
+            await defer_renew(runtime, sync_id, mailbox_id)
+            counts["renew"] += 1
+    return counts

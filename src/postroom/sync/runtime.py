@@ -1,0 +1,82 @@
+"""What a worker or web process needs to run sync work, built once per process.
+
+The job queue is procrastinate on the same PostgreSQL: per-mailbox ``lock`` (one sync per
+mailbox at a time, across machines) and per-folder ``queueing_lock`` (a burst of notifications
+becomes one pending job). Tasks are defined in :mod:`postroom.sync.jobs` on a blueprint and
+find this runtime through :func:`current` (set by whoever starts the worker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+import procrastinate
+
+from postroom.crypto import SecretBox
+from postroom.db import Database
+from postroom.integrations.oauth import MicrosoftIdentity
+from postroom.processing.executor import FolderCache
+from postroom.settings import Settings
+
+
+def conninfo(sqlalchemy_url: str) -> str:
+    """libpq connection string from the SQLAlchemy URL (drop the ``+psycopg`` driver)."""
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def build_queue(database: Database) -> procrastinate.App:
+    from postroom.sync import jobs
+
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=conninfo(database.url))
+    )
+    app.add_tasks_from(jobs.build_blueprint(), namespace="postroom")
+    return app
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    box: SecretBox
+    identity: MicrosoftIdentity
+    queue: procrastinate.App
+    folder_cache: FolderCache = field(default_factory=FolderCache)
+    hmac_key: bytes = b""
+
+    def client_state_hash(self, client_state: str) -> str:
+        return hmac.new(self.hmac_key, client_state.encode(), hashlib.sha256).hexdigest()
+
+    def client_state_matches(self, client_state: Any, expected_hash: str | None) -> bool:
+        if not isinstance(client_state, str) or not expected_hash or len(client_state) > 255:
+            return False
+        return hmac.compare_digest(self.client_state_hash(client_state), expected_hash)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the sync runtime is not installed in this process")
+    return _current
+
+
+def make_runtime(settings: Settings, database: Database, box: SecretBox) -> Runtime:
+    key = box.derive(b"graph-client-state")
+    return Runtime(
+        settings=settings,
+        database=database,
+        box=box,
+        identity=MicrosoftIdentity(settings),
+        queue=build_queue(database),
+        hmac_key=key,
+    )

@@ -1,0 +1,1 @@
+"""The executor's tests use the shared PostgreSQL fixtures of ``tests/conftest.py``."""
