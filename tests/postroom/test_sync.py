@@ -266,3 +266,143 @@ def test_delegated_shared_mailbox_is_polled(
     _run(postroom, reconcile_now)
     postroom.drain()
     assert folder_of(org.shared, msg.immutable_id) == "Invoices"
+
+
+def test_backfill_processes_history_oldest_first_without_forwarding(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    org = postroom.org(sim)
+    now = datetime.now(UTC)
+    old = [
+        org.deliver(org.alice, subject=f"Invoice {n} (history)", received=now - timedelta(days=d))
+        for n, d in ((1, 20), (2, 10), (3, 5))
+    ]
+    too_old = org.deliver(
+        org.alice, subject="Invoice from long ago", received=now - timedelta(days=60)
+    )
+    time.sleep(1.1)
+    sign_up(web)
+    base = connect_personal(web, postroom, org).removesuffix("/setup")
+    since = (now - timedelta(days=30)).date().isoformat()
+    for step, data in (
+        (1, {}),
+        (2, {"own": "on", "folders": "inbox"}),
+        (
+            3,
+            {
+                "name": "Invoices",
+                "color": "preset7",
+                "folder": "Invoices",
+                "forward_to": org.bob.user_principal_name,
+            },
+        ),
+        (4, {"mode": "since", "since": since}),
+        (5, {}),
+    ):
+        assert (
+            post_form(web, f"{base}/setup/{step}", f"{base}/setup/{step}", data).status_code == 303
+        )
+    with postroom.database.session() as db:
+        db.execute(update(Category).values(rules=INVOICE_RULES))
+    postroom.drain()
+    for msg in old:
+        assert folder_of(org.alice, msg.immutable_id) == "Invoices"
+    assert folder_of(org.alice, too_old.immutable_id) == "Inbox"
+    # historical mail is labelled and filed, not forwarded (the person did not opt in)
+    assert not [m for m in org.bob.mailbox.messages.values() if "(history)" in m.subject]
+    with postroom.database.session() as db:
+        fs = db.scalar(select(FolderSync))
+        assert fs is not None
+        assert (fs.backfill_total, fs.backfill_done) == (3, 3)
+        assert fs.backfill_finished_at is not None
+        item = db.scalar(select(Integration))
+        assert item is not None and item.status == "connected"
+        entries = list(db.scalars(select(LedgerEntry)))
+    assert all(e.historical for e in entries) and len(entries) == 3
+    page = web.get(base)
+    assert "3 / 3" in page.text
+    # the CLI shows the same progress
+    from typer.testing import CliRunner
+
+    from postroom.cli import app as cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["backfill", "status"],
+        env={"DATABASE_URL": postroom.database.url, "POSTROOM_DATA_DIR": "/tmp"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "3/3" in result.output and "done" in result.output
+
+
+def test_expired_delta_state_restarts_without_repeating(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    setup_personal(web, postroom, org, forward_to=org.bob.user_principal_name)
+    postroom.drain()
+    first = org.deliver(org.alice, subject="Invoice A")
+    wait_for_jobs(postroom)
+    postroom.drain()
+    reset = web.post(
+        f"{postroom.settings.authority_host}/_emulator/mailboxes/{org.alice.id}/sync-state/reset"
+    )
+    assert reset.status_code == 200
+    second = org.deliver(org.alice, subject="Invoice B")
+    wait_for_jobs(postroom)
+    postroom.drain()
+    assert folder_of(org.alice, first.immutable_id) == "Invoices"
+    assert folder_of(org.alice, second.immutable_id) == "Invoices"
+    forwards = [m.subject for m in org.bob.mailbox.messages.values()]
+    assert sorted(s for s in forwards if "Invoice" in s) == ["FW: Invoice A", "FW: Invoice B"]
+
+
+def test_lifecycle_subscription_removed_recreates_and_catches_up(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    setup_personal(web, postroom, org)
+    postroom.drain()
+    with postroom.database.session() as db:
+        fs = db.scalar(select(FolderSync))
+        assert fs is not None
+        old_subscription = fs.subscription_id
+    sent = web.post(
+        f"{postroom.settings.authority_host}/_emulator/subscriptions/{old_subscription}/lifecycle",
+        json={"event": "subscriptionRemoved"},
+    )
+    assert sent.status_code in (200, 202), sent.text
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        fs = db.scalar(select(FolderSync))
+        assert fs is not None and fs.mode == "webhook"
+        assert fs.subscription_id and fs.subscription_id != old_subscription
+    msg = org.deliver(org.alice, subject="Invoice after re-subscribing")
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    assert folder_of(org.alice, msg.immutable_id) == "Invoices"
+
+
+def test_reconcile_renews_subscriptions_at_half_life(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from postroom.sync.jobs import reconcile_now
+
+    org = postroom.org(sim)
+    setup_personal(web, postroom, org)
+    postroom.drain()
+    soon = datetime.now(UTC) + timedelta(hours=2)
+    with postroom.database.session() as db:
+        db.execute(update(FolderSync).values(subscription_expires=soon))
+    counts = _run(postroom, reconcile_now)
+    assert counts["renew"] == 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        fs = db.scalar(select(FolderSync))
+        assert fs is not None and fs.subscription_expires is not None
+        assert fs.subscription_expires > soon + timedelta(hours=20)
