@@ -190,6 +190,11 @@ def finish_setup(*, db: Session, integration: Integration) -> None:
     """Write the wizard's choices as mailboxes and categories; the integration is live."""
     data = integration.wizard_data
     sync = data["sync"]
+    # Finishing again (after editing the wizard) keeps what the category editor added.
+    kept = {
+        c.name.lower(): c
+        for c in db.scalars(select(Category).where(Category.integration_id == integration.id))
+    }
     db.execute(delete(Mailbox).where(Mailbox.integration_id == integration.id))
     db.execute(delete(Category).where(Category.integration_id == integration.id))
     for box_data in sync["mailboxes"]:
@@ -213,6 +218,10 @@ def finish_setup(*, db: Session, integration: Integration) -> None:
                 folder=cat.get("folder"),
                 forward_to=list(cat.get("forward_to") or []),
                 position=position,
+                rules=kept[cat["name"].lower()].rules if cat["name"].lower() in kept else None,
+                description=kept[cat["name"].lower()].description
+                if cat["name"].lower() in kept
+                else "",
             )
         )
     backfill = data.get("backfill", {"mode": "off"})

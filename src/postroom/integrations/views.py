@@ -72,7 +72,7 @@ def _box(request: Request) -> SecretBox:
     return box
 
 
-def _load(db: Session, caller: Caller, integration_id: str) -> Integration:
+def load_integration(db: Session, caller: Caller, integration_id: str) -> Integration:
     integration = service.get_integration(
         db=db, workspace_id=caller.workspace_id, integration_id=integration_id
     )
@@ -97,7 +97,7 @@ def _connection(request: Request, integration: Integration) -> Connection:
     )
 
 
-def _graph(
+def graph_call(
     request: Request, db: Session, integration: Integration, work: Any, *, verify: bool = False
 ) -> Any:
     """Call Graph for this integration; a token failure becomes the integration's status."""
@@ -187,7 +187,7 @@ def integration_page(
     caller: Annotated[Caller, Depends(current_caller)],
     db: DbSession,
 ) -> Response:
-    integration = _load(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id)
     from postroom.sync.engine import folder_progress
 
     return render(
@@ -294,7 +294,7 @@ def personal_callback(
     db.commit()  # the state is used up whatever happens next
     reconnecting = None
     if pending.integration_id:
-        reconnecting = _load(db, caller, pending.integration_id)
+        reconnecting = load_integration(db, caller, pending.integration_id)
     try:
         raw = service.flow_payload(box=_box(request), flow=pending)
         flow = json.loads(raw or b"{}")
@@ -375,7 +375,9 @@ def admin_consent_callback(
     if pending is None or pending.purpose != "organization":
         return _bad_state(request)
     db.commit()
-    existing = _load(db, caller, pending.integration_id) if pending.integration_id else None
+    existing = (
+        load_integration(db, caller, pending.integration_id) if pending.integration_id else None
+    )
     refused = from_admin_consent_redirect(params)
     tenant = params.get("tenant", "")
     if refused is None and not TENANT_RE.match(tenant):
@@ -434,7 +436,7 @@ def reconnect(
 ) -> Response:
     check_csrf(request, csrf_token)
     caller.require_manager()
-    integration = _load(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id)
     if integration.kind == "organization":
         state = secrets.token_urlsafe(32)
         service.save_flow(
@@ -486,7 +488,7 @@ def check_connection(
 ) -> Response:
     """Ask Microsoft now whether the connection still works, and show the result as status."""
     check_csrf(request, csrf_token)
-    integration = _load(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id)
 
     async def probe(client: GraphClient) -> None:
         if integration.kind == "organization":
@@ -495,7 +497,7 @@ def check_connection(
             await client.me()
 
     try:
-        _graph(request, db, integration, probe, verify=True)
+        graph_call(request, db, integration, probe, verify=True)
     except TokenFailure:
         return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
     except GraphError as exc:
@@ -518,7 +520,7 @@ def setup_resume(
     caller: Annotated[Caller, Depends(current_caller)],
     db: DbSession,
 ) -> Response:
-    integration = _load(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id)
     return RedirectResponse(
         f"/integrations/{integration.id}/setup/{integration.wizard_step}", status_code=303
     )
@@ -621,7 +623,7 @@ def setup_step(
     caller: Annotated[Caller, Depends(current_caller)],
     db: DbSession,
 ) -> Response:
-    integration = _load(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id)
     caller.require_manager()
     if step < 1 or step > integration.wizard_step or step > 5:
         return RedirectResponse(
@@ -631,9 +633,9 @@ def setup_step(
     choices: dict[str, Any] = {}
     try:
         if step == 1:
-            facts = _graph(request, db, integration, lambda c: _account_facts(c, integration))
+            facts = graph_call(request, db, integration, lambda c: _account_facts(c, integration))
         elif step == 2:
-            choices = _graph(request, db, integration, lambda c: _sync_choices(c, integration))
+            choices = graph_call(request, db, integration, lambda c: _sync_choices(c, integration))
     except TokenFailure:
         return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
     except GraphError as exc:
@@ -694,7 +696,7 @@ def _setup_submit(
     caller.require_manager()
     database = request.app.state.db
     with database.session() as db:
-        integration = _load(db, caller, integration_id)
+        integration = load_integration(db, caller, integration_id)
         if step < 1 or step > 5:
             raise HTTPException(404)
         confirmed = form.get("confirm_reset") == "yes"
@@ -762,7 +764,7 @@ def _choices_after_error(
     if step != 2:
         return {}
     try:
-        result: dict[str, Any] = _graph(
+        result: dict[str, Any] = graph_call(
             request, db, integration, lambda c: _sync_choices(c, integration)
         )
         return result
@@ -774,7 +776,7 @@ def _parse_step(
     request: Request, db: Session, integration: Integration, step: int, form: Any
 ) -> dict[str, Any]:
     if step == 1:
-        facts = _graph(request, db, integration, lambda c: _account_facts(c, integration))
+        facts = graph_call(request, db, integration, lambda c: _account_facts(c, integration))
         return {"confirmed": True, **{k: v for k, v in facts.items() if k != "inbox_total"}}
     if step == 2:
         return _parse_sync(request, db, integration, form)
@@ -800,7 +802,7 @@ def _parse_step(
 def _parse_sync(
     request: Request, db: Session, integration: Integration, form: Any
 ) -> dict[str, Any]:
-    choices = _graph(request, db, integration, lambda c: _sync_choices(c, integration))
+    choices = graph_call(request, db, integration, lambda c: _sync_choices(c, integration))
     folder_keys = {f["key"]: f["name"] for f in choices["folders"]}
     folders = [
         {"key": k, "name": folder_keys[k]}
@@ -842,7 +844,7 @@ def _parse_sync(
         if not selected:
             raise wizard.StepError(["Choose at least one mailbox to process."])
     to_check = [m for m in selected if m["kind"] != "own"]
-    problems = _graph(request, db, integration, lambda c: _verify_mailboxes(c, to_check))
+    problems = graph_call(request, db, integration, lambda c: _verify_mailboxes(c, to_check))
     if problems:
         raise wizard.StepError(problems)
     return {"mailboxes": selected, "folders": folders}

@@ -253,8 +253,10 @@ async def process_message(
         return False
     view = message_view(data)
     # Graph's receivedDateTime has whole seconds: compare at that precision.
-    if not historical and view.received is not None and (
-        view.received < work.baseline.replace(microsecond=0)
+    if (
+        not historical
+        and view.received is not None
+        and (view.received < work.baseline.replace(microsecond=0))
     ):
         return False  # mail from before setup: only a backfill processes it
     with runtime.database.session() as db:

@@ -160,6 +160,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from postroom.accounts import views as account_views
+    from postroom.integrations import editor as integration_editor
     from postroom.integrations import views as integration_views
     from postroom.sync import webhooks
     from postroom.web import help_pages
@@ -167,6 +168,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(account_views.router)
     app.include_router(integration_views.router)
+    app.include_router(integration_editor.router)
     app.include_router(help_pages.router)
 
     @app.get("/", include_in_schema=False)

@@ -57,8 +57,12 @@ def upgrade() -> None:
         op.f("ix_folder_syncs_subscription_id"), "folder_syncs", ["subscription_id"], unique=False
     )
     # ### end Alembic commands ###
-    for name in ("backfill_since", "backfill_cursor", "backfill_started_at",
-                 "backfill_finished_at"):
+    for name in (
+        "backfill_since",
+        "backfill_cursor",
+        "backfill_started_at",
+        "backfill_finished_at",
+    ):
         op.add_column("folder_syncs", sa.Column(name, sa.DateTime(timezone=True), nullable=True))
     op.add_column("folder_syncs", sa.Column("backfill_total", sa.Integer(), nullable=True))
     op.add_column(
