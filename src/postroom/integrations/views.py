@@ -211,6 +211,56 @@ def _flag(value: str | None) -> bool:
     return value in ("on", "true", "1", "yes")
 
 
+def _redirect_to_admin_consent(
+    request: Request, db: Session, caller: Caller, integration_id: str | None = None
+) -> Response:
+    """Start an admin-consent round trip (a new connection, or a retry for an integration)."""
+    state = secrets.token_urlsafe(32)
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=state,
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="organization",
+        options={},
+        flow=None,
+        integration_id=integration_id,
+    )
+    return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
+
+
+def _redirect_to_sign_in(
+    request: Request,
+    db: Session,
+    caller: Caller,
+    options: dict[str, Any],
+    *,
+    integration_id: str | None = None,
+    login_hint: str | None = None,
+    prompt: str | None = None,
+) -> Response:
+    """Start a personal sign-in (MSAL auth-code flow with PKCE), kept server-side by state."""
+    scopes = delegated_scopes(
+        shared=bool(options.get("shared_access")),
+        minimal=bool(options.get("minimal")),
+        manage_colours=bool(options.get("manage_colours")),
+    )
+    flow = _identity(request).start_sign_in(scopes=scopes, login_hint=login_hint, prompt=prompt)
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=flow["state"],
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="personal",
+        options=options,
+        flow=json.dumps(flow).encode(),
+        integration_id=integration_id,
+    )
+    return RedirectResponse(flow["auth_uri"], status_code=303)
+
+
 @router.post("/integrations/connect/personal")
 def connect_personal(
     request: Request,
@@ -228,23 +278,7 @@ def connect_personal(
         "minimal": _flag(minimal),
         "manage_colours": _flag(manage_colours) and not _flag(minimal),
     }
-    scopes = delegated_scopes(
-        shared=options["shared_access"],
-        minimal=options["minimal"],
-        manage_colours=options["manage_colours"],
-    )
-    flow = _identity(request).start_sign_in(scopes=scopes)
-    service.save_flow(
-        db=db,
-        box=_box(request),
-        state=flow["state"],
-        workspace_id=caller.workspace_id,
-        user_id=caller.user_id,
-        purpose="personal",
-        options=options,
-        flow=json.dumps(flow).encode(),
-    )
-    return RedirectResponse(flow["auth_uri"], status_code=303)
+    return _redirect_to_sign_in(request, db, caller, options)
 
 
 @router.post("/integrations/connect/organization")
@@ -256,18 +290,7 @@ def connect_organization(
 ) -> Response:
     check_csrf(request, csrf_token)
     caller.require_manager()
-    state = secrets.token_urlsafe(32)
-    service.save_flow(
-        db=db,
-        box=_box(request),
-        state=state,
-        workspace_id=caller.workspace_id,
-        user_id=caller.user_id,
-        purpose="organization",
-        options={},
-        flow=None,
-    )
-    return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
+    return _redirect_to_admin_consent(request, db, caller)
 
 
 def _bad_state(request: Request) -> Response:
@@ -438,44 +461,18 @@ def reconnect(
     caller.require_manager()
     integration = load_integration(db, caller, integration_id)
     if integration.kind == "organization":
-        state = secrets.token_urlsafe(32)
-        service.save_flow(
-            db=db,
-            box=_box(request),
-            state=state,
-            workspace_id=caller.workspace_id,
-            user_id=caller.user_id,
-            purpose="organization",
-            options={},
-            flow=None,
-            integration_id=integration.id,
-        )
-        return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
-    options = dict(integration.options or {})
+        return _redirect_to_admin_consent(request, db, caller, integration.id)
     reason = REASONS.get(integration.status_reason or "")
-    scopes = delegated_scopes(
-        shared=bool(options.get("shared_access")),
-        minimal=bool(options.get("minimal")),
-        manage_colours=bool(options.get("manage_colours")),
-    )
-    flow = _identity(request).start_sign_in(
-        scopes=scopes,
+    return _redirect_to_sign_in(
+        request,
+        db,
+        caller,
+        dict(integration.options or {}),
+        integration_id=integration.id,
         login_hint=integration.account_address,
         # consent again where it was lost, so a refresh token comes back
         prompt="consent" if reason is not None and reason.prompt_consent else "login",
     )
-    service.save_flow(
-        db=db,
-        box=_box(request),
-        state=flow["state"],
-        workspace_id=caller.workspace_id,
-        user_id=caller.user_id,
-        purpose="personal",
-        options=options,
-        flow=json.dumps(flow).encode(),
-        integration_id=integration.id,
-    )
-    return RedirectResponse(flow["auth_uri"], status_code=303)
 
 
 @router.post("/integrations/{integration_id}/check")
