@@ -69,6 +69,9 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
     """Run only a job worker (sync, subscriptions, reconcile) on the shared DATABASE_URL.
     SIGTERM finishes the running jobs (up to 30 s) before exiting."""
     import asyncio
+    import contextlib
+    import signal
+    import sys
 
     from postroom.crypto import SecretBox, load_or_create_key
     from postroom.db import migrate, open_database
@@ -76,6 +79,8 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
     from postroom.sync.runtime import install, make_runtime
     from postroom.web import logs
 
+    # Until the job loop runs there is nothing to finish: SIGTERM simply ends the process.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     settings = _settings_or_exit(load_settings)
     logs.install()
     database = open_database(settings)
@@ -87,9 +92,20 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
 
     async def run() -> None:
         async with runtime.queue.open_async():
-            await runtime.queue.run_worker_async(
-                concurrency=concurrency, shutdown_graceful_timeout=30, name="postroom-worker"
+            job_loop = asyncio.create_task(
+                runtime.queue.run_worker_async(
+                    concurrency=concurrency,
+                    shutdown_graceful_timeout=30,
+                    install_signal_handlers=False,
+                    name="postroom-worker",
+                )
             )
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                # Cancelling the job loop lets running jobs finish (up to 30 s) first.
+                loop.add_signal_handler(signum, job_loop.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await job_loop
 
     typer.echo(f"Postroom worker on {database.url.split('@')[-1]}")
     asyncio.run(run())
