@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 import postroom.accounts.models  # noqa: F401  (every table, for TRUNCATE)
 import postroom.integrations.models  # noqa: F401
+import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401
 import postroom.sync.models  # noqa: F401
 from m365sim.config import EmulatorConfig

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import threading
@@ -27,6 +28,7 @@ from sqlalchemy import text
 
 import postroom.accounts.models  # noqa: F401  (every table, for TRUNCATE)
 import postroom.integrations.models  # noqa: F401
+import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401
 import postroom.sync.models  # noqa: F401
 from m365sim.server import EmulatorServer
@@ -147,6 +149,9 @@ def postroom_server(
             raise RuntimeError("postroom did not start")
         time.sleep(0.02)
     yield Postroom(base, settings, registration, database, app)
+    # pytest's log capture is closing: keep uvicorn's goodbye lines out of closed streams
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     server.should_exit = True
     thread.join(timeout=10)
 

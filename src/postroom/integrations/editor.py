@@ -43,6 +43,7 @@ from postroom.integrations.models import Category, Integration, Mailbox
 from postroom.integrations.oauth import GRAPH
 from postroom.integrations.statuses import LABELS, REASONS, Reason
 from postroom.integrations.views import graph_call, load_integration
+from postroom.learning import service as learning
 from postroom.processing.decide import decide
 from postroom.processing.models import LEDGER_STATES
 from postroom.processing.plan import CategoryConfig, Plan
@@ -137,6 +138,7 @@ class CategoryForm:
     folder: str = ""
     forward_to: str = ""
     description: str = ""
+    examples: str = ""  # pasted example texts, one per paragraph (configuration)
     mode: str = "all"
     rows: list[RuleRow] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # nested groups, kept as JSON
@@ -201,6 +203,7 @@ class CategoryForm:
             folder=one("folder"),
             forward_to=one("forward_to"),
             description=one("description"),
+            examples=one("examples"),
             mode=one("mode", "all"),
             rows=rows,
             groups=many("rule_group"),
@@ -309,6 +312,14 @@ def parse_category(
         problems.append(f"An integration has at most {wizard.MAX_CATEGORIES} categories.")
     if len(form.description) > MAX_DESCRIPTION:
         problems.append(f"The description may be at most {MAX_DESCRIPTION} characters.")
+    pasted = [p for p in form.examples.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    if len(pasted) > learning.MAX_EXAMPLES_PER_CATEGORY or any(
+        len(p.strip()) > learning.MAX_EXAMPLE_CHARS for p in pasted
+    ):
+        problems.append(
+            f"Give at most {learning.MAX_EXAMPLES_PER_CATEGORY} examples of at most "
+            f"{learning.MAX_EXAMPLE_CHARS} characters each."
+        )
     rules, rule_problems = parse_rules(form)
     problems += rule_problems
     if problems or parsed is None:
@@ -759,6 +770,7 @@ def categories_page(
         if category is None:
             raise HTTPException(404)
         form = CategoryForm.from_category(category)
+        form.examples = "\n\n".join(learning.examples_of(db, category.id))
     elif request.query_params.get("new") and caller.can_manage:
         form = CategoryForm.from_category(None)
     notice = None
@@ -842,6 +854,19 @@ def _categories_submit(
             description=parsed.description,
             rules=parsed.rules.to_json() if parsed.rules is not None else None,
         )
+        changed = learning.set_examples(
+            db,
+            integration_id=integration.id,
+            category_id=category.id,
+            texts=learning.split_examples(form.examples),
+        )
+        if changed or learning.state_row(db, integration.id).state is not None:
+            # Inline: a fit on typed examples takes well under a second without the e5 stage.
+            learning.retrain(
+                db,
+                integration_id=integration.id,
+                config=learning.classifier_config(request.app.state.settings),
+            )
         return RedirectResponse(
             f"/integrations/{integration.id}/categories?saved={category.id}", status_code=303
         )

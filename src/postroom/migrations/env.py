@@ -6,6 +6,7 @@ from alembic import context
 
 import postroom.accounts.models  # noqa: F401  (register tables)
 import postroom.integrations.models  # noqa: F401
+import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401
 import postroom.sync.models  # noqa: F401
 from postroom.db import Base

@@ -9,6 +9,12 @@
 4. store the next/delta link after each page — only once that page's messages are claimed and
    done, so a crash repeats at most one page, and the ledger makes the repeat a no-op.
 
+``decide`` gets the integration's learned classifier once it is trained
+(:mod:`postroom.learning.service`). A message already done that comes back re-categorized by a
+person is a *correction*: learned at once, never acted on again. Category folders the model
+files into are synced in *watch* mode (corrections only), so corrections of filed mail and moves
+between category folders are seen too.
+
 A 410 ``SyncStateNotFound`` restarts the delta from the baseline: nothing already done is
 repeated (the ledger). A token failure pauses the integration with its status and returns:
 no retry loop. Subscriptions (``ensure_subscription``/``renew``) fall back to polling where
@@ -24,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from postroom.graph import (
     AccessDenied,
@@ -36,8 +43,10 @@ from postroom.integrations import service as integrations
 from postroom.integrations.graph_access import Connection, IntegrationTokens, TokenFailure
 from postroom.integrations.models import Category, Integration, Mailbox
 from postroom.integrations.statuses import REASONS
+from postroom.learning import service as learning
 from postroom.processing.decide import decide
 from postroom.processing.executor import claim, execute
+from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
 from postroom.processing.view import Address, MessageView
@@ -74,6 +83,7 @@ class FolderWork:
     manage_colors: bool
     allow_forward: bool
     status: str
+    watch: bool = False  # a category folder: corrections only, nothing is processed
 
 
 @dataclass
@@ -152,6 +162,7 @@ def load_work(runtime: Runtime, sync_id: str) -> FolderWork | None:
             allow_forward=integration.kind == "organization"
             or any(s.endswith(("/Mail.Send", "/Mail.Send.Shared")) for s in scopes),
             status=integration.status,
+            watch=fs.watch,
         )
 
 
@@ -259,7 +270,11 @@ async def process_message(
         and (view.received < work.baseline.replace(microsecond=0))
     ):
         return False  # mail from before setup: only a backfill processes it
+    if work.watch:
+        await _watched(runtime, graph, work, data, view)
+        return False
     with runtime.database.session() as db:
+        model = learning.load_model(db, work.integration_id)
         entry = claim(
             db,
             integration_id=work.integration_id,
@@ -269,21 +284,22 @@ async def process_message(
             historical=historical,
         )
         entry_id = entry.id if entry is not None else None
+        correction = None
+        if entry is None:
+            correction = _correction(db, work, view)
+    if correction is not None:
+        await _learn_correction(runtime, graph, work, data, *correction)
+        return False
     if entry_id is None:
         return False  # done before (our own move/label shows up in delta too)
-    if _needs_body(work.categories):
-        full = await graph.request(
-            "GET",
-            f"{graph.mailbox_path(work.mailbox)}/messages/{view.id}",
-            mailbox=work.mailbox,
-            params={"$select": "body"},
-            headers={"Prefer": 'outlook.body-content-type="text"'},
-        )
-        data = {**data, "body": full[1].get("body")}
-        view = message_view(data)
+    if model is not None or _needs_body(work.categories):
+        view = await _with_body(graph, work, data)
     plan = decide(
         view,
         work.categories,
+        classifier=model.adapter if model is not None else None,
+        threshold=model.threshold if model is not None else 0.6,
+        needs_review=model.needs_review if model is not None else None,
         allow_forward=work.allow_forward,
         historical=historical,
         forward_historical=forward_historical,
@@ -299,7 +315,127 @@ async def process_message(
         manage_colors=work.manage_colors,
         folder_cache=runtime.folder_cache,
     )
+    if model is not None and plan.folder:
+        await _watch_folder(runtime, work, plan.folder)
     return True
+
+
+WATCH_PREFIX = "watch:"
+
+
+async def _watch_folder(runtime: Runtime, work: FolderWork, path: str) -> None:
+    """Sync a category folder in watch mode (once it exists), so that corrections of filed
+    mail — category changes there, or moving mail between category folders — are learned."""
+    folder_id = runtime.folder_cache.get(work.mailbox, path)
+    key = f"{WATCH_PREFIX}{path}"[:255]
+    if folder_id is None or folder_id == work.folder_id:
+        return
+    with runtime.database.session() as db:
+        exists = db.scalar(
+            select(FolderSync.id).where(
+                FolderSync.mailbox_id == work.mailbox_row_id, FolderSync.folder_key == key
+            )
+        )
+        if exists is not None:
+            return
+        watched = FolderSync(
+            integration_id=work.integration_id,
+            mailbox_id=work.mailbox_row_id,
+            folder_key=key,
+            folder_id=folder_id,
+            watch=True,
+            baseline_at=work.baseline,
+        )
+        db.add(watched)
+        db.flush()
+        sync_id = watched.id
+    await ensure_subscription(runtime, sync_id)
+
+
+async def _watched(
+    runtime: Runtime,
+    graph: GraphClient,
+    work: FolderWork,
+    data: dict[str, Any],
+    view: MessageView,
+) -> None:
+    """A message in a watched category folder: learn if a person corrected it; never act."""
+    with runtime.database.session() as db:
+        row = db.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
+            )
+        ).one_or_none()
+        if row is None or row.state != "done":
+            return
+        found = learning.detect_correction(
+            row.plan, view, [c.name for c in work.categories]
+        ) or learning.detect_move(
+            row.plan,
+            work.folder_key.removeprefix(WATCH_PREFIX),
+            [(c.name, c.folder) for c in work.categories],
+        )
+        entry_id = row.id
+    if found is not None:
+        await _learn_correction(runtime, graph, work, data, entry_id, found)
+
+
+async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any]) -> MessageView:
+    """The view with the full plain-text body (rules on the body and the model read it)."""
+    full = await graph.request(
+        "GET",
+        f"{graph.mailbox_path(work.mailbox)}/messages/{data['id']}",
+        mailbox=work.mailbox,
+        params={"$select": "body"},
+        headers={"Prefer": 'outlook.body-content-type="text"'},
+    )
+    return message_view({**data, "body": full[1].get("body")})
+
+
+def _correction(
+    db: Session, work: FolderWork, view: MessageView
+) -> tuple[str, learning.Correction] | None:
+    """A done ledger row whose message a person re-categorized since (see learning.service)."""
+    row = db.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
+        )
+    ).one_or_none()
+    if row is None or row.state != "done":
+        return None
+    found = learning.detect_correction(row.plan, view, [c.name for c in work.categories])
+    return (row.id, found) if found is not None else None
+
+
+async def _learn_correction(
+    runtime: Runtime,
+    graph: GraphClient,
+    work: FolderWork,
+    data: dict[str, Any],
+    entry_id: str,
+    correction: learning.Correction,
+) -> None:
+    """Learn from a person's correction; the message itself is not acted on again."""
+    try:
+        view = await _with_body(graph, work, data)
+    except NotFound:
+        return  # gone meanwhile: nothing to learn from
+    with runtime.database.session() as db:
+        version = learning.record_correction(
+            db,
+            integration_id=work.integration_id,
+            entry_id=entry_id,
+            view=view,
+            correction=correction,
+            config=learning.classifier_config(runtime.settings),
+        )
+    log.info(
+        "ledger %s: corrected %s -> %s; model version %d",
+        entry_id,
+        correction.previous,
+        correction.category,
+        version,
+    )
 
 
 async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -> SyncResult:

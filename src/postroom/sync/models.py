@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.accounts.models import new_id, utcnow
@@ -30,6 +39,8 @@ class FolderSync(Base):
     delta_link: Mapped[str | None] = mapped_column(Text, nullable=True)
     mode: Mapped[str] = mapped_column(String(20), default="webhook")  # webhook | polling
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # watch: a category folder synced for corrections only (no new mail is processed there)
+    watch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     processed_count: Mapped[int] = mapped_column(Integer, default=0)
     subscription_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)

@@ -162,6 +162,7 @@ def create_app(
     from postroom.accounts import views as account_views
     from postroom.integrations import editor as integration_editor
     from postroom.integrations import views as integration_views
+    from postroom.learning import views as learning_views
     from postroom.sync import webhooks
     from postroom.web import help_pages
 
@@ -169,6 +170,7 @@ def create_app(
     app.include_router(account_views.router)
     app.include_router(integration_views.router)
     app.include_router(integration_editor.router)
+    app.include_router(learning_views.router)
     app.include_router(help_pages.router)
 
     @app.get("/", include_in_schema=False)

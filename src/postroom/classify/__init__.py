@@ -1,0 +1,45 @@
+"""The learned classifier: categorizes an email from examples and learns from corrections.
+
+Pure and offline (no database, HTTP or settings): the pipeline passes a :class:`MessageView`
+in memory, gets a :class:`Prediction`, and :func:`combine` turns it and any rule match into a
+:class:`Decision`. What is kept per integration is :meth:`Classifier.to_state` — hashed
+features, embedding vectors and model parameters, never the text of an email.
+
+Modules: ``features`` (view → hashed n-grams), ``embed`` (bundled embedding models, loaded once
+per process), ``model`` (the cascade classifier), ``decide`` (rules + model + threshold),
+``summary`` (accuracy against corrections, confusions), ``state`` (state ⇄ bytes, no pickle).
+"""
+
+from postroom.classify.decide import Decision, DecisionSource, combine
+from postroom.classify.embed import EmbedderUnavailable, load_embedder
+from postroom.classify.features import HashedFeatures, MessageView, hash_message
+from postroom.classify.model import (
+    Classifier,
+    ClassifierConfig,
+    Example,
+    Origin,
+    Prediction,
+)
+from postroom.classify.state import dump_state, load_state
+from postroom.classify.summary import ModelSummary, Outcome, summarize
+
+__all__ = [
+    "Classifier",
+    "ClassifierConfig",
+    "Decision",
+    "DecisionSource",
+    "EmbedderUnavailable",
+    "Example",
+    "HashedFeatures",
+    "MessageView",
+    "ModelSummary",
+    "Origin",
+    "Outcome",
+    "Prediction",
+    "combine",
+    "dump_state",
+    "hash_message",
+    "load_embedder",
+    "load_state",
+    "summarize",
+]

@@ -1,0 +1,75 @@
+"""Tables of the learned classifier: its state, what it learned from, and user-typed examples.
+
+Invariant 2 (no message content stored) holds as follows:
+
+* :class:`ModelState` keeps :func:`postroom.classify.dump_state` bytes — hashed features,
+  embedding vectors and model parameters (numbers, no pickle) — plus the integration's
+  threshold and needs-review category (configuration).
+* :class:`LearningEvent` records that a person gave an example or corrected a decision: category
+  names (configuration), what the model had said, and for a correction the sha256 of the
+  message's internetMessageId. Never a subject, body, sender or recipient.
+* :class:`CategoryExample` is text a person *typed or pasted* into the category editor as an
+  example. It is configuration, like a rule's value, kept so the editor can show it again and a
+  retrain can rebuild the model; text of mail Postroom processed never goes here.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from postroom.accounts.models import new_id, utcnow
+from postroom.db import Base
+
+EVENT_KINDS = ("example", "correction")
+DEFAULT_THRESHOLD = 0.6
+DEFAULT_NEEDS_REVIEW = "Needs review"
+
+
+class ModelState(Base):
+    __tablename__ = "model_states"
+
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # dump_state bytes
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    threshold: Mapped[float] = mapped_column(Float, default=DEFAULT_THRESHOLD)
+    needs_review: Mapped[str | None] = mapped_column(
+        String(255), nullable=True, default=DEFAULT_NEEDS_REVIEW
+    )
+
+
+class LearningEvent(Base):
+    __tablename__ = "learning_events"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))  # "example" | "correction"
+    category: Mapped[str] = mapped_column(String(255))
+    predicted: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    message_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 hex
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CategoryExample(Base):
+    """One example a person pasted for a category (configuration, see the module docstring)."""
+
+    __tablename__ = "category_examples"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    category_id: Mapped[str] = mapped_column(
+        ForeignKey("categories.id", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

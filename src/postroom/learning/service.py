@@ -1,0 +1,446 @@
+"""An integration's learned classifier: load, train, correct, save — and hand it to ``decide``.
+
+State lives in :class:`~postroom.learning.models.ModelState` as
+:func:`~postroom.classify.dump_state` bytes with a ``version`` that goes up on every save.
+Workers keep rebuilt classifiers in an in-process cache keyed by ``(integration id, version)``,
+so a sync reads one small row per message and only deserializes after a change (a correction
+made by another worker is picked up on its next message).
+
+Training:
+
+* :func:`train_from_examples` fits from scratch on what people configured — each category's
+  description (origin ``seed``) and its pasted examples (``user_example``) — and keeps the
+  corrections already learned (their hashed features are in the stored state).
+* :func:`record_correction` is the fast path: one :meth:`~postroom.classify.Classifier.learn`
+  step (milliseconds) under a row lock, then the state is saved with ``version + 1``, so the
+  next similar email is decided differently within seconds. The message text is only used in
+  memory to build the example; what is stored is the state (numbers) and a
+  :class:`~postroom.learning.models.LearningEvent` (category names and a hash).
+
+Sessions are short and never held across a Graph call (STYLE rule 6): callers read the message
+first, then call these functions with a session.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from postroom.classify import (
+    Classifier,
+    ClassifierConfig,
+    ModelSummary,
+    Outcome,
+    dump_state,
+    load_state,
+    summarize,
+)
+from postroom.classify import MessageView as ClassifyView
+from postroom.integrations.models import Category
+from postroom.learning.models import (
+    DEFAULT_NEEDS_REVIEW,
+    DEFAULT_THRESHOLD,
+    CategoryExample,
+    LearningEvent,
+    ModelState,
+)
+from postroom.processing.decide import Prediction
+from postroom.processing.executor import message_key
+from postroom.processing.models import LedgerEntry
+from postroom.processing.view import MessageView
+from postroom.settings import Settings
+
+MAX_EXAMPLES_PER_CATEGORY = 50
+MAX_EXAMPLE_CHARS = 5_000
+
+_cache: dict[tuple[str, int], Classifier] = {}
+_cache_lock = threading.Lock()
+
+
+def classifier_config(settings: Settings) -> ClassifierConfig:
+    """The classifier configuration chosen by ``POSTROOM_CLASSIFIER_EMBEDDER``."""
+    return ClassifierConfig(slow_embedder="e5" if settings.classifier_embedder == "e5" else None)
+
+
+# ---------------------------------------------------------------------- adapter
+def classify_view(view: MessageView) -> ClassifyView:
+    """processing's view (in memory) → the classifier's view (in memory)."""
+    sender = view.sender
+    return ClassifyView(
+        subject=view.subject,
+        from_name=sender.name if sender else "",
+        from_address=sender.address if sender else "",
+        body_text=view.body_text,
+    )
+
+
+def text_view(text: str) -> ClassifyView:
+    """A pasted example as a view: all of it is read as body text (subject and body weigh
+    the same in the features)."""
+    return ClassifyView(body_text=text[:MAX_EXAMPLE_CHARS])
+
+
+class ModelAdapter:
+    """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+
+    def predict(self, view: MessageView) -> Prediction | None:
+        prediction = self.classifier.predict(classify_view(view))
+        if prediction.category is None:
+            return None
+        return Prediction(prediction.category, prediction.confidence)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    classifier: Classifier
+    version: int
+    threshold: float
+    needs_review: str | None
+
+    @property
+    def adapter(self) -> ModelAdapter:
+        return ModelAdapter(self.classifier)
+
+
+# ---------------------------------------------------------------------- state
+def state_row(db: Session, integration_id: str, *, lock: bool = False) -> ModelState:
+    """The integration's row, created (untrained, default settings) when missing; safe when
+    two workers create it at once (``ON CONFLICT DO NOTHING``)."""
+    query = select(ModelState).where(ModelState.integration_id == integration_id)
+    row = db.scalars(query.with_for_update() if lock else query).one_or_none()
+    if row is not None:
+        return row
+    db.execute(
+        pg_insert(ModelState)
+        .values(
+            integration_id=integration_id,
+            state=None,
+            version=0,
+            threshold=DEFAULT_THRESHOLD,
+            needs_review=DEFAULT_NEEDS_REVIEW,
+            updated_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["integration_id"])
+    )
+    return db.scalars(query.with_for_update() if lock else query).one()
+
+
+def _rebuild(row: ModelState) -> Classifier | None:
+    if row.state is None:
+        return None
+    key = (row.integration_id, row.version)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    classifier = Classifier.from_state(load_state(row.state))
+    with _cache_lock:
+        for old in [k for k in _cache if k[0] == row.integration_id]:
+            del _cache[old]
+        _cache[key] = classifier
+    return classifier
+
+
+def load_model(db: Session, integration_id: str) -> LoadedModel | None:
+    """The integration's trained classifier and settings, or None before any training.
+
+    The returned classifier is shared through the cache: only read from it (predict)."""
+    row = db.scalars(
+        select(ModelState).where(ModelState.integration_id == integration_id)
+    ).one_or_none()
+    if row is None or row.state is None:
+        return None
+    classifier = _rebuild(row)
+    if classifier is None or len(classifier.categories) < 2:
+        return None  # one category cannot be told apart from anything: no model yet
+    if all(e.origin == "seed" for e in classifier.examples):
+        return None  # descriptions alone do not switch the model on; examples do
+    return LoadedModel(classifier, row.version, row.threshold, row.needs_review)
+
+
+def _fresh_copy(row: ModelState, config: ClassifierConfig) -> Classifier:
+    """A private classifier to change (never the cached instance)."""
+    if row.state is None:
+        return Classifier(config)
+    return Classifier.from_state(load_state(row.state))
+
+
+def _save(row: ModelState, classifier: Classifier) -> int:
+    row.state = dump_state(classifier.to_state())
+    row.version = row.version + 1
+    row.updated_at = datetime.now(UTC)
+    return row.version
+
+
+# ---------------------------------------------------------------------- examples
+def split_examples(raw: str) -> list[str]:
+    """Examples typed into the editor: one per paragraph (blank line between)."""
+    paragraphs = [p.strip() for p in raw.replace("\r\n", "\n").split("\n\n")]
+    return [p[:MAX_EXAMPLE_CHARS] for p in paragraphs if p][:MAX_EXAMPLES_PER_CATEGORY]
+
+
+def examples_of(db: Session, category_id: str) -> list[str]:
+    return list(
+        db.scalars(
+            select(CategoryExample.text)
+            .where(CategoryExample.category_id == category_id)
+            .order_by(CategoryExample.position)
+        )
+    )
+
+
+def set_examples(db: Session, *, integration_id: str, category_id: str, texts: list[str]) -> bool:
+    """Replace a category's pasted examples; True when they changed."""
+    if examples_of(db, category_id) == texts:
+        return False
+    for row in db.scalars(
+        select(CategoryExample).where(CategoryExample.category_id == category_id)
+    ):
+        db.delete(row)
+    db.flush()
+    for position, text in enumerate(texts):
+        db.add(
+            CategoryExample(
+                integration_id=integration_id,
+                category_id=category_id,
+                text=text,
+                position=position,
+            )
+        )
+    db.flush()
+    return True
+
+
+def configured_examples(db: Session, integration_id: str) -> list[tuple[str, str, bool]]:
+    """(category, text, is_description) for every category's description and examples."""
+    categories = list(
+        db.scalars(
+            select(Category)
+            .where(Category.integration_id == integration_id)
+            .order_by(Category.position)
+        )
+    )
+    out: list[tuple[str, str, bool]] = []
+    for category in categories:
+        if (category.description or "").strip():
+            out.append((category.name, category.description.strip(), True))
+        out.extend((category.name, text, False) for text in examples_of(db, category.id))
+    return out
+
+
+def train_from_examples(
+    db: Session,
+    *,
+    integration_id: str,
+    examples: list[tuple[str, str]] | None = None,
+    config: ClassifierConfig,
+    keep_corrections: bool = True,
+) -> Classifier:
+    """Fit from scratch on typed examples ``(category, text)`` — by default the categories'
+    descriptions and pasted examples — keeping learned corrections unless told otherwise.
+
+    Records one ``example`` event per typed example (category names only) and saves."""
+    row = state_row(db, integration_id, lock=True)
+    previous = _fresh_copy(row, config)
+    labelled: list[tuple[str, str, bool]]
+    if examples is None:
+        labelled = configured_examples(db, integration_id)
+    else:
+        labelled = [(category, text, False) for category, text in examples]
+    classifier = Classifier(config)
+    made = classifier.make_examples(
+        [text_view(text) for _, text, _ in labelled],
+        [category for category, _, _ in labelled],
+        "user_example",
+    )
+    made = [
+        replace(e, origin="seed") if seed else e
+        for e, (_, _, seed) in zip(made, labelled, strict=True)
+    ]
+    corrections = [e for e in previous.examples if e.origin == "correction"]
+    if not keep_corrections:
+        corrections = []
+    if corrections and previous.config != config:
+        corrections = []  # embeddings of another configuration cannot be mixed in
+    classifier.fit([*made, *corrections])
+    for category, _, seed in labelled:
+        if not seed:
+            db.add(LearningEvent(integration_id=integration_id, kind="example", category=category))
+    _save(row, classifier)
+    return classifier
+
+
+def retrain(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
+    """Rebuild from the configured examples and every correction (the Retrain button)."""
+    return train_from_examples(db, integration_id=integration_id, config=config)
+
+
+def reset(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
+    """Forget corrections: refit on the configured examples only (the Reset button)."""
+    return train_from_examples(
+        db, integration_id=integration_id, config=config, keep_corrections=False
+    )
+
+
+# ---------------------------------------------------------------------- corrections
+@dataclass(frozen=True)
+class Correction:
+    """What a person changed: Postroom said ``previous``, the message now carries ``category``."""
+
+    previous: str | None
+    category: str
+    decided_by: str | None
+
+
+def detect_correction(
+    plan: dict[str, Any] | None, view: MessageView, configured: list[str]
+) -> Correction | None:
+    """Pure: did a person re-categorize this processed message? (see docs/processing.md)
+
+    Yes when the category Postroom gave is gone (or was the needs-review category) and another
+    configured category is on the message, which was not already recorded as the correction.
+    """
+    if not plan:
+        return None
+    previous = plan.get("category")
+    present = {c.strip().casefold(): c for c in view.categories}
+    decided_by = plan.get("decided_by")
+    if isinstance(previous, str) and previous.strip().casefold() in present:
+        if decided_by != "needs_review":
+            return None
+    candidates = [
+        name
+        for name in configured
+        if name.strip().casefold() in present
+        and (not isinstance(previous, str) or name.strip().casefold() != previous.casefold())
+    ]
+    if not candidates:
+        return None
+    chosen = candidates[0]
+    if plan.get("corrected_to") == chosen:
+        return None
+    return Correction(
+        previous if isinstance(previous, str) else None,
+        chosen,
+        decided_by if isinstance(decided_by, str) else None,
+    )
+
+
+def detect_move(
+    plan: dict[str, Any] | None, watched_path: str, folders: list[tuple[str, str | None]]
+) -> Correction | None:
+    """Pure: was this processed message moved by a person into category Y's folder?
+
+    ``watched_path`` is the folder it is in now; ``folders`` the configured (category, folder).
+    Yes when exactly one category files into that folder, it is not the category Postroom gave,
+    and Postroom did not put the message there itself.
+    """
+    if not plan:
+        return None
+    key = _path_key(watched_path)
+    owners = [name for name, folder in folders if folder and _path_key(folder) == key]
+    if len(owners) != 1 or _path_key(str(plan.get("folder") or "")) == key:
+        return None
+    chosen, previous = owners[0], plan.get("category")
+    if isinstance(previous, str) and previous.casefold() == chosen.casefold():
+        return None
+    if plan.get("corrected_to") == chosen:
+        return None
+    decided_by = plan.get("decided_by")
+    return Correction(
+        previous if isinstance(previous, str) else None,
+        chosen,
+        decided_by if isinstance(decided_by, str) else None,
+    )
+
+
+def _path_key(path: str) -> str:
+    return "/".join(s.strip().casefold() for s in path.split("/") if s.strip())
+
+
+def record_correction(
+    db: Session,
+    *,
+    integration_id: str,
+    entry_id: str,
+    view: MessageView,
+    correction: Correction,
+    config: ClassifierConfig,
+) -> int:
+    """Learn ``correction`` from ``view`` (in memory), save the state and mark the ledger row.
+
+    Returns the new model version. The ledger row stays ``done``; nothing is done to the mail.
+    """
+    row = state_row(db, integration_id, lock=True)
+    classifier = _fresh_copy(row, config)
+    classifier.learn(
+        classifier.make_example(classify_view(view), correction.category, "correction")
+    )
+    version = _save(row, classifier)
+    predicted = correction.previous if correction.decided_by == "model" else None
+    db.add(
+        LearningEvent(
+            integration_id=integration_id,
+            kind="correction",
+            category=correction.category,
+            predicted=predicted,
+            decided_by=correction.decided_by,
+            message_key=message_key(view.internet_message_id),
+        )
+    )
+    entry = db.get(LedgerEntry, entry_id, with_for_update=True)
+    if entry is not None:
+        entry.plan = {**(entry.plan or {}), "corrected_to": correction.category}
+    return version
+
+
+# ---------------------------------------------------------------------- the Model page
+def outcomes(db: Session, integration_id: str, *, window: int = 200) -> list[Outcome]:
+    """Settled model decisions, oldest first: corrected ones disagree, the rest agree."""
+    rows = list(
+        db.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.integration_id == integration_id, LedgerEntry.state == "done")
+            .order_by(LedgerEntry.done_at.desc())
+            .limit(window * 4)
+        )
+    )
+    found: list[Outcome] = []
+    for entry in rows:
+        plan = entry.plan or {}
+        if plan.get("decided_by") != "model" or not plan.get("category"):
+            continue
+        chosen = plan.get("corrected_to") or plan["category"]
+        found.append(Outcome(predicted=plan["category"], chosen=str(chosen)))
+        if len(found) >= window:
+            break
+    return list(reversed(found))
+
+
+def model_summary(db: Session, integration_id: str) -> tuple[ModelSummary, ModelState]:
+    row = state_row(db, integration_id)
+    loaded = _rebuild(row)
+    names = [
+        c.name
+        for c in db.scalars(select(Category).where(Category.integration_id == integration_id))
+    ]
+    examples = loaded.examples if loaded is not None else ()
+    return summarize(examples, outcomes(db, integration_id), categories=names), row
+
+
+def set_review_settings(
+    db: Session, *, integration_id: str, threshold: float, needs_review: str | None
+) -> None:
+    row = state_row(db, integration_id, lock=True)
+    row.threshold = threshold
+    row.needs_review = needs_review
+    row.updated_at = datetime.now(UTC)

@@ -1,0 +1,97 @@
+"""The Model page: what the learned classifier knows, how well it agrees with people, and its
+settings (threshold, needs-review category), with Retrain and Reset for managers.
+
+Thin views (STYLE rule 8): parse, call :mod:`postroom.learning.service`, render. Everything
+shown is counts and category names; no email text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+
+from postroom.integrations.views import load_integration
+from postroom.learning import service as learning
+from postroom.web.app import DbSession, current_caller, render
+from postroom.web.security import Caller, check_csrf
+
+router = APIRouter()
+CallerDep = Annotated[Caller, Depends(current_caller)]
+
+NOTICES = {
+    "settings": "Saved the review settings.",
+    "retrained": "Retrained the model on your examples and every correction.",
+    "reset": "Reset the model: corrections are forgotten, your examples are kept.",
+}
+
+
+@router.get("/integrations/{integration_id}/model")
+def model_page(request: Request, integration_id: str, caller: CallerDep, db: DbSession) -> Response:
+    integration = load_integration(db, caller, integration_id)
+    summary, state = learning.model_summary(db, integration.id)
+    done = request.query_params.get("done") or ""
+    return render(
+        request,
+        "integrations/model.html",
+        nav="integrations",
+        item=integration,
+        summary=summary,
+        state=state,
+        active=learning.load_model(db, integration.id) is not None,
+        notice=NOTICES.get(done),
+        errors=[],
+    )
+
+
+@router.post("/integrations/{integration_id}/model")
+def model_submit(
+    request: Request,
+    integration_id: str,
+    caller: CallerDep,
+    db: DbSession,
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    action: Annotated[str, Form(max_length=20)] = "settings",
+    threshold: Annotated[str, Form(max_length=20)] = "",
+    needs_review: Annotated[str, Form(max_length=255)] = "",
+) -> Response:
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = load_integration(db, caller, integration_id)
+    config = learning.classifier_config(request.app.state.settings)
+    if action == "retrain":
+        learning.retrain(db, integration_id=integration.id, config=config)
+        done = "retrained"
+    elif action == "reset":
+        learning.reset(db, integration_id=integration.id, config=config)
+        done = "reset"
+    elif action == "settings":
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            summary, state = learning.model_summary(db, integration.id)
+            return render(
+                request,
+                "integrations/model.html",
+                400,
+                nav="integrations",
+                item=integration,
+                summary=summary,
+                state=state,
+                active=learning.load_model(db, integration.id) is not None,
+                notice=None,
+                errors=["The threshold is a number between 0 and 1, such as 0.6."],
+            )
+        learning.set_review_settings(
+            db,
+            integration_id=integration.id,
+            threshold=value,
+            needs_review=needs_review.strip() or None,
+        )
+        done = "settings"
+    else:
+        raise HTTPException(400)
+    return RedirectResponse(f"/integrations/{integration.id}/model?done={done}", status_code=303)

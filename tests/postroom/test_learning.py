@@ -1,0 +1,413 @@
+"""The learned classifier in processing, end to end: rules before the model, the threshold and
+the needs-review category, corrections made in Outlook arriving through delta, and no email
+text in the database afterwards.
+
+Real server, m365sim over HTTPS, procrastinate on PostgreSQL; categories are added to the
+integration set up by :func:`tests.postroom.test_sync.setup_personal` (Invoices by rule →
+Finance/Invoices).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from sqlalchemy import select, text
+
+from m365sim.state import EmulatorState
+from postroom.db import Base
+from postroom.integrations.models import Category
+from postroom.learning import service as learning
+from postroom.learning.models import LearningEvent, ModelState
+from postroom.processing.models import LedgerEntry
+from postroom.processing.view import Address, MessageView
+from postroom.sync.models import FolderSync
+from tests.helpers import Org
+from tests.postroom.conftest import Postroom
+from tests.postroom.test_sync import folder_of, setup_personal, wait_for_jobs
+from tests.postroom.webtools import csrf, post_form, sign_up
+
+SUPPORT = [
+    "My printer is broken and shows an error. Please help me fix it.",
+    "The laptop does not start any more, can support take a look?",
+    "Mijn printer is kapot en geeft een foutmelding. Kunnen jullie helpen?",
+    "De laptop start niet meer op, graag hulp van de helpdesk.",
+]
+SALES = [
+    "Could you send me a quote for 50 licenses? We would like to know the price.",
+    "We are interested in buying your product, what does the yearly subscription cost?",
+    "Kunt u mij een offerte sturen voor 50 licenties? Wat is de prijs?",
+    "Wij willen graag uw product kopen, wat kost een jaarabonnement?",
+]
+
+
+def _integration_id(base: str) -> str:
+    return base.rsplit("/", 1)[-1]
+
+
+def _add_categories(
+    postroom: Postroom,
+    integration_id: str,
+    *,
+    support_folder: str | None,
+    sales_folder: str | None = None,
+    forward: str = "",
+) -> None:
+    with postroom.database.session() as db:
+        db.add_all(
+            [
+                Category(
+                    integration_id=integration_id,
+                    name="Support",
+                    color="preset1",
+                    folder=support_folder,
+                    forward_to=[forward] if forward else [],
+                    position=1,
+                ),
+                Category(
+                    integration_id=integration_id,
+                    name="Sales",
+                    color="preset2",
+                    folder=sales_folder,
+                    position=2,
+                ),
+            ]
+        )
+
+
+def _train(postroom: Postroom, integration_id: str) -> None:
+    with postroom.database.session() as db:
+        learning.train_from_examples(
+            db,
+            integration_id=integration_id,
+            examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
+            config=learning.classifier_config(postroom.settings),
+        )
+
+
+def _plan(postroom: Postroom, message_id: str) -> dict[str, object]:
+    with postroom.database.session() as db:
+        entry = db.scalar(select(LedgerEntry).where(LedgerEntry.message_id == message_id))
+        assert entry is not None and entry.state == "done", entry
+        return dict(entry.plan or {})
+
+
+def _deliver_and_sync(postroom: Postroom, org: Org, **kw: str) -> str:
+    msg = org.deliver(org.alice, sender="someone@contoso.test", **kw)
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    return msg.immutable_id
+
+
+def test_rules_beat_the_model_and_unsure_mail_needs_review_in_english_and_dutch(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(
+        postroom, integration_id, support_folder="Support", forward=org.bob.user_principal_name
+    )
+    postroom.drain()
+    _train(postroom, integration_id)
+
+    # A rule beats the model, even when the text reads like support.
+    invoice = _deliver_and_sync(
+        postroom, org, subject="Invoice 77 for the printer repair", body="My printer is broken."
+    )
+    assert folder_of(org.alice, invoice) == "Invoices"
+    assert _plan(postroom, invoice)["decided_by"] == "rule"
+
+    # The model, in English and in Dutch, for both categories.
+    cases = {
+        "Support": [
+            ("Printer error", "The printer is broken again and shows an error, please help."),
+            ("Laptop kapot", "Mijn laptop start niet meer op en geeft een foutmelding."),
+        ],
+        "Sales": [
+            ("Quote please", "Please send a quote for 20 licenses, what is the price?"),
+            ("Offerte", "Graag een offerte voor 20 licenties, wat kost het abonnement?"),
+        ],
+    }
+    for category, emails in cases.items():
+        for subject, body in emails:
+            message_id = _deliver_and_sync(postroom, org, subject=subject, body=body)
+            plan = _plan(postroom, message_id)
+            assert plan["category"] == category, (subject, plan)
+            assert plan["decided_by"] == "model"
+            assert isinstance(plan["confidence"], float) and plan["confidence"] >= 0.6
+            assert category in org.alice.mailbox.messages[message_id].categories
+            expected_folder = "Support" if category == "Support" else "Inbox"
+            assert folder_of(org.alice, message_id) == expected_folder
+    support_forwards = [m for m in org.bob.mailbox.messages.values() if m.subject.endswith("error")]
+    assert len(support_forwards) == 1  # "Printer error" was forwarded, once
+
+    # Below the threshold: only the needs-review category; no move, no forward.
+    with postroom.database.session() as db:
+        learning.set_review_settings(
+            db, integration_id=integration_id, threshold=0.9, needs_review="Needs review"
+        )
+    unsure = _deliver_and_sync(
+        postroom, org, subject="Lunch on Friday?", body="See you at noon at the usual place."
+    )
+    plan = _plan(postroom, unsure)
+    assert plan["decided_by"] == "needs_review" and plan["category"] == "Needs review"
+    assert org.alice.mailbox.messages[unsure].categories == ["Needs review"]
+    assert folder_of(org.alice, unsure) == "Inbox"
+    assert [m for m in org.bob.mailbox.messages.values() if "Lunch" in m.subject] == []
+    assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
+
+
+def test_a_correction_in_outlook_changes_the_next_decision_and_stores_no_text(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder=None)
+    postroom.drain()
+    _train(postroom, integration_id)
+    with postroom.database.session() as db:
+        version_before = learning.state_row(db, integration_id).version
+
+    body = "Zanzibar printer refurbished quoted Quixotic, broken toner drum needs a replacement."
+    first = _deliver_and_sync(postroom, org, subject="Quixotic Zanzibar printer", body=body)
+    plan = _plan(postroom, first)
+    assert plan["category"] == "Support" and plan["decided_by"] == "model"
+
+    # Alice says it is Sales: she swaps the category in Outlook.
+    msg = org.alice.mailbox.messages[first]
+    msg.categories = [c for c in msg.categories if c != "Support"] + ["Sales"]
+    sim.store.update_message(org.tenant, org.alice.mailbox, msg)
+    started = time.monotonic()
+    assert wait_for_jobs(postroom) >= 1, "the change did not notify"
+    postroom.drain()
+    plan = _plan(postroom, first)
+    assert plan["corrected_to"] == "Sales"
+    assert plan["category"] == "Support"  # the ledger still says what Postroom did
+    with postroom.database.session() as db:
+        events = list(db.scalars(select(LearningEvent).where(LearningEvent.kind == "correction")))
+        assert [(e.category, e.predicted, e.decided_by) for e in events] == [
+            ("Sales", "Support", "model")
+        ]
+        assert events[0].message_key and len(events[0].message_key) == 64
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.version == version_before + 1
+    # The corrected message is not acted on again: Sales is not re-added, nothing moves.
+    assert org.alice.mailbox.messages[first].categories == ["Sales"]
+    assert folder_of(org.alice, first) == "Inbox"
+
+    # A similar email is now decided as Sales, seconds later.
+    second = _deliver_and_sync(
+        postroom,
+        org,
+        subject="Quixotic Zanzibar printer",
+        body="Zanzibar printer refurbished quoted Quixotic, the toner drum needs a replacement.",
+    )
+    assert time.monotonic() - started < 30
+    plan = _plan(postroom, second)
+    assert plan["category"] == "Sales", plan
+
+    # Re-syncing changes nothing: one correction, one learning step.
+    postroom.drain()
+    with postroom.database.session() as db:
+        assert (
+            len(list(db.scalars(select(LearningEvent).where(LearningEvent.kind == "correction"))))
+            == 1
+        )
+
+    # The Model page: one correction, half of the model's decisions kept, the confusion.
+    page = web.get(f"{base}/model")
+    assert page.status_code == 200
+    assert "50%</strong> of the last 2" in page.text
+    assert "<td>Support</td><td>Sales</td><td>1</td>" in page.text
+
+    # No email text anywhere in the database (the model state is compressed numbers, so
+    # look inside it too).
+    words = ("Zanzibar", "Quixotic", "refurbished", "toner")
+    with postroom.database.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row_values in conn.execute(select(table)):
+                dumped = " ".join(str(v) for v in row_values).lower()
+                for word in words:
+                    assert word.lower() not in dumped, (table.name, word)
+        jobs = " ".join(str(r) for r in conn.execute(text("SELECT * FROM procrastinate_jobs")))
+        assert not any(w.lower() in jobs.lower() for w in words)
+        states = conn.execute(text("SELECT state FROM model_states")).scalars().all()
+    import io
+    import zipfile
+
+    for blob in states:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            for name in archive.namelist():
+                content = archive.read(name).lower()
+                for word in words:
+                    assert word.lower().encode() not in content
+                    assert word.lower().encode("utf-32-le") not in content
+
+
+def test_corrections_of_filed_mail_are_seen_in_watched_category_folders(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder="Support", sales_folder="Sales")
+    postroom.drain()
+    _train(postroom, integration_id)
+    support = _deliver_and_sync(
+        postroom, org, subject="Printer error", body="The printer is broken, please help."
+    )
+    sales = _deliver_and_sync(
+        postroom, org, subject="Quote", body="Please send a quote for 20 licenses."
+    )
+    other = _deliver_and_sync(
+        postroom, org, subject="Laptop", body="My laptop does not start, please help."
+    )
+    assert (folder_of(org.alice, support), folder_of(org.alice, sales)) == ("Support", "Sales")
+    assert folder_of(org.alice, other) == "Support"
+    with postroom.database.session() as db:
+        watched = list(db.scalars(select(FolderSync).where(FolderSync.watch.is_(True))))
+        assert sorted(w.folder_key for w in watched) == ["watch:Sales", "watch:Support"]
+        assert all(w.mode == "webhook" and w.subscription_id for w in watched)
+
+    # Alice re-categorizes filed mail where it is: learned, and not acted on again.
+    msg = org.alice.mailbox.messages[support]
+    msg.categories = ["Sales"]
+    sim.store.update_message(org.tenant, org.alice.mailbox, msg)
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    assert _plan(postroom, support)["corrected_to"] == "Sales"
+    assert folder_of(org.alice, support) == "Support"
+    assert org.alice.mailbox.messages[support].categories == ["Sales"]
+
+    # She moves another filed email into the Sales folder: learned as Sales.
+    sales_folder = next(f for f in org.alice.mailbox.folders.values() if f.display_name == "Sales")
+    sim.store.move_message(
+        org.tenant, org.alice.mailbox, org.alice.mailbox.messages[other], sales_folder
+    )
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    plan = _plan(postroom, other)
+    assert plan["corrected_to"] == "Sales" and plan["category"] == "Support"
+    assert org.alice.mailbox.messages[other].categories == ["Support"]  # left as she left it
+    with postroom.database.session() as db:
+        events = db.scalars(select(LearningEvent).where(LearningEvent.kind == "correction"))
+        assert sorted(e.category for e in events) == ["Sales", "Sales"]
+    assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
+
+
+def test_detect_correction_is_pure_and_strict() -> None:
+    def view(*categories: str) -> MessageView:
+        return MessageView(
+            id="m",
+            internet_message_id="<m@x>",
+            subject="",
+            sender=Address("", ""),
+            categories=categories,
+        )
+
+    configured = ["Support", "Sales"]
+    model_plan = {"category": "Support", "decided_by": "model"}
+    assert learning.detect_correction(model_plan, view("Support"), configured) is None
+    assert learning.detect_correction(model_plan, view("Support", "Sales"), configured) is None
+    assert learning.detect_correction(model_plan, view("Personal"), configured) is None
+    found = learning.detect_correction(model_plan, view("Personal", "sales"), configured)
+    assert found == learning.Correction("Support", "Sales", "model")
+    corrected = {**model_plan, "corrected_to": "Sales"}
+    assert learning.detect_correction(corrected, view("Sales"), configured) is None
+    review = {"category": "Needs review", "decided_by": "needs_review"}
+    assert learning.detect_correction(review, view("Needs review", "Sales"), configured) == (
+        learning.Correction("Needs review", "Sales", "needs_review")
+    )
+    assert learning.detect_correction(None, view("Sales"), configured) is None
+
+    folders = [("Support", "Help/Support"), ("Sales", "Sales")]
+    filed = {"category": "Support", "decided_by": "model", "folder": "Help/Support"}
+    assert learning.detect_move(filed, "help/support", folders) is None  # Postroom put it there
+    assert learning.detect_move(filed, "Sales", folders) == (
+        learning.Correction("Support", "Sales", "model")
+    )
+    assert learning.detect_move(filed, "Elsewhere", folders) is None
+    assert learning.detect_move({**filed, "corrected_to": "Sales"}, "Sales", folders) is None
+
+
+def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_managers(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    postroom.drain()
+    page = web.get(f"{base}/model")
+    assert page.status_code == 200 and "The model is off" in page.text
+    for name, examples in (("Support", SUPPORT), ("Sales", SALES)):
+        saved = post_form(
+            web,
+            f"{base}/categories?new=1",
+            f"{base}/categories",
+            {
+                "action": "save",
+                "name": name,
+                "color": "preset1",
+                "mode": "all",
+                "description": f"Mail for {name}",
+                "examples": "\n\n".join(examples),
+            },
+        )
+        assert saved.status_code == 303, saved.text[:2000]
+    with postroom.database.session() as db:
+        support = db.scalar(select(Category).where(Category.name == "Support"))
+        assert support is not None and learning.examples_of(db, support.id) == SUPPORT
+    edit = web.get(f"{base}/categories", params={"edit": support.id})
+    assert "Mijn printer is kapot" in edit.text and 'name="examples"' in edit.text
+
+    page = web.get(f"{base}/model")
+    assert "The model decides emails" in page.text
+    # description (seed) + 4 pasted examples per category
+    assert "<td>Support</td><td>5</td><td>0</td>" in page.text
+
+    message_id = _deliver_and_sync(
+        postroom, org, subject="Offerte", body="Graag een offerte voor 20 licenties."
+    )
+    assert _plan(postroom, message_id)["category"] == "Sales"
+
+    # Settings: checked, saved, used; CSRF and the manager role are required.
+    bad = post_form(web, f"{base}/model", f"{base}/model", {"threshold": "2", "needs_review": ""})
+    assert bad.status_code == 400 and "between 0 and 1" in bad.text
+    good = post_form(
+        web, f"{base}/model", f"{base}/model", {"threshold": "0.75", "needs_review": "Check"}
+    )
+    assert good.status_code == 303
+    with postroom.database.session() as db:
+        row = db.get(ModelState, _integration_id(base))
+        assert row is not None and (row.threshold, row.needs_review) == (0.75, "Check")
+        version = row.version
+    forged = web.post(f"{base}/model", data={"csrf_token": "forged", "action": "reset"})
+    assert forged.status_code in (400, 403)
+    for action in ("retrain", "reset"):
+        done = post_form(web, f"{base}/model", f"{base}/model", {"action": action})
+        assert done.status_code == 303
+    with postroom.database.session() as db:
+        row = db.get(ModelState, _integration_id(base))
+        assert row is not None and row.version == version + 2
+
+    with httpx.Client(base_url=postroom.url, trust_env=False) as member:
+        sign_up(member, email="member@acme.test", name="Max Member", workspace="Max's own")
+        post_form(
+            web,
+            "/workspace/members",
+            "/workspace/members",
+            {"email": "member@acme.test", "role": "member"},
+        )
+        post_form(
+            member,
+            "/signin",
+            "/signin",
+            {"email": "member@acme.test", "password": "correct horse battery"},
+        )
+        page = member.get(f"{base}/model")
+        assert page.status_code == 200 and "Retrain" not in page.text
+        refused = member.post(
+            f"{base}/model", data={"csrf_token": csrf(page.text), "action": "reset"}
+        )
+        assert refused.status_code == 403
