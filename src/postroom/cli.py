@@ -166,6 +166,9 @@ def demo(
     port: int = typer.Option(8000, help="Port for Postroom."),
     sim_port: int = typer.Option(8443, help="Port for the Microsoft 365 emulator (HTTPS)."),
     data_dir: Path = typer.Option(Path(".postroom-demo"), help="Where the demo keeps its data."),
+    mail_every: float = typer.Option(
+        45.0, help="Seconds between new demo emails (0 turns the generator off)."
+    ),
 ) -> None:
     """Run the whole product locally: m365sim with the demo tenant, and Postroom pointed at it
     (embedded PostgreSQL, web UI) — no Microsoft account needed."""
@@ -204,6 +207,19 @@ def demo(
         graph_base_url=f"{sim.base_url}/v1.0",
         ca_bundle=sim.ca_file,
     )
+    from postroom.demo.mail import DemoMailGenerator
+
+    users = [
+        u.user_principal_name
+        for t in state.store.tenants.values()
+        for u in t.users.values()
+        if not u.is_admin
+    ]
+    generator = None
+    if mail_every > 0 and users:
+        generator = DemoMailGenerator(
+            base_url=sim.base_url, ca_file=sim.ca_file, mailboxes=users, interval=mail_every
+        ).start()
     typer.echo(banner(state, sim.ca_file).replace("Press Ctrl+C to stop.", ""))
     typer.echo(
         f"Postroom is starting on {public}\n"
@@ -211,7 +227,8 @@ def demo(
         "  2. Integrations -> Connect Integration -> Outlook, and sign in at the emulator with\n"
         "     one of the users above (organization-wide: the administrator).\n"
         f"  3. Watch what Postroom does to the mail in the viewer: {sim.base_url}/viewer\n"
-        "Press Ctrl+C to stop."
+        + (f"     A new demo email arrives every {mail_every:.0f} s.\n" if generator else "")
+        + "Press Ctrl+C to stop."
     )
     try:
         uvicorn.run(
@@ -221,6 +238,8 @@ def demo(
             log_level="warning",
         )
     finally:
+        if generator is not None:
+            generator.stop()
         sim.stop()
 
 
