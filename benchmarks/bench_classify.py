@@ -241,14 +241,16 @@ def run_online(results: dict[str, float], train: list[Labelled], test: list[Labe
 
 
 def main() -> dict[str, float]:
+    from benchmarks.results_file import merge_results
+
     results: dict[str, float] = {}
     started = time.perf_counter()
     train, test = run_20ng(results)
-    run_banking77(results)
+    merge_results(results)  # after each part, so a stopped run still leaves its figures
     run_online(results, train, test)
+    merge_results(results)
+    run_banking77(results)
     results["classify.bench_seconds"] = time.perf_counter() - started
-    from benchmarks.results_file import merge_results
-
     merge_results(results)
     return results
 

@@ -65,6 +65,18 @@ def test_predicting_stored_examples_equals_predicting_their_emails(five_shot: Cl
     assert five_shot.predict_examples(examples) == five_shot.predict_many(views)
 
 
+def test_cascade_asks_the_slow_stage_when_the_fast_stage_is_unsure() -> None:
+    always = trained(ClassifierConfig.with_embeddings(cascade_confidence=1.01))
+    never = trained(ClassifierConfig.with_embeddings(cascade_confidence=0.0))
+    held_out = dataset(2, seed=19)
+    views = [view for view, _ in held_out]
+    examples = always.make_examples(views, [c for _, c in held_out], "seed")
+    slow = always.predict_many(views)
+    assert {p.stage for p in slow} == {"slow"}
+    assert always.predict_examples(examples) == slow
+    assert {p.stage for p in never.predict_many(views)} == {"fast"}
+
+
 def test_untrained_classifier_predicts_nothing() -> None:
     prediction = Classifier(SPARSE_ONLY).predict(MessageView(subject="Hello"))
     assert prediction.category is None

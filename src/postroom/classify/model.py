@@ -424,7 +424,9 @@ class Classifier:
 
         def stored(unsure: list[int]) -> Float32Array | None:
             rows = [examples[i].slow_embedding for i in unsure]
-            return None if None in rows else np.vstack(cast(list[Float32Array], rows))
+            if any(row is None for row in rows):
+                return None
+            return np.vstack(cast(list[Float32Array], rows))
 
         return self._cascade(examples, stored)
 
