@@ -82,6 +82,7 @@ class Org:
         received: datetime | None = None,
         categories: list[str] | None = None,
         is_read: bool = False,
+        conversation_id: str | None = None,
     ) -> Message:
         store = self.state.store
         mailbox = user.mailbox
@@ -95,6 +96,7 @@ class Org:
             sender=Recipient(sender.split("@")[0].title(), sender),
             to=[Recipient(user.display_name, user.user_principal_name)],
             received=received,
+            conversation_id=conversation_id,
         )
         msg.categories = list(categories or [])
         msg.is_read = is_read

@@ -297,6 +297,57 @@ def test_corrections_of_filed_mail_are_seen_in_watched_category_folders(
     assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
 
 
+def test_replies_follow_their_conversation_also_after_a_correction(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder=None)
+    postroom.drain()
+    _train(postroom, integration_id)
+
+    def deliver(conversation: str, subject: str, body: str) -> str:
+        msg = org.deliver(
+            org.alice,
+            sender="someone@contoso.test",
+            subject=subject,
+            body=body,
+            conversation_id=conversation,
+        )
+        assert wait_for_jobs(postroom) >= 1
+        postroom.drain()
+        return msg.immutable_id
+
+    # The model files the first email of a thread as Sales; the reply reads like support,
+    # but goes where its conversation went.
+    first = deliver("AAQkThreadOne=", "Quote for licenses", SALES[0])
+    assert _plan(postroom, first)["category"] == "Sales"
+    reply = deliver("AAQkThreadOne=", "RE: Quote for licenses", SUPPORT[0])
+    plan = _plan(postroom, reply)
+    assert plan["category"] == "Sales" and plan["decided_by"] == "model", plan
+    assert "via:conversation" in list(plan["reasons"])  # type: ignore[call-overload]
+    # Another conversation with the same support text is decided by the model alone.
+    alone = deliver("AAQkThreadTwo=", "Printer", SUPPORT[0])
+    assert _plan(postroom, alone)["category"] == "Support"
+
+    # Alice corrects the reply to Support: the rest of that conversation follows her.
+    msg = org.alice.mailbox.messages[reply]
+    msg.categories = ["Support"]
+    sim.store.update_message(org.tenant, org.alice.mailbox, msg)
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    assert _plan(postroom, reply)["corrected_to"] == "Support"
+    later = deliver("AAQkThreadOne=", "RE: Quote for licenses", SALES[1])
+    assert _plan(postroom, later)["category"] == "Support"
+
+    # What is remembered is a keyed hash and a category name, nothing of the mail.
+    with postroom.database.engine.connect() as conn:
+        rows = conn.execute(text("SELECT key_hash, category FROM conversation_memory")).all()
+    assert sorted(r.category for r in rows) == ["Support", "Support"]
+    assert all(len(r.key_hash) == 16 and b"Thread" not in r.key_hash for r in rows)
+
+
 def test_detect_correction_is_pure_and_strict() -> None:
     def view(*categories: str) -> MessageView:
         return MessageView(

@@ -7,12 +7,23 @@ features, embedding vectors and model parameters, never the text of an email.
 
 Modules: ``features`` (view → hashed n-grams), ``embed`` (bundled embedding models, loaded once
 per process), ``model`` (the cascade classifier), ``decide`` (rules + model + threshold),
-``summary`` (accuracy against corrections, confusions), ``state`` (state ⇄ bytes, no pickle).
+``summary`` (accuracy against corrections, confusions), ``state`` (state ⇄ bytes, no pickle),
+``conversations`` (a reply follows its conversation).
 """
 
+from postroom.classify.conversations import (
+    ConversationMemory,
+    conversation_hash,
+    from_conversation,
+)
 from postroom.classify.decide import Decision, DecisionSource, combine
 from postroom.classify.embed import EmbedderUnavailable, load_embedder
-from postroom.classify.features import HashedFeatures, MessageView, hash_message
+from postroom.classify.features import (
+    HashedFeatures,
+    MessageView,
+    conversation_key,
+    hash_message,
+)
 from postroom.classify.model import (
     Classifier,
     ClassifierConfig,
@@ -26,6 +37,7 @@ from postroom.classify.summary import ModelSummary, Outcome, summarize
 __all__ = [
     "Classifier",
     "ClassifierConfig",
+    "ConversationMemory",
     "Decision",
     "DecisionSource",
     "EmbedderUnavailable",
@@ -37,7 +49,10 @@ __all__ = [
     "Outcome",
     "Prediction",
     "combine",
+    "conversation_hash",
+    "conversation_key",
     "dump_state",
+    "from_conversation",
     "hash_message",
     "load_embedder",
     "load_state",

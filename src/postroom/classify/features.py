@@ -11,6 +11,11 @@ classifier keeps is produced here, and is numbers only:
   and the beginning of the body, hashed into :data:`CHAR_BUCKETS` more buckets. They make the
   features robust to Dutch compounds, inflections, typos and order numbers, and need no
   language-specific tokenizer, so English, Dutch and mixed mailboxes work the same way.
+* **conversation feature** — one hashed token for the message's conversation
+  (:func:`conversation_key`: Graph's ``conversationId`` when the pipeline has it, otherwise
+  the subject without ``Re:``/``Fwd:``/``Antw:``/``Doorst:`` prefixes), in
+  :data:`CONVERSATION_BUCKETS` more buckets. Replies then lean towards where earlier mail of
+  their conversation went, which the model learns like any other feature.
 
 Counts are damped (``log1p``) but not yet weighted: inverse document frequencies depend on
 the examples a model was trained on, so :mod:`postroom.classify.model` applies them.
@@ -22,6 +27,7 @@ whether it occurred. That is the accepted trade-off of the "store numbers, not t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +42,11 @@ WORD_BUCKETS = 2**18
 CHAR_BUCKETS = 2**18
 """Buckets for character n-grams: feature ids ``[WORD_BUCKETS, SPARSE_DIMENSION)``."""
 
-SPARSE_DIMENSION = WORD_BUCKETS + CHAR_BUCKETS
+CONVERSATION_BUCKETS = 2**16
+"""Buckets for the conversation token: ids ``[WORD_BUCKETS + CHAR_BUCKETS, SPARSE_DIMENSION)``."""
+
+CONVERSATION_OFFSET = WORD_BUCKETS + CHAR_BUCKETS
+SPARSE_DIMENSION = CONVERSATION_OFFSET + CONVERSATION_BUCKETS
 
 MAX_BODY_CHARS = 20_000
 """Body text beyond this is ignored: long quoted threads add time, not signal."""
@@ -53,6 +63,8 @@ class MessageView:
     from_name: str = ""
     from_address: str = ""
     body_text: str = ""
+    conversation: str = ""
+    """Graph's ``conversationId`` when known (it is an opaque id, not content)."""
 
     def sender(self) -> str:
         return f"{self.from_name} {self.from_address}".strip()
@@ -84,6 +96,27 @@ class HashedFeatures:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _tokens(tokens: list[str]) -> list[str]:
+    return tokens
+
+
+_REPLY_PREFIX = re.compile(
+    r"^(?:(?:re|fw|fwd|aw|wg|antw|antwoord|doorst|tr|sv|vs)\s*(?:\[\d+\])?\s*:\s*)+",
+    re.IGNORECASE,
+)
+
+
+def conversation_key(view: MessageView) -> str:
+    """What ties a message to its conversation: the conversation id, else the normalized
+    subject (reply/forward prefixes in English, Dutch, German, French and Nordic mail removed,
+    case and spacing folded); ``""`` when there is neither."""
+    if view.conversation:
+        return f"id:{view.conversation}"
+    subject = _REPLY_PREFIX.sub("", view.subject.strip())
+    subject = " ".join(subject.casefold().split())
+    return f"subject:{subject}" if subject else ""
+
+
 _WORDS = HashingVectorizer(
     ngram_range=(1, 2),
     n_features=WORD_BUCKETS,
@@ -95,6 +128,14 @@ _CHARS = HashingVectorizer(
     analyzer="char_wb",
     ngram_range=(3, 5),
     n_features=CHAR_BUCKETS,
+    alternate_sign=False,
+    norm=None,
+    dtype=np.float32,
+)
+
+_CONVERSATIONS = HashingVectorizer(
+    analyzer=_tokens,
+    n_features=CONVERSATION_BUCKETS,
     alternate_sign=False,
     norm=None,
     dtype=np.float32,
@@ -112,7 +153,9 @@ def hash_messages(views: Sequence[MessageView]) -> list[HashedFeatures]:
             for view in views
         ]
     )
-    matrix = sparse.hstack([words, chars], format="csr", dtype=np.float32)
+    keys = [conversation_key(view) for view in views]
+    conversations = _CONVERSATIONS.transform([[key] if key else [] for key in keys])
+    matrix = sparse.hstack([words, chars, conversations], format="csr", dtype=np.float32)
     matrix.sort_indices()
     np.log1p(matrix.data, out=matrix.data)
     out: list[HashedFeatures] = []

@@ -73,6 +73,7 @@ from postroom.classify.embed import (
     load_embedder,
 )
 from postroom.classify.features import (
+    CONVERSATION_OFFSET,
     SPARSE_DIMENSION,
     WORD_BUCKETS,
     HashedFeatures,
@@ -83,7 +84,7 @@ from postroom.classify.features import (
 
 Origin = Literal["user_example", "correction", "seed"]
 ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed")
-Stage = Literal["fast", "slow", "empty"]
+Stage = Literal["fast", "slow", "conversation", "empty"]
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -107,6 +108,8 @@ class ClassifierConfig:
     """Fast-stage confidence at or above which the slow stage is skipped."""
     fast_weight: float = 1.0
     slow_weight: float = 2.0
+    conversation_weight: float = 0.5
+    """Weight of the conversation token beside the (unit-weight) n-gram blocks."""
     svm_c: float = 0.5
     """Inverse regularization of the linear SVMs (the usual value for TF-IDF text)."""
     correction_step: float = 4.0
@@ -513,12 +516,17 @@ class Classifier:
             idf[known] = self._idf_values[positions[known]]
         weighted.data = (weighted.data * idf).astype(np.float32)
         row_of = np.repeat(np.arange(len(examples)), np.diff(weighted.indptr))
-        is_word = weighted.indices < WORD_BUCKETS
+        block = (weighted.indices >= WORD_BUCKETS).astype(np.int64) + (
+            weighted.indices >= CONVERSATION_OFFSET
+        )
         squares = weighted.data.astype(np.float64) ** 2
-        word_norm = np.sqrt(np.bincount(row_of, squares * is_word, minlength=len(examples)))
-        char_norm = np.sqrt(np.bincount(row_of, squares * ~is_word, minlength=len(examples)))
-        norms = np.where(is_word, word_norm[row_of], char_norm[row_of])
-        weighted.data = (weighted.data / np.maximum(norms, 1e-12) / np.sqrt(2.0)).astype(np.float32)
+        norms = np.zeros((3, len(examples)), np.float64)
+        for b in range(3):
+            norms[b] = np.sqrt(np.bincount(row_of, squares * (block == b), minlength=len(examples)))
+        scale = np.array([1 / np.sqrt(2.0), 1 / np.sqrt(2.0), self.config.conversation_weight])
+        weighted.data = (
+            weighted.data * scale[block] / np.maximum(norms[block, row_of], 1e-12)
+        ).astype(np.float32)
         blocks: list[sparse.csr_matrix] = [weighted]
         if self.config.fast_embedder is not None:
             fast = np.vstack(cast(list[Float32Array], [e.fast_embedding for e in examples]))

@@ -1113,7 +1113,12 @@ def activity_page(
                 time=entry.claimed_at.strftime("%Y-%m-%d %H:%M:%S"),
                 mailbox=box.address,
                 state=STATE_WORDS.get(entry.state, entry.state),
-                decided_by=DECIDED_BY_WORDS.get(str(plan.get("decided_by")), "—"),
+                decided_by=DECIDED_BY_WORDS.get(str(plan.get("decided_by")), "—")
+                + (
+                    " (same conversation)"
+                    if "via:conversation" in (plan.get("reasons") or ())
+                    else ""
+                ),
                 category=str(name) if name else None,
                 color=hexes.get(colours.get(str(name), "")) if name else None,
                 folder=plan.get("folder"),

@@ -8,6 +8,8 @@ Invariant 2 (no message content stored) holds as follows:
 * :class:`LearningEvent` records that a person gave an example or corrected a decision: category
   names (configuration), what the model had said, and for a correction the sha256 of the
   message's internetMessageId. Never a subject, body, sender or recipient.
+* :class:`ConversationMemory` keeps, per conversation, a keyed hash (HMAC-SHA256 of the
+  conversation id or normalized subject, 16 bytes) and the category its mail went to last.
 * :class:`CategoryExample` is text a person *typed or pasted* into the category editor as an
   example. It is configuration, like a rule's value, kept so the editor can show it again and a
   retrain can rebuild the model; text of mail Postroom processed never goes here.
@@ -56,6 +58,19 @@ class LearningEvent(Base):
     decided_by: Mapped[str | None] = mapped_column(String(20), nullable=True)
     message_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 hex
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConversationMemory(Base):
+    """Where a conversation's mail went last (see :mod:`postroom.classify.conversations`)."""
+
+    __tablename__ = "conversation_memory"
+
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    category: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class CategoryExample(Base):

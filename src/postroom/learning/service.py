@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -37,7 +37,9 @@ from postroom.classify import (
     ClassifierConfig,
     ModelSummary,
     Outcome,
+    conversation_hash,
     dump_state,
+    from_conversation,
     load_state,
     summarize,
 )
@@ -47,6 +49,7 @@ from postroom.learning.models import (
     DEFAULT_NEEDS_REVIEW,
     DEFAULT_THRESHOLD,
     CategoryExample,
+    ConversationMemory,
     LearningEvent,
     ModelState,
 )
@@ -57,6 +60,8 @@ from postroom.processing.view import MessageView
 from postroom.settings import Settings
 
 MAX_EXAMPLES_PER_CATEGORY = 50
+MAX_CONVERSATIONS = 20_000
+"""Conversations remembered per integration; the least recently updated are forgotten."""
 MAX_EXAMPLE_CHARS = 5_000
 
 _cache: dict[tuple[str, int], Classifier] = {}
@@ -77,6 +82,7 @@ def classify_view(view: MessageView) -> ClassifyView:
         from_name=sender.name if sender else "",
         from_address=sender.address if sender else "",
         body_text=view.body_text,
+        conversation=view.conversation_id,
     )
 
 
@@ -87,16 +93,25 @@ def text_view(text: str) -> ClassifyView:
 
 
 class ModelAdapter:
-    """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it."""
+    """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it.
 
-    def __init__(self, classifier: Classifier) -> None:
+    ``remembered`` is the category the message's conversation went to last (looked up before
+    deciding, see :func:`recall_conversation`); it wins over the model's own guess."""
+
+    def __init__(self, classifier: Classifier, remembered: str | None = None) -> None:
         self.classifier = classifier
+        self.remembered = remembered
 
     def predict(self, view: MessageView) -> Prediction | None:
-        prediction = self.classifier.predict(classify_view(view))
+        prediction = from_conversation(
+            self.classifier.predict(classify_view(view)),
+            self.remembered,
+            known=self.classifier.categories,
+        )
         if prediction.category is None:
             return None
-        return Prediction(prediction.category, prediction.confidence)
+        via = "conversation" if prediction.stage == "conversation" else None
+        return Prediction(prediction.category, prediction.confidence, via)
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,59 @@ class LoadedModel:
     @property
     def adapter(self) -> ModelAdapter:
         return ModelAdapter(self.classifier)
+
+    def adapter_for(self, remembered: str | None) -> ModelAdapter:
+        return ModelAdapter(self.classifier, remembered)
+
+
+# ---------------------------------------------------------------------- conversations
+def recall_conversation(
+    db: Session, integration_id: str, view: MessageView, secret: bytes
+) -> str | None:
+    """The category the message's conversation went to last, if any."""
+    key = conversation_hash(classify_view(view), secret)
+    if key is None:
+        return None
+    return db.scalar(
+        select(ConversationMemory.category).where(
+            ConversationMemory.integration_id == integration_id,
+            ConversationMemory.key_hash == key,
+        )
+    )
+
+
+def remember_conversation(
+    db: Session, integration_id: str, view: MessageView, category: str, secret: bytes
+) -> None:
+    """Record that the message's conversation went to ``category`` (upsert, bounded)."""
+    key = conversation_hash(classify_view(view), secret)
+    if key is None:
+        return
+    now = datetime.now(UTC)
+    db.execute(
+        pg_insert(ConversationMemory)
+        .values(integration_id=integration_id, key_hash=key, category=category, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=["integration_id", "key_hash"],
+            set_={"category": category, "updated_at": now},
+        )
+    )
+    count = db.scalar(
+        select(func.count()).where(ConversationMemory.integration_id == integration_id)
+    )
+    if count is not None and count > MAX_CONVERSATIONS:
+        oldest = (
+            select(ConversationMemory.key_hash)
+            .where(ConversationMemory.integration_id == integration_id)
+            .order_by(ConversationMemory.updated_at)
+            .limit(count - MAX_CONVERSATIONS)
+        )
+        db.execute(
+            delete(ConversationMemory).where(
+                ConversationMemory.integration_id == integration_id,
+                ConversationMemory.key_hash.in_(oldest.scalar_subquery()),
+            )
+        )
 
 
 # ---------------------------------------------------------------------- state
@@ -375,10 +443,13 @@ def record_correction(
     view: MessageView,
     correction: Correction,
     config: ClassifierConfig,
+    conversation_secret: bytes | None = None,
 ) -> int:
     """Learn ``correction`` from ``view`` (in memory), save the state and mark the ledger row.
 
-    Returns the new model version. The ledger row stays ``done``; nothing is done to the mail.
+    With ``conversation_secret``, the rest of the message's conversation follows the
+    correction from now on. Returns the new model version. The ledger row stays ``done``;
+    nothing is done to the mail.
     """
     row = state_row(db, integration_id, lock=True)
     classifier = _fresh_copy(row, config)
@@ -386,6 +457,8 @@ def record_correction(
         classifier.make_example(classify_view(view), correction.category, "correction")
     )
     version = _save(row, classifier)
+    if conversation_secret is not None:
+        remember_conversation(db, integration_id, view, correction.category, conversation_secret)
     predicted = correction.previous if correction.decided_by == "model" else None
     db.add(
         LearningEvent(

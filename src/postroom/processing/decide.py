@@ -17,8 +17,9 @@ A forward is planned only when the category has addresses, the integration may s
 only when the user opted in with ``forward_historical``.
 
 ``Plan.reasons`` are short machine-readable strings for the activity view (``rule:Invoices``,
-``model:Invoices:0.82>=0.60``, ``model:0.41<0.60``, ``forward:suppressed:historical``). They
-name configured categories and numbers, never message content (invariant 2).
+``model:Invoices:0.82>=0.60``, ``via:conversation``, ``model:0.41<0.60``,
+``forward:suppressed:historical``). They name configured categories and numbers, never message
+content (invariant 2). They are stored with the plan.
 
 Pure and deterministic: no I/O, no logging, no clock.
 """
@@ -40,6 +41,8 @@ class Prediction:
 
     category: str
     confidence: float
+    via: str | None = None
+    """How the classifier got there when it is worth showing, e.g. ``"conversation"``."""
 
 
 class Classifier(Protocol):
@@ -90,7 +93,8 @@ def decide(
                 chosen,
                 decided_by="model",
                 confidence=prediction.confidence,
-                reasons=(f"model:{chosen.name}:{shown[0]}>={shown[1]}",),
+                reasons=(f"model:{chosen.name}:{shown[0]}>={shown[1]}",)
+                + ((f"via:{prediction.via}",) if prediction.via else ()),
                 forward_allowed=allow_forward,
                 historical=historical and not forward_historical,
             )

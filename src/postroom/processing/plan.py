@@ -54,6 +54,7 @@ class Plan:
             else None,
             "decided_by": self.decided_by,
             "confidence": self.confidence,
+            "reasons": list(self.reasons),
         }
 
     @classmethod
@@ -66,4 +67,5 @@ class Plan:
             forward=Forward(tuple(forward["to"]), forward.get("comment", "")) if forward else None,
             decided_by=data.get("decided_by", "none"),
             confidence=data.get("confidence"),
+            reasons=tuple(str(r) for r in data.get("reasons") or ()),
         )

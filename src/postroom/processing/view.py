@@ -26,4 +26,5 @@ class MessageView:
     received: datetime | None = None
     categories: tuple[str, ...] = ()  # the message's categories now (the user's own included)
     folder_id: str | None = None
+    conversation_id: str = ""  # Graph's conversationId (an opaque id)
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

@@ -57,8 +57,8 @@ log = logging.getLogger("postroom.sync")
 
 ACTIVE = ("connected", "syncing", "backfilling")
 SYNC_SELECT = (
-    "id,internetMessageId,subject,from,toRecipients,ccRecipients,receivedDateTime,categories,"
-    "parentFolderId,hasAttachments,importance,bodyPreview,isDraft"
+    "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,"
+    "receivedDateTime,categories,parentFolderId,hasAttachments,importance,bodyPreview,isDraft"
 )
 SUBSCRIPTION_LIFETIME = timedelta(days=2)
 RENEW_WHEN_LEFT = timedelta(days=1)  # renew at half the lifetime
@@ -203,6 +203,7 @@ def message_view(data: dict[str, Any]) -> MessageView:
         received=received,
         categories=tuple(str(c) for c in data.get("categories") or []),
         folder_id=data.get("parentFolderId"),
+        conversation_id=str(data.get("conversationId") or ""),
     )
 
 
@@ -275,6 +276,11 @@ async def process_message(
         return False
     with runtime.database.session() as db:
         model = learning.load_model(db, work.integration_id)
+        remembered = None
+        if model is not None:
+            remembered = learning.recall_conversation(
+                db, work.integration_id, view, runtime.conversation_secret
+            )
         entry = claim(
             db,
             integration_id=work.integration_id,
@@ -297,7 +303,7 @@ async def process_message(
     plan = decide(
         view,
         work.categories,
-        classifier=model.adapter if model is not None else None,
+        classifier=model.adapter_for(remembered) if model is not None else None,
         threshold=model.threshold if model is not None else 0.6,
         needs_review=model.needs_review if model is not None else None,
         allow_forward=work.allow_forward,
@@ -315,6 +321,11 @@ async def process_message(
         manage_colors=work.manage_colors,
         folder_cache=runtime.folder_cache,
     )
+    if model is not None and plan.category and plan.decided_by in ("rule", "model"):
+        with runtime.database.session() as db:
+            learning.remember_conversation(
+                db, work.integration_id, view, plan.category, runtime.conversation_secret
+            )
     if model is not None and plan.folder:
         await _watch_folder(runtime, work, plan.folder)
     return True
@@ -428,6 +439,7 @@ async def _learn_correction(
             view=view,
             correction=correction,
             config=learning.classifier_config(runtime.settings),
+            conversation_secret=runtime.conversation_secret,
         )
     log.info(
         "ledger %s: corrected %s -> %s; model version %d",

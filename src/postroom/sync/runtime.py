@@ -47,6 +47,11 @@ class Runtime:
     folder_cache: FolderCache = field(default_factory=FolderCache)
     hmac_key: bytes = b""
 
+    @property
+    def conversation_secret(self) -> bytes:
+        """HMAC key of the conversation memory's hashes (derived from the secret key)."""
+        return self.box.derive(b"conversation-memory")
+
     def client_state_hash(self, client_state: str) -> str:
         return hmac.new(self.hmac_key, client_state.encode(), hashlib.sha256).hexdigest()
 

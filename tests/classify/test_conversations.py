@@ -1,0 +1,92 @@
+"""Conversation keys, the conversation token in the features, and the conversation memory."""
+
+from __future__ import annotations
+
+from postroom.classify import (
+    Classifier,
+    ConversationMemory,
+    MessageView,
+    Prediction,
+    conversation_hash,
+    conversation_key,
+    from_conversation,
+    hash_message,
+)
+from postroom.classify.features import CONVERSATION_OFFSET, SPARSE_DIMENSION
+
+
+def test_conversation_key_prefers_the_id_and_normalizes_subjects() -> None:
+    assert conversation_key(MessageView(subject="Re: x", conversation="AAQk=")) == "id:AAQk="
+    same = [
+        "Invoice 42",
+        "RE: Invoice 42",
+        "Re: AW: invoice   42",
+        "Antw: Invoice 42",
+        "Doorst: FW: Invoice 42",
+        "Re[2]: Invoice 42",
+    ]
+    assert {conversation_key(MessageView(subject=s)) for s in same} == {"subject:invoice 42"}
+    assert conversation_key(MessageView(subject="  ")) == ""
+    assert conversation_key(MessageView(subject="Re: ")) == ""
+    assert conversation_key(MessageView(subject="Invoice 43")) != "subject:invoice 42"
+
+
+def test_the_conversation_is_one_hashed_token_in_its_own_block() -> None:
+    features = hash_message(MessageView(subject="Re: Invoice 42", body_text="hello"))
+    block = features.indices[features.indices >= CONVERSATION_OFFSET]
+    assert block.size == 1 and block[0] < SPARSE_DIMENSION
+    reply = hash_message(MessageView(subject="RE: invoice 42", body_text="bye"))
+    assert reply.indices[reply.indices >= CONVERSATION_OFFSET].tolist() == block.tolist()
+    no_subject = hash_message(MessageView(body_text="hello"))
+    assert not (no_subject.indices >= CONVERSATION_OFFSET).any()
+
+
+def test_a_learned_conversation_pulls_its_replies() -> None:
+    classifier = Classifier()
+    views = [
+        MessageView(subject="Printer broken", body_text="The printer is broken, please help."),
+        MessageView(subject="Laptop", body_text="My laptop does not start, please help."),
+        MessageView(subject="Quote", body_text="Please send a quote for 20 licenses."),
+        MessageView(subject="Pricing", body_text="What does the yearly subscription cost?"),
+    ]
+    classifier.fit(
+        classifier.make_examples(views, ["Support", "Support", "Sales", "Sales"], "user_example")
+    )
+    question = MessageView(subject="Project Zeta", body_text="Please help, it does not start.")
+    assert classifier.predict(question).category == "Support"
+    classifier.learn(
+        classifier.make_example(
+            MessageView(subject="Project Zeta", body_text="Kick-off next week."),
+            "Sales",
+            "correction",
+        )
+    )
+    reply = MessageView(subject="RE: Project Zeta", body_text="Please help, it does not start.")
+    assert classifier.predict(reply).category == "Sales"
+
+
+def test_memory_remembers_the_last_category_and_forgets_the_oldest() -> None:
+    memory = ConversationMemory(secret=b"k", capacity=2)
+    first = MessageView(subject="Order 1")
+    memory.remember(first, "Sales")
+    assert memory.recall(MessageView(subject="RE: order 1")) == "Sales"
+    memory.remember(MessageView(subject="Re: Order 1"), "Support")  # a correction moves it
+    assert memory.recall(first) == "Support"
+    memory.remember(MessageView(subject="Order 2"), "Sales")
+    memory.remember(MessageView(subject="Order 3"), "Sales")
+    assert len(memory) == 2 and memory.recall(first) is None
+    memory.remember(MessageView(), "Sales")  # no conversation: nothing to remember
+    assert len(memory) == 2
+
+
+def test_hashes_are_keyed_and_the_memory_wins_only_for_known_categories() -> None:
+    view = MessageView(subject="Order 1")
+    assert conversation_hash(view, b"a") != conversation_hash(view, b"b")
+    assert len(conversation_hash(view, b"a") or b"") == 16
+    assert conversation_hash(MessageView(), b"a") is None
+    model = Prediction(category="Support", confidence=0.7, scores={"Support": 0.7, "Sales": 0.3})
+    assert from_conversation(model, None) is model
+    assert from_conversation(model, "Deleted", known=("Support", "Sales")) is model
+    taken = from_conversation(model, "Sales", known=("Support", "Sales"))
+    assert (taken.category, taken.confidence, taken.stage) == ("Sales", 0.95, "conversation")
+    assert taken.scores == model.scores
