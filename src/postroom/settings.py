@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # learned classifier: "e5" adds the multilingual e5 cascade stage (better on short or
     # cross-language mail, ~0.5 s per unsure email on 2 cores); "none" is hashed n-grams only
     classifier_embedder: Literal["none", "e5"] = "none"
+    # learning from decisions nobody corrected: a model or rule decision at or above this
+    # confidence becomes an example once it has stood this long without a correction
+    learn_from_decisions: bool = True
+    learn_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
+    learn_after_seconds: int = Field(default=600, ge=0, le=7 * 24 * 3600)
 
     session_max_age: int = 14 * 24 * 3600
     cookie_secure: bool = False  # set true behind https

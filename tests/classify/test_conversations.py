@@ -90,3 +90,33 @@ def test_hashes_are_keyed_and_the_memory_wins_only_for_known_categories() -> Non
     taken = from_conversation(model, "Sales", known=("Support", "Sales"))
     assert (taken.category, taken.confidence, taken.stage) == ("Sales", 0.95, "conversation")
     assert taken.scores == model.scores
+
+
+def test_decisions_are_kept_once_per_message_bounded_and_replaced_by_corrections() -> None:
+    from postroom.classify import ClassifierConfig
+
+    classifier = Classifier(ClassifierConfig(max_decisions=2))
+    views = [
+        MessageView(subject="Printer broken", body_text="The printer is broken, please help."),
+        MessageView(subject="Quote", body_text="Please send a quote for 20 licenses."),
+    ]
+    classifier.fit(classifier.make_examples(views, ["Support", "Sales"], "user_example"))
+    mail = [MessageView(subject=f"Mail {n}", body_text=f"printer help {n}") for n in range(4)]
+    for n, view in enumerate(mail, start=1):
+        assert classifier.observe(classifier.make_example(view, "Support", "decision", key=n))
+    assert not classifier.observe(classifier.make_example(mail[3], "Support", "decision", key=4))
+    decisions = [e.key for e in classifier.examples if e.origin == "decision"]
+    assert decisions == [3, 4]  # at most max_decisions, the oldest dropped first
+    classifier.learn(classifier.make_example(mail[3], "Sales", "correction", key=4))
+    assert [(e.key, e.origin, e.category) for e in classifier.examples if e.key] == [
+        (3, "decision", "Support"),
+        (4, "correction", "Sales"),
+    ]
+    rebuilt = Classifier.from_state(classifier.to_state())
+    assert [e.key for e in rebuilt.examples] == [e.key for e in classifier.examples]
+    try:
+        classifier.observe(classifier.make_example(mail[0], "Support", "correction"))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("observe() must refuse examples that are not decisions")

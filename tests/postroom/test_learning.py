@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 import httpx
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import func, select, text
 
 from m365sim.state import EmulatorState
 from postroom.db import Base
@@ -346,6 +347,75 @@ def test_replies_follow_their_conversation_also_after_a_correction(
         rows = conn.execute(text("SELECT key_hash, category FROM conversation_memory")).all()
     assert sorted(r.category for r in rows) == ["Support", "Support"]
     assert all(len(r.key_hash) == 16 and b"Thread" not in r.key_hash for r in rows)
+
+
+def test_decisions_nobody_corrected_become_examples_and_a_correction_replaces_them(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.classify import message_number
+    from postroom.learning.models import PendingExample
+    from postroom.processing.executor import message_key
+    from postroom.sync.jobs import reconcile_now
+    from tests.postroom.test_sync import _run
+
+    def configure(**changes: object) -> None:
+        monkeypatch.setattr(postroom, "settings", postroom.settings.model_copy(update=changes))
+
+    configure(learn_confidence=0.0)
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder=None)
+    postroom.drain()
+    _train(postroom, integration_id)
+    kept = _deliver_and_sync(
+        postroom, org, subject="Zorblax printer", body="The Zorblax printer is broken, help."
+    )
+    corrected = _deliver_and_sync(
+        postroom, org, subject="Quibbit laptop", body="The Quibbit laptop does not start, help."
+    )
+    assert _plan(postroom, kept)["decided_by"] == "model"
+    with postroom.database.session() as db:
+        pending = list(db.scalars(select(PendingExample)))
+        assert len(pending) == 2 and {p.category for p in pending} == {"Support"}
+        for row in pending:
+            assert b"zorblax" not in row.features.lower() and b"quibbit" not in row.features.lower()
+        version = learning.state_row(db, integration_id).version
+
+    # Alice corrects one: its pending decision is dropped, the correction is learned.
+    msg = org.alice.mailbox.messages[corrected]
+    msg.categories = ["Sales"]
+    sim.store.update_message(org.tenant, org.alice.mailbox, msg)
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        assert db.scalar(select(func.count()).select_from(PendingExample)) == 1
+
+    # Not settled yet: nothing is folded. Once settled, the reconcile queues the fold.
+    assert _run(postroom, reconcile_now)["fold"] == 0
+    configure(learn_after_seconds=0)
+    assert _run(postroom, reconcile_now)["fold"] == 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        assert db.scalar(select(func.count()).select_from(PendingExample)) == 0
+        row = learning.state_row(db, integration_id)
+        assert row.version == version + 2  # the correction, then the fold
+        loaded = learning.load_model(db, integration_id)
+        assert loaded is not None
+        by_key = {e.key: e for e in loaded.classifier.examples if e.key}
+    kept_key = message_number(message_key(org.alice.mailbox.messages[kept].internet_message_id))
+    fixed_key = message_number(
+        message_key(org.alice.mailbox.messages[corrected].internet_message_id)
+    )
+    assert (by_key[kept_key].origin, by_key[kept_key].category) == ("decision", "Support")
+    assert (by_key[fixed_key].origin, by_key[fixed_key].category) == ("correction", "Sales")
+
+    # The Reset button forgets learned decisions as well as corrections.
+    with postroom.database.session() as db:
+        after = learning.reset(
+            db, integration_id=integration_id, config=learning.classifier_config(postroom.settings)
+        )
+        assert not {e.origin for e in after.examples} & {"decision", "correction"}
 
 
 def test_detect_correction_is_pure_and_strict() -> None:

@@ -30,6 +30,9 @@ from postroom.classify.model import (
     Example,
     Origin,
     Prediction,
+    example_from_state,
+    example_state,
+    message_number,
 )
 from postroom.classify.state import dump_state, load_state
 from postroom.classify.summary import ModelSummary, Outcome, summarize
@@ -52,9 +55,12 @@ __all__ = [
     "conversation_hash",
     "conversation_key",
     "dump_state",
+    "example_from_state",
+    "example_state",
     "from_conversation",
     "hash_message",
     "load_embedder",
     "load_state",
+    "message_number",
     "summarize",
 ]

@@ -82,8 +82,9 @@ from postroom.classify.features import (
     stack,
 )
 
-Origin = Literal["user_example", "correction", "seed"]
-ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed")
+Origin = Literal["user_example", "correction", "seed", "decision"]
+ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed", "decision")
+"""Append only: a stored state refers to origins by their position here."""
 Stage = Literal["fast", "slow", "conversation", "empty"]
 
 Float32Array = npt.NDArray[np.float32]
@@ -116,6 +117,8 @@ class ClassifierConfig:
     """Cap of a passive-aggressive step (PA-I ``C``); large enough that a correction sticks."""
     retrain_fraction: float = 0.2
     retrain_minimum: int = 20
+    max_decisions: int = 10_000
+    """Decisions nobody corrected (origin ``decision``) kept as examples; the oldest go first."""
     seed: int = 0
 
     @classmethod
@@ -133,6 +136,47 @@ class Example:
     features: HashedFeatures
     fast_embedding: Float32Array | None = None
     slow_embedding: Float32Array | None = None
+    key: int = 0
+    """Which message it came from (a hash, see :func:`message_number`); 0 when none."""
+
+
+def example_state(example: Example) -> dict[str, Any]:
+    """One example as arrays and numbers (for :func:`~postroom.classify.state.dump_state`);
+    the category name is kept by the caller."""
+    state: dict[str, Any] = {
+        "format": STATE_FORMAT,
+        "origin": ORIGINS.index(example.origin),
+        "key": example.key,
+        "indices": example.features.indices,
+        "values": example.features.values,
+    }
+    for name in ("fast_embedding", "slow_embedding"):
+        vector = getattr(example, name)
+        if vector is not None:
+            state[name] = vector
+    return state
+
+
+def example_from_state(state: Mapping[str, Any], category: str) -> Example:
+    """The :class:`Example` that :func:`example_state` described."""
+    if int(state["format"]) != STATE_FORMAT:
+        raise ValueError(f"unsupported example format {state['format']!r}")
+    fast, slow = state.get("fast_embedding"), state.get("slow_embedding")
+    return Example(
+        category=category,
+        origin=ORIGINS[int(state["origin"])],
+        features=HashedFeatures(
+            np.asarray(state["indices"], np.int32), np.asarray(state["values"], np.float32)
+        ),
+        fast_embedding=None if fast is None else np.asarray(fast, np.float32),
+        slow_embedding=None if slow is None else np.asarray(slow, np.float32),
+        key=int(state["key"]),
+    )
+
+
+def message_number(message_key: str) -> int:
+    """A positive 60-bit number from a message's hex key, to tie examples to a message."""
+    return int(message_key[:15], 16) if message_key else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,17 +191,39 @@ class Prediction:
 
 @dataclass(slots=True)
 class _LinearHead:
-    """One-vs-rest linear scores over the feature columns seen in training."""
+    """One-vs-rest linear scores over the feature columns seen in training or learning.
+
+    ``columns[j]`` is the feature id of weight column ``j`` (unique, in the order they were
+    first seen); ``weights`` may have spare zero columns beyond ``len(columns)`` so that a
+    correction bringing new features rarely reallocates (capacity doubles)."""
 
     classes: list[str]
     columns: npt.NDArray[np.int64]
-    weights: Float32Array  # (classes, columns)
+    weights: Float32Array  # (classes, capacity >= len(columns))
     bias: Float32Array  # (classes,)
     temperature: float
+    _position: npt.NDArray[np.int32] | None = field(default=None, repr=False)
+
+    def _positions(self, width: int) -> npt.NDArray[np.int32]:
+        """Feature id → weight column (-1 for unknown), for ids below ``width`` at least."""
+        known = int(self.columns.max()) + 1 if self.columns.size else 0
+        if self._position is None or self._position.size < max(width, known):
+            position = np.full(max(width, known), -1, np.int32)
+            position[self.columns] = np.arange(self.columns.size, dtype=np.int32)
+            self._position = position
+        return self._position
 
     def project(self, rows: sparse.csr_matrix) -> sparse.csr_matrix:
-        """``rows`` restricted to this head's columns (unknown columns score zero)."""
-        return _project(rows, self.columns)
+        """``rows`` as weight columns (unknown features dropped: they score zero)."""
+        position = self._positions(rows.shape[1])[rows.indices]
+        keep = position >= 0
+        row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+        indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum(np.bincount(row_of[keep], minlength=rows.shape[0]))
+        return sparse.csr_matrix(
+            (rows.data[keep], position[keep], indptr),
+            shape=(rows.shape[0], self.weights.shape[1]),
+        )
 
     def scores(self, rows: sparse.csr_matrix) -> Float32Array:
         projected = self.project(rows)
@@ -166,23 +232,35 @@ class _LinearHead:
     def probabilities(self, scores: Float32Array) -> Float32Array:
         return _softmax(scores, self.temperature)
 
+    def used_weights(self) -> Float32Array:
+        return self.weights[:, : self.columns.size]
+
     def add_category(self, category: str) -> None:
         self.classes.append(category)
         self.weights = np.vstack([self.weights, np.zeros((1, self.weights.shape[1]), np.float32)])
         start = float(np.mean(self.bias)) if self.bias.size else -1.0
         self.bias = np.append(self.bias, np.float32(start)).astype(np.float32)
 
+    def _add_columns(self, features: npt.NDArray[np.int64], width: int) -> None:
+        position = self._positions(width)
+        new = np.unique(features[position[features] < 0])
+        if not new.size:
+            return
+        used = self.columns.size
+        if used + new.size > self.weights.shape[1]:
+            capacity = max(2 * self.weights.shape[1], used + new.size, 1024)
+            grown = np.zeros((self.weights.shape[0], capacity), np.float32)
+            grown[:, :used] = self.weights[:, :used]
+            self.weights = grown
+        self.columns = np.concatenate([self.columns, new.astype(np.int64)])
+        position[new] = np.arange(used, used + new.size, dtype=np.int32)
+
     def passive_aggressive_step(self, row: sparse.csr_matrix, category: str, cap: float) -> None:
         """One PA-I step per one-vs-rest problem towards ``category`` for a single row.
 
         Biases stay as trained: moving them would shift the scores of *every* email.
         """
-        new_columns = np.setdiff1d(row.indices.astype(np.int64), self.columns)
-        if new_columns.size:
-            merged = np.union1d(self.columns, new_columns)
-            weights = np.zeros((len(self.classes), merged.size), np.float32)
-            weights[:, np.searchsorted(merged, self.columns)] = self.weights
-            self.columns, self.weights = merged, weights
+        self._add_columns(row.indices.astype(np.int64), row.shape[1])
         projected = self.project(row)
         values = projected.data.astype(np.float32)
         positions = projected.indices
@@ -316,8 +394,10 @@ class Classifier:
             for i, category in enumerate(categories)
         ]
 
-    def make_example(self, view: MessageView, category: str, origin: Origin) -> Example:
-        return self.make_examples([view], [category], origin)[0]
+    def make_example(
+        self, view: MessageView, category: str, origin: Origin, *, key: int = 0
+    ) -> Example:
+        return replace(self.make_examples([view], [category], origin)[0], key=key)
 
     @property
     def examples(self) -> tuple[Example, ...]:
@@ -371,8 +451,31 @@ class Classifier:
         return self.fit([e for e in self._examples if e.origin in kept])
 
     def learn(self, example: Example) -> None:
-        """Add one labelled example (usually a correction) and update the model at once."""
+        """Add one labelled example (usually a correction) and update the model at once.
+
+        An earlier example of the same message (``key``), e.g. the decision it corrects, is
+        dropped first."""
         self._check_embeddings([example])
+        if example.key:
+            self._examples = [e for e in self._examples if e.key != example.key]
+        self._add(example)
+
+    def observe(self, example: Example) -> bool:
+        """Learn from a decision nobody corrected (origin ``decision``): kept as an example for
+        the next :meth:`retrain` and one update step now. False if that message is known."""
+        if example.origin != "decision":
+            raise ValueError("observe() takes examples of origin 'decision'")
+        self._check_embeddings([example])
+        if example.key and any(e.key == example.key for e in self._examples):
+            return False
+        self._add(example)
+        decisions = [i for i, e in enumerate(self._examples) if e.origin == "decision"]
+        if len(decisions) > self.config.max_decisions:
+            drop = set(decisions[: len(decisions) - self.config.max_decisions])
+            self._examples = [e for i, e in enumerate(self._examples) if i not in drop]
+        return True
+
+    def _add(self, example: Example) -> None:
         self._examples.append(example)
         self._learned_since_fit += 1
         if self._fast is None or len(set(self._fast.classes) | {example.category}) < 2:
@@ -569,6 +672,7 @@ class Classifier:
             "category_names": names,
             "example_category": np.array([names.index(e.category) for e in examples], np.int32),
             "example_origin": np.array([ORIGINS.index(e.origin) for e in examples], np.int8),
+            "example_key": np.array([e.key for e in examples], np.int64),
             "example_indptr": features.indptr.astype(np.int64),
             "example_indices": features.indices.astype(np.int32),
             "example_values": features.data.astype(np.float32),
@@ -588,7 +692,7 @@ class Classifier:
             if head is not None:
                 state[f"{key}_classes"] = np.array([names.index(c) for c in head.classes], np.int32)
                 state[f"{key}_columns"] = head.columns
-                state[f"{key}_weights"] = head.weights
+                state[f"{key}_weights"] = head.used_weights()
                 state[f"{key}_bias"] = head.bias
                 state[f"{key}_temperature"] = head.temperature
         return state
@@ -606,6 +710,7 @@ class Classifier:
         fast = state.get("example_fast_embedding")
         slow = state.get("example_slow_embedding")
         origins = np.asarray(state["example_origin"])
+        keys = np.asarray(state.get("example_key", np.zeros(len(origins), np.int64)), np.int64)
         for i, category in enumerate(np.asarray(state["example_category"])):
             start, end = indptr[i], indptr[i + 1]
             classifier._examples.append(
@@ -615,6 +720,7 @@ class Classifier:
                     features=HashedFeatures(indices[start:end].copy(), values[start:end].copy()),
                     fast_embedding=None if fast is None else np.asarray(fast[i], np.float32),
                     slow_embedding=None if slow is None else np.asarray(slow[i], np.float32),
+                    key=int(keys[i]),
                 )
             )
         classifier._idf_columns = np.asarray(state["idf_columns"], np.int64)

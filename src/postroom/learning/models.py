@@ -10,6 +10,9 @@ Invariant 2 (no message content stored) holds as follows:
   message's internetMessageId. Never a subject, body, sender or recipient.
 * :class:`ConversationMemory` keeps, per conversation, a keyed hash (HMAC-SHA256 of the
   conversation id or normalized subject, 16 bytes) and the category its mail went to last.
+* :class:`PendingExample` is a decision waiting to become an example: hashed features (and an
+  embedding vector) as :func:`postroom.classify.dump_state` bytes, a category name and the
+  sha256 of the internetMessageId. Folded into the model state after it stood uncorrected.
 * :class:`CategoryExample` is text a person *typed or pasted* into the category editor as an
   example. It is configuration, like a rule's value, kept so the editor can show it again and a
   retrain can rebuild the model; text of mail Postroom processed never goes here.
@@ -19,7 +22,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.accounts.models import new_id, utcnow
@@ -71,6 +83,22 @@ class ConversationMemory(Base):
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
     category: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PendingExample(Base):
+    """A decision nobody has corrected yet (see :func:`postroom.learning.service.fold`)."""
+
+    __tablename__ = "pending_examples"
+    __table_args__ = (UniqueConstraint("integration_id", "message_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    message_key: Mapped[str] = mapped_column(String(64))  # sha256 hex of internetMessageId
+    category: Mapped[str] = mapped_column(String(255))
+    features: Mapped[bytes] = mapped_column(LargeBinary)  # dump_state bytes: numbers only
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class CategoryExample(Base):

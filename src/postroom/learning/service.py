@@ -32,6 +32,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from postroom.accounts.models import new_id
 from postroom.classify import (
     Classifier,
     ClassifierConfig,
@@ -39,8 +40,11 @@ from postroom.classify import (
     Outcome,
     conversation_hash,
     dump_state,
+    example_from_state,
+    example_state,
     from_conversation,
     load_state,
+    message_number,
     summarize,
 )
 from postroom.classify import MessageView as ClassifyView
@@ -52,6 +56,7 @@ from postroom.learning.models import (
     ConversationMemory,
     LearningEvent,
     ModelState,
+    PendingExample,
 )
 from postroom.processing.decide import Prediction
 from postroom.processing.executor import message_key
@@ -334,7 +339,7 @@ def train_from_examples(
         replace(e, origin="seed") if seed else e
         for e, (_, _, seed) in zip(made, labelled, strict=True)
     ]
-    corrections = [e for e in previous.examples if e.origin == "correction"]
+    corrections = [e for e in previous.examples if e.origin in ("correction", "decision")]
     if not keep_corrections:
         corrections = []
     if corrections and previous.config != config:
@@ -353,7 +358,9 @@ def retrain(db: Session, *, integration_id: str, config: ClassifierConfig) -> Cl
 
 
 def reset(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
-    """Forget corrections: refit on the configured examples only (the Reset button)."""
+    """Forget corrections and learned decisions: refit on the configured examples only (the
+    Reset button)."""
+    db.execute(delete(PendingExample).where(PendingExample.integration_id == integration_id))
     return train_from_examples(
         db, integration_id=integration_id, config=config, keep_corrections=False
     )
@@ -453,8 +460,16 @@ def record_correction(
     """
     row = state_row(db, integration_id, lock=True)
     classifier = _fresh_copy(row, config)
-    classifier.learn(
-        classifier.make_example(classify_view(view), correction.category, "correction")
+    key = message_key(view.internet_message_id)
+    db.execute(
+        delete(PendingExample).where(
+            PendingExample.integration_id == integration_id, PendingExample.message_key == key
+        )
+    )
+    classifier.learn(  # replaces the decision it corrects, if that was learned already
+        classifier.make_example(
+            classify_view(view), correction.category, "correction", key=message_number(key)
+        )
     )
     version = _save(row, classifier)
     if conversation_secret is not None:
@@ -474,6 +489,85 @@ def record_correction(
     if entry is not None:
         entry.plan = {**(entry.plan or {}), "corrected_to": correction.category}
     return version
+
+
+# ---------------------------------------------------------------------- decisions
+def record_decision(
+    db: Session, *, integration_id: str, classifier: Classifier, view: MessageView, category: str
+) -> None:
+    """Keep a decision as a pending example (hashed features only) until it has stood long
+    enough without a correction to be learned (:func:`fold`). Once per message."""
+    key = message_key(view.internet_message_id)
+    example = classifier.make_example(
+        classify_view(view), category, "decision", key=message_number(key)
+    )
+    db.execute(
+        pg_insert(PendingExample)
+        .values(
+            id=new_id(),
+            integration_id=integration_id,
+            message_key=key,
+            category=category,
+            features=dump_state(example_state(example)),
+            created_at=datetime.now(UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["integration_id", "message_key"])
+    )
+
+
+def integrations_with_settled_decisions(db: Session, settled_before: datetime) -> list[str]:
+    return list(
+        db.scalars(
+            select(PendingExample.integration_id)
+            .where(PendingExample.created_at <= settled_before)
+            .distinct()
+        )
+    )
+
+
+FOLD_BATCH = 2_000
+
+
+def fold(
+    db: Session, *, integration_id: str, config: ClassifierConfig, settled_before: datetime
+) -> int:
+    """Learn the pending decisions that stood uncorrected until ``settled_before``.
+
+    Each becomes an example (origin ``decision``, a small update step now); when enough was
+    learned since the last fit, the model is retrained. Decisions for categories that no
+    longer exist, or made under another classifier configuration, are dropped. Returns how
+    many were learned."""
+    pending = list(
+        db.scalars(
+            select(PendingExample)
+            .where(
+                PendingExample.integration_id == integration_id,
+                PendingExample.created_at <= settled_before,
+            )
+            .order_by(PendingExample.created_at)
+            .limit(FOLD_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not pending:
+        return 0
+    row = state_row(db, integration_id, lock=True)
+    classifier = _fresh_copy(row, config)
+    learned = 0
+    for item in pending:
+        db.delete(item)
+        if item.category not in classifier.categories or classifier.config != config:
+            continue
+        try:
+            example = example_from_state(load_state(item.features), item.category)
+            learned += int(classifier.observe(example))
+        except (ValueError, KeyError):
+            continue  # written by another configuration or version: not learnable
+    if learned:
+        if classifier.needs_retrain():
+            classifier.retrain()
+        _save(row, classifier)
+    return learned
 
 
 # ---------------------------------------------------------------------- the Model page

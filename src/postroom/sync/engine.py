@@ -322,10 +322,22 @@ async def process_message(
         folder_cache=runtime.folder_cache,
     )
     if model is not None and plan.category and plan.decided_by in ("rule", "model"):
+        settings = runtime.settings
+        learn = settings.learn_from_decisions and (plan.confidence or 0.0) >= (
+            settings.learn_confidence
+        )
         with runtime.database.session() as db:
             learning.remember_conversation(
                 db, work.integration_id, view, plan.category, runtime.conversation_secret
             )
+            if learn:
+                learning.record_decision(
+                    db,
+                    integration_id=work.integration_id,
+                    classifier=model.classifier,
+                    view=view,
+                    category=plan.category,
+                )
     if model is not None and plan.folder:
         await _watch_folder(runtime, work, plan.folder)
     return True

@@ -6,11 +6,14 @@
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
 * ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
   the reconcile interval (a lost notification or job costs at most one interval), renews
-  subscriptions at half their lifetime.
+  subscriptions at half their lifetime, and queues ``fold_decisions`` for integrations with
+  decisions that stood uncorrected for ``learn_after_seconds``;
+* ``fold_decisions`` — learns those decisions as examples (``lock`` per model: one at a time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +23,7 @@ from sqlalchemy import or_, select
 
 from postroom.graph import TransientError
 from postroom.integrations.models import Integration, Mailbox
+from postroom.learning import service as learning
 from postroom.sync import engine
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
@@ -118,6 +122,38 @@ async def reconcile(timestamp: int) -> None:
     await reconcile_now(current())
 
 
+async def defer_fold(runtime: Runtime, integration_id: str) -> bool:
+    try:
+        await runtime.queue.configure_task(
+            "postroom:fold_decisions",
+            lock=f"model:{integration_id}",
+            queueing_lock=f"fold:{integration_id}",
+        ).defer_async(integration_id=integration_id)
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
+async def fold_decisions(integration_id: str) -> None:
+    """Learn the decisions that stood uncorrected long enough (CPU work, off the event loop)."""
+    runtime = current()
+    await asyncio.to_thread(fold_now, runtime, integration_id)
+
+
+def fold_now(runtime: Runtime, integration_id: str) -> int:
+    settled = datetime.now(UTC) - timedelta(seconds=runtime.settings.learn_after_seconds)
+    with runtime.database.session() as db:
+        learned = learning.fold(
+            db,
+            integration_id=integration_id,
+            config=learning.classifier_config(runtime.settings),
+            settled_before=settled,
+        )
+    if learned:
+        log.info("integration %s: learned %d settled decisions", integration_id, learned)
+    return learned
+
+
 def build_blueprint() -> procrastinate.Blueprint:
     """The tasks, on a fresh blueprint (one per queue app: a blueprint binds to one app)."""
     blueprint = procrastinate.Blueprint()
@@ -125,6 +161,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="setup_integration", retry=RETRY)(setup_integration)
     blueprint.task(name="backfill_folder", retry=RETRY)(backfill_folder)
     blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
+    blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
         blueprint.task(name="reconcile", queueing_lock="reconcile")(reconcile)
     )
@@ -137,7 +174,7 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     poll_due = now - timedelta(seconds=settings.poll_interval_seconds)
     reconcile_due = now - timedelta(minutes=settings.reconcile_minutes)
     renew_due = now + engine.RENEW_WHEN_LEFT
-    counts = {"sync": 0, "renew": 0}
+    counts = {"sync": 0, "renew": 0, "fold": 0}
     with runtime.database.session() as db:
         rows = db.execute(
             select(
@@ -162,4 +199,10 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         if mode == "webhook" and expires is not None and expires < renew_due:
             await defer_renew(runtime, sync_id, mailbox_id)
             counts["renew"] += 1
+    if settings.learn_from_decisions:
+        settled = now - timedelta(seconds=settings.learn_after_seconds)
+        with runtime.database.session() as db:
+            integrations = learning.integrations_with_settled_decisions(db, settled)
+        for integration_id in integrations:
+            counts["fold"] += int(await defer_fold(runtime, integration_id))
     return counts
