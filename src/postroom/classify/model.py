@@ -38,10 +38,19 @@ out-of-fold scores of the training examples (3 folds, seeded, at most
 Learning from a correction (:meth:`Classifier.learn`) stores the example and applies one
 passive-aggressive (PA-I) step to each head: the corrected category's score is pushed to at
 least +1 and every other one to at most -1 for that email, and similar emails move with it. A
-category never seen before gets a new row. This takes milliseconds, independent of the number
-of examples. The inverse document frequencies stay those of the last full fit;
-:meth:`Classifier.needs_retrain` says when enough corrections have accumulated that a full
+category never seen before gets a new row; features never seen before get weight columns
+(capacity doubles, so a step is ~10 ms, independent of the number of examples). An example of
+the same message (``Example.key``), e.g. the decision being corrected, is replaced.
+:meth:`Classifier.observe` does the same for a decision nobody corrected (origin
+``decision``; at most ``max_decisions`` kept, oldest dropped first), so the model keeps up with
+the vocabulary of the mail it actually sees. The inverse document frequencies stay those of the
+last full fit; :meth:`Classifier.needs_retrain` says when enough has accumulated that a full
 :meth:`Classifier.retrain` (seconds; a background job) is worth it.
+
+The features include one hashed token for the message's conversation (see
+:func:`~postroom.classify.features.conversation_key`), weight ``conversation_weight``; on a
+date-ordered validation split of the 20NG train set it lifted accuracy from 0.911 to 0.919.
+Replies are also routed by :mod:`postroom.classify.conversations` before the model is asked.
 
 Invariants
 ----------
