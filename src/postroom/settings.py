@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     learn_from_decisions: bool = True
     learn_confidence: float = Field(default=0.9, ge=0.0, le=1.0)
     learn_after_seconds: int = Field(default=600, ge=0, le=7 * 24 * 3600)
+    # ... and only in categories with at least this many examples from people (typed examples
+    # and corrections): a model that has seen little teaches itself its own mistakes
+    learn_minimum_examples: int = Field(default=20, ge=0, le=10_000)
 
     session_max_age: int = 14 * 24 * 3600
     cookie_secure: bool = False  # set true behind https

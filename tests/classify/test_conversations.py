@@ -103,8 +103,10 @@ def test_decisions_are_kept_once_per_message_bounded_and_replaced_by_corrections
     classifier.fit(classifier.make_examples(views, ["Support", "Sales"], "user_example"))
     mail = [MessageView(subject=f"Mail {n}", body_text=f"printer help {n}") for n in range(4)]
     for n, view in enumerate(mail, start=1):
-        assert classifier.observe(classifier.make_example(view, "Support", "decision", key=n))
-    assert not classifier.observe(classifier.make_example(mail[3], "Support", "decision", key=4))
+        example = classifier.make_example(view, "Support", "decision", key=n)
+        assert classifier.observe(example, minimum=0)
+    again = classifier.make_example(mail[3], "Support", "decision", key=4)
+    assert not classifier.observe(again, minimum=0)
     decisions = [e.key for e in classifier.examples if e.origin == "decision"]
     assert decisions == [3, 4]  # at most max_decisions, the oldest dropped first
     classifier.learn(classifier.make_example(mail[3], "Sales", "correction", key=4))
@@ -115,8 +117,32 @@ def test_decisions_are_kept_once_per_message_bounded_and_replaced_by_corrections
     rebuilt = Classifier.from_state(classifier.to_state())
     assert [e.key for e in rebuilt.examples] == [e.key for e in classifier.examples]
     try:
-        classifier.observe(classifier.make_example(mail[0], "Support", "correction"))
+        classifier.observe(classifier.make_example(mail[0], "Support", "correction"), minimum=0)
     except ValueError:
         pass
     else:
         raise AssertionError("observe() must refuse examples that are not decisions")
+
+
+def test_decisions_wait_for_a_retrain_and_for_enough_examples_from_people() -> None:
+    """A model that has seen little must not teach itself its own (confident) mistakes: a
+    decision is only kept in a category with ``minimum`` examples from people, and it changes
+    nothing before the next retrain (no update step)."""
+    classifier = Classifier()
+    views = [
+        MessageView(subject=f"Printer {n}", body_text=f"The printer is broken again {n}.")
+        for n in range(3)
+    ] + [MessageView(subject=f"Quote {n}", body_text=f"Please send a quote {n}.") for n in range(3)]
+    classifier.fit(classifier.make_examples(views, ["Support"] * 3 + ["Sales"] * 3, "user_example"))
+    assert classifier.labelled("Support") == 3
+    probe = MessageView(subject="Zorblax", body_text="zorblax zorblax quote please")
+    before = classifier.predict(probe)
+    decision = classifier.make_example(probe, "Support", "decision", key=7)
+    assert not classifier.observe(decision, minimum=4)  # too few examples from people
+    assert not any(e.origin == "decision" for e in classifier.examples)
+    unknown = classifier.make_example(probe, "Billing", "decision", key=8)
+    assert not classifier.observe(unknown, minimum=0)  # not a category of this model
+    assert classifier.observe(decision, minimum=3)
+    assert classifier.predict(probe) == before  # kept for the retrain, no step now
+    classifier.retrain()
+    assert classifier.predict(probe).scores["Support"] > before.scores["Support"]

@@ -361,7 +361,7 @@ def test_decisions_nobody_corrected_become_examples_and_a_correction_replaces_th
     def configure(**changes: object) -> None:
         monkeypatch.setattr(postroom, "settings", postroom.settings.model_copy(update=changes))
 
-    configure(learn_confidence=0.0)
+    configure(learn_confidence=0.0, learn_minimum_examples=0)
     org = postroom.org(sim)
     base = setup_personal(web, postroom, org)
     integration_id = _integration_id(base)

@@ -25,6 +25,7 @@ from postroom.classify.features import (
     hash_message,
 )
 from postroom.classify.model import (
+    OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
     Example,
@@ -38,6 +39,7 @@ from postroom.classify.state import dump_state, load_state
 from postroom.classify.summary import ModelSummary, Outcome, summarize
 
 __all__ = [
+    "OBSERVE_MINIMUM",
     "Classifier",
     "ClassifierConfig",
     "ConversationMemory",

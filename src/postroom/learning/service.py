@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from postroom.accounts.models import new_id
 from postroom.classify import (
+    OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
     ModelSummary,
@@ -529,14 +530,20 @@ FOLD_BATCH = 2_000
 
 
 def fold(
-    db: Session, *, integration_id: str, config: ClassifierConfig, settled_before: datetime
+    db: Session,
+    *,
+    integration_id: str,
+    config: ClassifierConfig,
+    settled_before: datetime,
+    minimum: int = OBSERVE_MINIMUM,
 ) -> int:
     """Learn the pending decisions that stood uncorrected until ``settled_before``.
 
-    Each becomes an example (origin ``decision``, a small update step now); when enough was
-    learned since the last fit, the model is retrained. Decisions for categories that no
-    longer exist, or made under another classifier configuration, are dropped. Returns how
-    many were learned."""
+    Each becomes an example (origin ``decision``) that joins the next retrain, which runs as
+    soon as enough was learned since the last fit. Decisions for categories that no longer
+    exist or have fewer than ``minimum`` examples from people, or made under another
+    classifier configuration, are dropped (see :meth:`Classifier.observe`). Returns how many
+    were learned."""
     pending = list(
         db.scalars(
             select(PendingExample)
@@ -560,7 +567,7 @@ def fold(
             continue
         try:
             example = example_from_state(load_state(item.features), item.category)
-            learned += int(classifier.observe(example))
+            learned += int(classifier.observe(example, minimum=minimum))
         except (ValueError, KeyError):
             continue  # written by another configuration or version: not learnable
     if learned:

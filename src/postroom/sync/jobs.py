@@ -148,6 +148,7 @@ def fold_now(runtime: Runtime, integration_id: str) -> int:
             integration_id=integration_id,
             config=learning.classifier_config(runtime.settings),
             settled_before=settled,
+            minimum=runtime.settings.learn_minimum_examples,
         )
     if learned:
         log.info("integration %s: learned %d settled decisions", integration_id, learned)
