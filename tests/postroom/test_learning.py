@@ -532,3 +532,52 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
             f"{base}/model", data={"csrf_token": csrf(page.text), "action": "reset"}
         )
         assert refused.status_code == 403
+
+
+def test_corrections_alone_lead_to_a_retrain_through_the_reconcile(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correction is one quick update step; once enough were learned since the last fit the
+    model is flagged, and the reconcile queues the retrain even when decisions are not learned."""
+    from postroom.sync.jobs import reconcile_now
+    from tests.postroom.test_sync import _run
+
+    monkeypatch.setattr(
+        postroom, "settings", postroom.settings.model_copy(update={"learn_from_decisions": False})
+    )
+    org = postroom.org(sim)
+    integration_id = _integration_id(setup_personal(web, postroom, org))
+    _add_categories(postroom, integration_id, support_folder=None)
+    postroom.drain()
+    _train(postroom, integration_id)
+    config = learning.classifier_config(postroom.settings)
+    for n in range(25):
+        view = MessageView(
+            id=f"m{n}",
+            internet_message_id=f"<m{n}@contoso.test>",
+            subject=f"Quibbit order {n}",
+            sender=Address("Carol", "carol@contoso.test"),
+            body_text=f"We would like to order {n} Quibbit licenses.",
+        )
+        with postroom.database.session() as db:
+            learning.record_correction(
+                db,
+                integration_id=integration_id,
+                entry_id="no-such-entry",
+                view=view,
+                correction=learning.Correction("Support", "Sales", "model"),
+                config=config,
+            )
+            due = learning.state_row(db, integration_id).retrain_due
+        if due:
+            break
+    assert due and n + 1 >= 20, n  # not before ClassifierConfig.retrain_minimum corrections
+    assert _run(postroom, reconcile_now)["fold"] == 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        row = learning.state_row(db, integration_id)
+        assert not row.retrain_due
+        loaded = learning.load_model(db, integration_id)
+        assert loaded is not None and not loaded.classifier.needs_retrain()
+        assert sum(e.origin == "correction" for e in loaded.classifier.examples) == n + 1
+    assert _run(postroom, reconcile_now)["fold"] == 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -55,6 +57,8 @@ class ModelState(Base):
     needs_review: Mapped[str | None] = mapped_column(
         String(255), nullable=True, default=DEFAULT_NEEDS_REVIEW
     )
+    retrain_due: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Enough was learned since the last full fit: the reconcile queues a retrain."""
 
 
 class LearningEvent(Base):

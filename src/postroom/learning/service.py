@@ -252,6 +252,7 @@ def _save(row: ModelState, classifier: Classifier) -> int:
     row.state = dump_state(classifier.to_state())
     row.version = row.version + 1
     row.updated_at = datetime.now(UTC)
+    row.retrain_due = classifier.needs_retrain()
     return row.version
 
 
@@ -516,14 +517,16 @@ def record_decision(
     )
 
 
-def integrations_with_settled_decisions(db: Session, settled_before: datetime) -> list[str]:
-    return list(
-        db.scalars(
-            select(PendingExample.integration_id)
-            .where(PendingExample.created_at <= settled_before)
-            .distinct()
+def integrations_to_fold(db: Session, settled_before: datetime, *, decisions: bool) -> list[str]:
+    """Integrations whose model is due a retrain, and (with ``decisions``) those with
+    decisions that stood uncorrected until ``settled_before``."""
+    due = select(ModelState.integration_id).where(ModelState.retrain_due)
+    if decisions:
+        settled = select(PendingExample.integration_id).where(
+            PendingExample.created_at <= settled_before
         )
-    )
+        return sorted(set(db.scalars(due)) | set(db.scalars(settled.distinct())))
+    return sorted(db.scalars(due))
 
 
 FOLD_BATCH = 2_000
@@ -536,14 +539,16 @@ def fold(
     config: ClassifierConfig,
     settled_before: datetime,
     minimum: int = OBSERVE_MINIMUM,
+    decisions: bool = True,
 ) -> int:
-    """Learn the pending decisions that stood uncorrected until ``settled_before``.
+    """Learn the pending decisions that stood uncorrected until ``settled_before`` and retrain
+    when enough was learned since the last fit (decisions or corrections).
 
-    Each becomes an example (origin ``decision``) that joins the next retrain, which runs as
-    soon as enough was learned since the last fit. Decisions for categories that no longer
-    exist or have fewer than ``minimum`` examples from people, or made under another
-    classifier configuration, are dropped (see :meth:`Classifier.observe`). Returns how many
-    were learned."""
+    Each decision becomes an example (origin ``decision``) that joins the retrain. Decisions
+    for categories that no longer exist or have fewer than ``minimum`` examples from people,
+    or made under another classifier configuration, are dropped (see
+    :meth:`Classifier.observe`); with ``decisions=False`` (learning from decisions turned off)
+    all pending ones are. Returns how many were learned."""
     pending = list(
         db.scalars(
             select(PendingExample)
@@ -556,24 +561,29 @@ def fold(
             .with_for_update(skip_locked=True)
         )
     )
-    if not pending:
-        return 0
     row = state_row(db, integration_id, lock=True)
+    if not pending and not row.retrain_due:
+        return 0
     classifier = _fresh_copy(row, config)
     learned = 0
     for item in pending:
         db.delete(item)
-        if item.category not in classifier.categories or classifier.config != config:
+        if not decisions or item.category not in classifier.categories:
+            continue
+        if classifier.config != config:
             continue
         try:
             example = example_from_state(load_state(item.features), item.category)
             learned += int(classifier.observe(example, minimum=minimum))
         except (ValueError, KeyError):
             continue  # written by another configuration or version: not learnable
-    if learned:
-        if classifier.needs_retrain():
-            classifier.retrain()
+    retrain = classifier.needs_retrain()
+    if retrain:
+        classifier.retrain()
+    if learned or retrain:
         _save(row, classifier)
+    else:
+        row.retrain_due = False
     return learned
 
 

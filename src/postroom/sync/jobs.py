@@ -7,8 +7,9 @@
 * ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
   the reconcile interval (a lost notification or job costs at most one interval), renews
   subscriptions at half their lifetime, and queues ``fold_decisions`` for integrations with
-  decisions that stood uncorrected for ``learn_after_seconds``;
-* ``fold_decisions`` — learns those decisions as examples (``lock`` per model: one at a time).
+  decisions that stood uncorrected for ``learn_after_seconds`` or a model due a retrain;
+* ``fold_decisions`` — learns those decisions as examples and retrains the model when enough
+  was learned since its last fit, corrections included (``lock`` per model: one at a time).
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ async def defer_fold(runtime: Runtime, integration_id: str) -> bool:
 
 
 async def fold_decisions(integration_id: str) -> None:
-    """Learn the decisions that stood uncorrected long enough (CPU work, off the event loop)."""
+    """Learn settled decisions, retrain when due (CPU work, off the event loop)."""
     runtime = current()
     await asyncio.to_thread(fold_now, runtime, integration_id)
 
@@ -149,6 +150,7 @@ def fold_now(runtime: Runtime, integration_id: str) -> int:
             config=learning.classifier_config(runtime.settings),
             settled_before=settled,
             minimum=runtime.settings.learn_minimum_examples,
+            decisions=runtime.settings.learn_from_decisions,
         )
     if learned:
         log.info("integration %s: learned %d settled decisions", integration_id, learned)
@@ -200,10 +202,11 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         if mode == "webhook" and expires is not None and expires < renew_due:
             await defer_renew(runtime, sync_id, mailbox_id)
             counts["renew"] += 1
-    if settings.learn_from_decisions:
-        settled = now - timedelta(seconds=settings.learn_after_seconds)
-        with runtime.database.session() as db:
-            integrations = learning.integrations_with_settled_decisions(db, settled)
-        for integration_id in integrations:
-            counts["fold"] += int(await defer_fold(runtime, integration_id))
+    settled = now - timedelta(seconds=settings.learn_after_seconds)
+    with runtime.database.session() as db:
+        integrations = learning.integrations_to_fold(
+            db, settled, decisions=settings.learn_from_decisions
+        )
+    for integration_id in integrations:
+        counts["fold"] += int(await defer_fold(runtime, integration_id))
     return counts
