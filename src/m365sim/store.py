@@ -441,6 +441,9 @@ class Store:
     def add_listener(self, listener: MessageListener) -> None:
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: MessageListener) -> None:
+        self._listeners.remove(listener)
+
     def _emit(
         self, tenant: Tenant, mailbox: Mailbox, msg: Message, folder_id: str, kind: ChangeKind
     ) -> None:

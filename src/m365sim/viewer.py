@@ -7,7 +7,11 @@ Server-rendered pages (Starlette + Jinja2, no JavaScript at all):
   list of one folder (``?folder=``, default the Inbox; 50 a page, newest first): sender,
   subject, received time, unread in bold, category chips in their master category's colour;
 * ``/viewer/mailboxes/{id}/messages/{message id}`` - one message: headers, categories,
-  attachments (download links) and the body;
+  attachments (download links) and the body; and, as its owner would in Outlook, forms to
+  change its categories (``POST .../categories``) or move it to another folder
+  (``POST .../move``). Both go through the store like a Graph PATCH or move: the change shows
+  up in delta and in change notifications (how Postroom learns from a person's correction);
+  cross-site posts (an ``Origin`` of another site) are refused;
 * ``/viewer/outbound``, ``/viewer/deletions``, ``/viewer/requests`` - what left the mailboxes,
   what was deleted, and the Graph request log.
 
@@ -34,7 +38,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -45,6 +49,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = PACKAGE_DIR / "templates" / "viewer"
 STATIC_DIR = PACKAGE_DIR / "static"
 PAGE_SIZE = 50
+MAX_CATEGORIES = 25
+MAX_CATEGORY_NAME = 255
 
 # Outlook's category colours, preset0 .. preset24 (graph.md 3.7); "none" and unknown are grey.
 CATEGORY_COLORS: dict[str, tuple[str, str]] = {
@@ -145,6 +151,33 @@ def folder_tree(mailbox: Mailbox) -> list[FolderNode]:
     return [node(f) for f in sorted(mailbox.children(root.id), key=_folder_order)]
 
 
+def folder_choices(mailbox: Mailbox) -> list[tuple[str, str]]:
+    """(folder id, path such as ``Inbox/Orders``) for every visible folder, in tree order."""
+    out: list[tuple[str, str]] = []
+
+    def walk(nodes: list[FolderNode], prefix: str) -> None:
+        for n in nodes:
+            path = f"{prefix}{n.name}"
+            out.append((n.folder.id, path))
+            walk(n.children, f"{path}/")
+
+    walk(folder_tree(mailbox), "")
+    return out
+
+
+def _same_origin(request: Request) -> bool:
+    """A form post from the viewer itself. Browsers say so in ``Sec-Fetch-Site``; the viewer's
+    ``Referrer-Policy: no-referrer`` makes them send ``Origin: null``, so ``Origin`` only
+    counts when it names a site. Clients that send neither (scripts, tests) are let through."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    return origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
 _ORDER = ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive")
 
 
@@ -194,6 +227,9 @@ def make_environment() -> Environment:
     env.filters["people"] = _people
     env.filters["q"] = lambda v: quote(str(v), safe="=")
     return env
+
+
+_NOTICES = {"categories": "Categories changed.", "move": "Moved."}
 
 
 class Viewer:
@@ -324,7 +360,63 @@ class Viewer:
                 inline=[a for a in msg.attachments if a.is_inline],
                 base=base,
                 srcdoc=srcdoc,
+                master=sorted(
+                    (c.display_name for c in mailbox.categories.values()), key=str.casefold
+                ),
+                folders=folder_choices(mailbox),
+                notice=_NOTICES.get(request.query_params.get("done", "")),
             )
+
+    async def change_categories(self, request: Request) -> Response:
+        """``POST .../categories``: ``category`` checkboxes and ``other`` become the categories."""
+        return await self._change(request, "categories")
+
+    async def move(self, request: Request) -> Response:
+        """``POST .../move``: to the folder ``folder`` (an id)."""
+        return await self._change(request, "move")
+
+    async def _change(self, request: Request, action: str) -> Response:
+        """What the mailbox's owner does in Outlook, through the store as Graph would."""
+        if not _same_origin(request):
+            return self.render(
+                "error.html", 403, title="Refused", message="Cross-site form posts are refused."
+            )
+        form = await request.form()
+        with self.store.lock:
+            found = self._mailbox(request.path_params["key"])
+            if found is None:
+                return self.not_found("There is no such mailbox.")
+            tenant, user = found
+            mailbox = user.mailbox
+            msg = mailbox.message(request.path_params["mid"])
+            if msg is None:
+                return self.not_found("There is no such message in this mailbox (deleted?).")
+            if action == "categories":
+                chosen = [str(v) for v in form.getlist("category")] + [str(form.get("other", ""))]
+                names: list[str] = []
+                for name in (" ".join(v.split()) for v in chosen):
+                    if name and name.casefold() not in {n.casefold() for n in names}:
+                        names.append(name)
+                if len(names) > MAX_CATEGORIES or any(len(n) > MAX_CATEGORY_NAME for n in names):
+                    return self.render(
+                        "error.html",
+                        400,
+                        title="Too many categories",
+                        message=f"At most {MAX_CATEGORIES} categories of at most "
+                        f"{MAX_CATEGORY_NAME} characters each.",
+                    )
+                msg.categories = names
+                self.store.update_message(tenant, mailbox, msg)
+            else:
+                destination = mailbox.folders.get(str(form.get("folder", "")))
+                if destination is None or destination.id not in dict(folder_choices(mailbox)):
+                    return self.not_found("There is no such folder in this mailbox.")
+                if destination.id != msg.folder_id:
+                    self.store.move_message(tenant, mailbox, msg, destination)
+            base = (
+                f"/viewer/mailboxes/{quote(user.id)}/messages/{quote(msg.immutable_id, safe='=')}"
+            )
+        return RedirectResponse(f"{base}?done={action}", status_code=303)
 
     def _srcdoc(self, msg: Message, base: str, request: Request) -> str:
         by_cid = {a.content_id.lower(): a for a in msg.attachments if a.content_id}
@@ -427,6 +519,12 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
         Route("/viewer/requests", viewer.requests, methods=["GET"]),
         Route("/viewer/mailboxes/{key}", viewer.mailbox, methods=["GET"]),
         Route("/viewer/mailboxes/{key}/messages/{mid}", viewer.message, methods=["GET"]),
+        Route(
+            "/viewer/mailboxes/{key}/messages/{mid}/categories",
+            viewer.change_categories,
+            methods=["POST"],
+        ),
+        Route("/viewer/mailboxes/{key}/messages/{mid}/move", viewer.move, methods=["POST"]),
         Route(
             "/viewer/mailboxes/{key}/messages/{mid}/attachments/{aid}",
             viewer.attachment,

@@ -16,18 +16,19 @@ def example(category: str, origin: str) -> Example:
 def test_summary_counts_examples_corrections_accuracy_and_confusions() -> None:
     examples = [example("Invoices", "user_example")] * 5 + [example("Delivery", "seed")] * 3
     examples += [example("Delivery", "correction")] * 2 + [example("Complaints", "correction")]
+    examples += [example("Invoices", "decision")] * 4
     outcomes = [Outcome("Invoices", "Invoices")] * 6 + [Outcome("Invoices", "Delivery")] * 3
     outcomes += [Outcome(None, "Complaints")]
     summary = summarize(examples, outcomes, categories=["Invoices", "Delivery", "Spam"])
 
-    counts = {c.category: (c.examples, c.corrections) for c in summary.categories}
+    counts = {c.category: (c.examples, c.corrections, c.decisions) for c in summary.categories}
     assert counts == {
-        "Complaints": (0, 1),
-        "Delivery": (3, 2),
-        "Invoices": (5, 0),
-        "Spam": (0, 0),
+        "Complaints": (0, 1, 0),
+        "Delivery": (3, 2, 0),
+        "Invoices": (5, 0, 4),
+        "Spam": (0, 0, 0),
     }
-    assert summary.total_examples == 11
+    assert summary.total_examples == 15
     assert summary.recent_outcomes == 10
     assert summary.recent_accuracy == 0.6
     assert [(c.predicted, c.chosen, c.count) for c in summary.confusions] == [

@@ -10,6 +10,7 @@ Finance/Invoices).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -581,3 +582,66 @@ def test_corrections_alone_lead_to_a_retrain_through_the_reconcile(
         assert loaded is not None and not loaded.classifier.needs_retrain()
         assert sum(e.origin == "correction" for e in loaded.classifier.examples) == n + 1
     assert _run(postroom, reconcile_now)["fold"] == 0
+
+
+def test_model_page_in_a_real_browser(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    """The Model page as a person uses it: what it learned per category (a correction made in
+    Outlook included), agreement and confusions, a bad threshold explained, Retrain."""
+    from tests.postroom.test_editor import CHROMIUM, shot
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder=None)
+    postroom.drain()
+    _train(postroom, integration_id)
+    body = "Zanzibar printer refurbished quoted Quixotic, broken toner drum needs a replacement."
+    first = _deliver_and_sync(postroom, org, subject="Quixotic Zanzibar printer", body=body)
+    _deliver_and_sync(postroom, org, subject="Quote", body="Please send a quote for licenses.")
+    msg = org.alice.mailbox.messages[first]
+    msg.categories = ["Sales"]
+    sim.store.update_message(org.tenant, org.alice.mailbox, msg)
+    assert wait_for_jobs(postroom) >= 1
+    postroom.drain()
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        context = browser.new_context()
+        context.add_cookies(
+            [{"name": c.name, "value": c.value or "", "url": postroom.url} for c in web.cookies.jar]
+        )
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{postroom.url}{base}/model")
+        learned = page.get_by_role("table").first
+        support = learned.get_by_role("row").filter(has_text="Support").inner_text().split()
+        sales = learned.get_by_role("row").filter(has_text="Sales").inner_text().split()
+        assert support == ["Support", str(len(SUPPORT)), "0", "0"], support
+        assert sales == ["Sales", str(len(SALES)), "1", "0"], sales
+        assert "50% of the last 2 model decisions were kept by people" in page.inner_text(
+            "#accuracy"
+        )
+        confusion = page.get_by_role("table", name="Confusions").get_by_role("row").nth(1)
+        assert confusion.inner_text().split() == ["Support", "Sales", "1"]
+        shot(page, "24-model")
+
+        page.get_by_label("Threshold (0–1)").fill("very sure")
+        page.get_by_role("button", name="Save").click()
+        assert "a number between 0 and 1" in page.get_by_role("alert").inner_text()
+        page.get_by_label("Threshold (0–1)").fill("0.7")
+        page.get_by_role("button", name="Save").click()
+        assert page.get_by_role("status").inner_text() == "Saved the review settings."
+        assert page.get_by_label("Threshold (0–1)").input_value() == "0.7"
+        page.get_by_role("button", name="Retrain").click()
+        assert "Retrained the model" in page.get_by_role("status").inner_text()
+        assert learned.get_by_role("row").filter(has_text="Sales").inner_text().split()[2] == "1"
+        browser.close()
+    with postroom.database.session() as db:
+        assert learning.state_row(db, integration_id).threshold == 0.7

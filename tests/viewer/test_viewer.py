@@ -9,7 +9,7 @@ from html import unescape
 import httpx
 
 from m365sim.state import EmulatorState
-from m365sim.store import Category, OutboundMail
+from m365sim.store import Category, Message, OutboundMail
 from tests.helpers import Org
 
 
@@ -187,3 +187,68 @@ def test_outbound_deletions_and_requests_pages(
 def test_stylesheet_is_served(http: httpx.Client) -> None:
     css = http.get("/viewer/static/viewer.css")
     assert css.status_code == 200 and ".chip" in css.text
+
+
+def test_the_owner_can_recategorize_and_move_a_message_as_in_outlook(
+    http: httpx.Client, org: Org, sim: EmulatorState
+) -> None:
+    """The viewer's forms change a message through the store, as a Graph PATCH or move would:
+    the folder logs (delta) record it and listeners (change notifications) hear it."""
+    mailbox = org.alice.mailbox
+    mailbox.categories["c1"] = Category(id="c1", display_name="Invoices", color="preset7")
+    mailbox.categories["c2"] = Category(id="c2", display_name="Sales", color="preset4")
+    msg = org.deliver(org.alice, subject="Quote please", categories=["Invoices"])
+    heard: list[tuple[str, str]] = []
+
+    def listener(tenant: object, box: object, m: Message, folder_id: str, change: str) -> None:
+        heard.append((m.immutable_id, change))
+
+    sim.store.add_listener(listener)
+    try:
+        _owner_changes(http, org, msg, heard)
+    finally:
+        sim.store.remove_listener(listener)
+
+
+def _owner_changes(
+    http: httpx.Client, org: Org, msg: Message, heard: list[tuple[str, str]]
+) -> None:
+    mailbox = org.alice.mailbox
+    page = f"/viewer/mailboxes/{org.alice.id}/messages/{msg.immutable_id}"
+    html = _page(http, page)
+    assert 'value="Invoices" checked' in html and 'value="Sales">' in html
+    assert "Move to folder" in html
+
+    inbox = mailbox.folder("inbox")
+    assert inbox is not None
+    before = mailbox.logs[inbox.id].latest[msg.immutable_id]
+    changed = http.post(f"{page}/categories", data={"category": ["Sales"], "other": " Follow  up "})
+    assert changed.status_code == 303 and changed.headers["location"].endswith("?done=categories")
+    assert msg.categories == ["Sales", "Follow up"]
+    assert mailbox.logs[inbox.id].latest[msg.immutable_id] > before
+    assert (msg.immutable_id, "updated") in heard
+    assert "Categories changed." in _page(http, changed.headers["location"])
+
+    archive = mailbox.folder("archive")
+    assert archive is not None
+    moved = http.post(f"{page}/move", data={"folder": archive.id})
+    assert moved.status_code == 303
+    assert msg.folder_id == archive.id and mailbox.message(msg.immutable_id) is msg
+    assert msg.immutable_id in mailbox.logs[archive.id].latest
+
+    # Bad input changes nothing; a cross-site post is refused.
+    assert http.post(f"{page}/move", data={"folder": "nope"}).status_code == 404
+    assert http.post(f"{page}/move", data={"folder": mailbox.root_id()}).status_code == 404
+    many = {"category": [f"C{n}" for n in range(30)]}
+    assert http.post(f"{page}/categories", data=many).status_code == 400
+    forged = http.post(
+        f"{page}/categories", data={"other": "Spam"}, headers={"Origin": "https://evil.test"}
+    )
+    assert forged.status_code == 403
+    cross = http.post(
+        f"{page}/move", data={"folder": "inbox"}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert cross.status_code == 403
+    assert msg.categories == ["Sales", "Follow up"] and msg.folder_id == archive.id
+    missing = http.post(f"/viewer/mailboxes/{org.alice.id}/messages/nope/categories", data={})
+    assert missing.status_code == 404

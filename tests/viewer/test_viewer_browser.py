@@ -80,3 +80,29 @@ def test_reading_a_hostile_html_message_in_the_browser(
     assert dialogs == []
     assert page.title() != "pwned"
     context.close()
+
+
+def test_recategorizing_and_moving_a_message_in_the_browser(
+    browser: Any, org: Org, base_url: str
+) -> None:
+    """What a person does in Outlook to correct Postroom, without JavaScript: the forms post
+    from the viewer's own origin (which the cross-site check lets through)."""
+    mailbox = org.alice.mailbox
+    mailbox.categories["s"] = Category(id="s", display_name="Sales", color="preset4")
+    mailbox.categories["t"] = Category(id="t", display_name="Support", color="preset7")
+    msg = org.deliver(org.alice, subject="Quote for 50 licenses", categories=["Support"])
+    context = browser.new_context(ignore_https_errors=True, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{base_url}/viewer/mailboxes/{org.alice.id}/messages/{msg.immutable_id}")
+    page.get_by_label("Support").uncheck()
+    page.get_by_label("Sales").check()
+    page.get_by_role("button", name="Set categories").click()
+    assert page.get_by_role("status").inner_text() == "Categories changed."
+    assert msg.categories == ["Sales"]
+    page.get_by_label("Move to folder").select_option(label="Archive")
+    page.get_by_role("button", name="Move").click()
+    assert page.get_by_role("status").inner_text() == "Moved."
+    archive = mailbox.folder("archive")
+    assert archive is not None and msg.folder_id == archive.id
+    context.close()

@@ -1,4 +1,5 @@
-"""The model summary shown per integration: examples, corrections, recent accuracy, confusions.
+"""The model summary shown per integration: examples, corrections and learned decisions per
+category, recent accuracy, confusions.
 
 Accuracy is *agreement with people*: the pipeline records an :class:`Outcome` for each model
 decision once it is settled — the category a person moved it to (a correction) or the model's
@@ -32,6 +33,8 @@ class CategoryCounts:
     examples: int
     """Examples a person typed or seeded (``user_example`` and ``seed``)."""
     corrections: int
+    decisions: int = 0
+    """Decisions nobody corrected, learned as examples (``decision``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,7 @@ class ModelSummary:
 
     @property
     def total_examples(self) -> int:
-        return sum(c.examples + c.corrections for c in self.categories)
+        return sum(c.examples + c.corrections + c.decisions for c in self.categories)
 
 
 def summarize(
@@ -65,15 +68,17 @@ def summarize(
     """Summarize a classifier's examples and its last ``window`` outcomes (oldest first)."""
     configured: Counter[str] = Counter()
     corrected: Counter[str] = Counter()
+    decided: Counter[str] = Counter()
     for example in examples:
-        (corrected if example.origin == "correction" else configured)[example.category] += 1
-    names = sorted(set(categories) | set(configured) | set(corrected))
+        counter = {"correction": corrected, "decision": decided}.get(example.origin, configured)
+        counter[example.category] += 1
+    names = sorted(set(categories) | set(configured) | set(corrected) | set(decided))
     recent = list(outcomes[-window:]) if window > 0 else []
     accuracy = sum(o.agreed for o in recent) / len(recent) if recent else None
     pairs = Counter((o.predicted, o.chosen) for o in recent if not o.agreed)
     ranked = sorted(pairs.items(), key=lambda item: (-item[1], str(item[0][0]), item[0][1]))
     return ModelSummary(
-        categories=tuple(CategoryCounts(n, configured[n], corrected[n]) for n in names),
+        categories=tuple(CategoryCounts(n, configured[n], corrected[n], decided[n]) for n in names),
         recent_outcomes=len(recent),
         recent_accuracy=accuracy,
         confusions=tuple(Confusion(p, c, n) for (p, c), n in ranked[:top_confusions]),

@@ -7,7 +7,7 @@ shown is counts and category names; no email text.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
@@ -23,8 +23,18 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 NOTICES = {
     "settings": "Saved the review settings.",
     "retrained": "Retrained the model on your examples and every correction.",
-    "reset": "Reset the model: corrections are forgotten, your examples are kept.",
+    "reset": "Reset the model: corrections and learned decisions are forgotten, "
+    "your examples are kept.",
 }
+
+
+def _learning_settings(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    return {
+        "learn_decisions": settings.learn_from_decisions,
+        "learn_minutes": max(1, round(settings.learn_after_seconds / 60)),
+        "learn_minimum": settings.learn_minimum_examples,
+    }
 
 
 @router.get("/integrations/{integration_id}/model")
@@ -42,6 +52,7 @@ def model_page(request: Request, integration_id: str, caller: CallerDep, db: DbS
         active=learning.load_model(db, integration.id) is not None,
         notice=NOTICES.get(done),
         errors=[],
+        **_learning_settings(request),
     )
 
 
@@ -84,6 +95,7 @@ def model_submit(
                 active=learning.load_model(db, integration.id) is not None,
                 notice=None,
                 errors=["The threshold is a number between 0 and 1, such as 0.6."],
+                **_learning_settings(request),
             )
         learning.set_review_settings(
             db,
