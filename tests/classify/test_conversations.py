@@ -7,11 +7,13 @@ from postroom.classify import (
     ConversationMemory,
     MessageView,
     Prediction,
+    Remembered,
     conversation_hash,
     conversation_key,
     from_conversation,
     hash_message,
 )
+from postroom.classify.conversations import CONVERSATION_TRUST
 from postroom.classify.features import CONVERSATION_OFFSET, SPARSE_DIMENSION
 
 
@@ -69,9 +71,13 @@ def test_memory_remembers_the_last_category_and_forgets_the_oldest() -> None:
     memory = ConversationMemory(secret=b"k", capacity=2)
     first = MessageView(subject="Order 1")
     memory.remember(first, "Sales")
-    assert memory.recall(MessageView(subject="RE: order 1")) == "Sales"
-    memory.remember(MessageView(subject="Re: Order 1"), "Support")  # a correction moves it
-    assert memory.recall(first) == "Support"
+    assert memory.recall(MessageView(subject="RE: order 1")) == Remembered("Sales")
+    memory.remember(MessageView(subject="Re: Order 1"), "Support", by_person=True)  # corrected
+    assert memory.recall(first) == Remembered("Support", by_person=True)
+    memory.remember(first, "Support")  # the model agrees with the person: still the person's
+    assert memory.recall(first) == Remembered("Support", by_person=True)
+    memory.remember(first, "Sales")  # a rule or the model moved it on: no longer the person's
+    assert memory.recall(first) == Remembered("Sales")
     memory.remember(MessageView(subject="Order 2"), "Sales")
     memory.remember(MessageView(subject="Order 3"), "Sales")
     assert len(memory) == 2 and memory.recall(first) is None
@@ -85,11 +91,24 @@ def test_hashes_are_keyed_and_the_memory_wins_only_for_known_categories() -> Non
     assert len(conversation_hash(view, b"a") or b"") == 16
     assert conversation_hash(MessageView(), b"a") is None
     model = Prediction(category="Support", confidence=0.7, scores={"Support": 0.7, "Sales": 0.3})
+    known = ("Support", "Sales")
     assert from_conversation(model, None) is model
-    assert from_conversation(model, "Deleted", known=("Support", "Sales")) is model
-    taken = from_conversation(model, "Sales", known=("Support", "Sales"))
+    assert from_conversation(model, Remembered("Deleted", by_person=True), known=known) is model
+    taken = from_conversation(model, Remembered("Sales"), known=known)
     assert (taken.category, taken.confidence, taken.stage) == ("Sales", 0.95, "conversation")
     assert taken.scores == model.scores
+
+
+def test_a_sure_model_is_not_overruled_by_its_own_earlier_decision_but_by_a_person() -> None:
+    """A conversation the model filed is followed only while the model is unsure (its mistake
+    must not spread through the thread); one a person corrected (or a rule filed) always."""
+    sure = Prediction(category="Support", confidence=0.93, scores={"Support": 0.93, "Sales": 0.07})
+    assert CONVERSATION_TRUST <= 0.93
+    assert from_conversation(sure, Remembered("Sales"), known=("Support", "Sales")) is sure
+    by_person = from_conversation(sure, Remembered("Sales", by_person=True))
+    assert (by_person.category, by_person.stage) == ("Sales", "conversation")
+    nothing = Prediction(category=None, confidence=0.0)
+    assert from_conversation(nothing, Remembered("Sales")).category == "Sales"
 
 
 def test_decisions_are_kept_once_per_message_bounded_and_replaced_by_corrections() -> None:

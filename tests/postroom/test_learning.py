@@ -321,32 +321,43 @@ def test_replies_follow_their_conversation_also_after_a_correction(
         postroom.drain()
         return msg.immutable_id
 
-    # The model files the first email of a thread as Sales; the reply reads like support,
-    # but goes where its conversation went.
+    # The model files the first email of a thread as Sales; a reply the model cannot place
+    # goes where its conversation went.
     first = deliver("AAQkThreadOne=", "Quote for licenses", SALES[0])
     assert _plan(postroom, first)["category"] == "Sales"
-    reply = deliver("AAQkThreadOne=", "RE: Quote for licenses", SUPPORT[0])
+    reply = deliver("AAQkThreadOne=", "RE: Monday", "Thanks! See you on Monday.")
     plan = _plan(postroom, reply)
     assert plan["category"] == "Sales" and plan["decided_by"] == "model", plan
     assert "via:conversation" in list(plan["reasons"])  # type: ignore[call-overload]
+    # A reply the model is sure of goes by the model: its own earlier decision does not
+    # overrule it (a mistake must not spread through a thread).
+    sure = deliver("AAQkThreadOne=", "RE: Quote for licenses", SUPPORT[0])
+    plan = _plan(postroom, sure)
+    assert plan["category"] == "Support", plan
+    assert "via:conversation" not in list(plan["reasons"])  # type: ignore[call-overload]
     # Another conversation with the same support text is decided by the model alone.
     alone = deliver("AAQkThreadTwo=", "Printer", SUPPORT[0])
     assert _plan(postroom, alone)["category"] == "Support"
 
-    # Alice corrects the reply to Support: the rest of that conversation follows her.
-    msg = org.alice.mailbox.messages[reply]
-    msg.categories = ["Support"]
+    # Alice corrects the thread to Sales: the rest of that conversation follows her, even
+    # where the model is sure of something else.
+    msg = org.alice.mailbox.messages[sure]
+    msg.categories = ["Sales"]
     sim.store.update_message(org.tenant, org.alice.mailbox, msg)
     assert wait_for_jobs(postroom) >= 1
     postroom.drain()
-    assert _plan(postroom, reply)["corrected_to"] == "Support"
-    later = deliver("AAQkThreadOne=", "RE: Quote for licenses", SALES[1])
-    assert _plan(postroom, later)["category"] == "Support"
+    assert _plan(postroom, sure)["corrected_to"] == "Sales"
+    later = deliver("AAQkThreadOne=", "RE: Quote for licenses", SUPPORT[1])
+    plan = _plan(postroom, later)
+    assert plan["category"] == "Sales", plan
+    assert "via:conversation" in list(plan["reasons"])  # type: ignore[call-overload]
 
     # What is remembered is a keyed hash and a category name, nothing of the mail.
     with postroom.database.engine.connect() as conn:
-        rows = conn.execute(text("SELECT key_hash, category FROM conversation_memory")).all()
-    assert sorted(r.category for r in rows) == ["Support", "Support"]
+        rows = conn.execute(
+            text("SELECT key_hash, category, by_person FROM conversation_memory")
+        ).all()
+    assert sorted((r.category, r.by_person) for r in rows) == [("Sales", True), ("Support", False)]
     assert all(len(r.key_hash) == 16 and b"Thread" not in r.key_hash for r in rows)
 
 

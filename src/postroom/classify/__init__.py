@@ -13,8 +13,10 @@ per process), ``model`` (the cascade classifier), ``decide`` (rules + model + th
 
 from postroom.classify.conversations import (
     ConversationMemory,
+    Remembered,
     conversation_hash,
     from_conversation,
+    merged,
 )
 from postroom.classify.decide import Decision, DecisionSource, combine
 from postroom.classify.embed import EmbedderUnavailable, load_embedder
@@ -53,6 +55,7 @@ __all__ = [
     "Origin",
     "Outcome",
     "Prediction",
+    "Remembered",
     "combine",
     "conversation_hash",
     "conversation_key",
@@ -60,6 +63,7 @@ __all__ = [
     "example_from_state",
     "example_state",
     "from_conversation",
+    "merged",
     "hash_message",
     "load_embedder",
     "load_state",

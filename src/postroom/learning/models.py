@@ -86,6 +86,8 @@ class ConversationMemory(Base):
     )
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
     category: Mapped[str] = mapped_column(String(255))
+    by_person: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Set by a person's correction or a rule (always followed), not by the model."""
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ from postroom.classify import (
     ClassifierConfig,
     ModelSummary,
     Outcome,
+    Remembered,
     conversation_hash,
     dump_state,
     example_from_state,
@@ -101,10 +102,11 @@ def text_view(text: str) -> ClassifyView:
 class ModelAdapter:
     """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it.
 
-    ``remembered`` is the category the message's conversation went to last (looked up before
-    deciding, see :func:`recall_conversation`); it wins over the model's own guess."""
+    ``remembered`` is where the message's conversation went last (looked up before deciding,
+    see :func:`recall_conversation`); :func:`~postroom.classify.from_conversation` says when it
+    wins over the model's own guess."""
 
-    def __init__(self, classifier: Classifier, remembered: str | None = None) -> None:
+    def __init__(self, classifier: Classifier, remembered: Remembered | None = None) -> None:
         self.classifier = classifier
         self.remembered = remembered
 
@@ -131,40 +133,59 @@ class LoadedModel:
     def adapter(self) -> ModelAdapter:
         return ModelAdapter(self.classifier)
 
-    def adapter_for(self, remembered: str | None) -> ModelAdapter:
+    def adapter_for(self, remembered: Remembered | None) -> ModelAdapter:
         return ModelAdapter(self.classifier, remembered)
 
 
 # ---------------------------------------------------------------------- conversations
 def recall_conversation(
     db: Session, integration_id: str, view: MessageView, secret: bytes
-) -> str | None:
-    """The category the message's conversation went to last, if any."""
+) -> Remembered | None:
+    """Where the message's conversation went last, if anywhere."""
     key = conversation_hash(classify_view(view), secret)
     if key is None:
         return None
-    return db.scalar(
-        select(ConversationMemory.category).where(
+    row = db.execute(
+        select(ConversationMemory.category, ConversationMemory.by_person).where(
             ConversationMemory.integration_id == integration_id,
             ConversationMemory.key_hash == key,
         )
-    )
+    ).one_or_none()
+    return None if row is None else Remembered(row.category, row.by_person)
 
 
 def remember_conversation(
-    db: Session, integration_id: str, view: MessageView, category: str, secret: bytes
+    db: Session,
+    integration_id: str,
+    view: MessageView,
+    category: str,
+    secret: bytes,
+    *,
+    by_person: bool,
 ) -> None:
-    """Record that the message's conversation went to ``category`` (upsert, bounded)."""
+    """Record that the message's conversation went to ``category`` (upsert, bounded);
+    ``by_person`` for a correction or a rule (see :func:`~postroom.classify.merged`)."""
     key = conversation_hash(classify_view(view), secret)
     if key is None:
         return
     now = datetime.now(UTC)
+    table = ConversationMemory.__table__
+    keep_person = case(
+        (table.c.category == category, or_(table.c.by_person, literal(by_person))),
+        else_=literal(by_person),
+    )
     db.execute(
         pg_insert(ConversationMemory)
-        .values(integration_id=integration_id, key_hash=key, category=category, updated_at=now)
+        .values(
+            integration_id=integration_id,
+            key_hash=key,
+            category=category,
+            by_person=by_person,
+            updated_at=now,
+        )
         .on_conflict_do_update(
             index_elements=["integration_id", "key_hash"],
-            set_={"category": category, "updated_at": now},
+            set_={"category": category, "by_person": keep_person, "updated_at": now},
         )
     )
     count = db.scalar(
@@ -475,7 +496,9 @@ def record_correction(
     )
     version = _save(row, classifier)
     if conversation_secret is not None:
-        remember_conversation(db, integration_id, view, correction.category, conversation_secret)
+        remember_conversation(
+            db, integration_id, view, correction.category, conversation_secret, by_person=True
+        )
     predicted = correction.previous if correction.decided_by == "model" else None
     db.add(
         LearningEvent(

@@ -328,7 +328,12 @@ async def process_message(
         )
         with runtime.database.session() as db:
             learning.remember_conversation(
-                db, work.integration_id, view, plan.category, runtime.conversation_secret
+                db,
+                work.integration_id,
+                view,
+                plan.category,
+                runtime.conversation_secret,
+                by_person=plan.decided_by == "rule",
             )
             if learn:
                 learning.record_decision(

@@ -1,4 +1,5 @@
-"""model_states.retrain_due: corrections alone make the reconcile queue a retrain
+"""model_states.retrain_due (corrections alone make the reconcile queue a retrain) and
+conversation_memory.by_person (a conversation a person or a rule filed is always followed)
 
 Revision ID: 0006
 Revises: 0005
@@ -21,7 +22,12 @@ def upgrade() -> None:
         "model_states",
         sa.Column("retrain_due", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
+    op.add_column(
+        "conversation_memory",
+        sa.Column("by_person", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("conversation_memory", "by_person")
     op.drop_column("model_states", "retrain_due")
