@@ -41,7 +41,9 @@ Figures (keys ``classify.*``). "Default" is ``ClassifierConfig()``: the fast sta
   1,000 test emails; ``p50_fast_ms`` the same with the 20NG model trained on all 11,314.
   ``p50_cascade_ms`` / ``mps_cascade`` — cascade, the full BANKING77 model, 500 test texts.
 * ``update_ms`` — median time of a correction in the online run: making the example
-  (hashing) and :meth:`Classifier.learn`.
+  (hashing) and :meth:`Classifier.learn`. ``state_save_ms`` — what the product adds to
+  each correction: :func:`dump_state` of the model at the end of the online run
+  (``state_examples`` examples, ``state_mb`` megabytes; the database write not counted).
 
 Nothing here was tuned on a test split. Run alone: ``python -m benchmarks.bench_classify``.
 """
@@ -66,6 +68,7 @@ from postroom.classify import (
     ConversationMemory,
     Example,
     MessageView,
+    dump_state,
     from_conversation,
 )
 
@@ -307,6 +310,15 @@ def run_online(results: dict[str, float], train: list[Labelled], test: list[Labe
     results["classify.20ng_online_accuracy"] = accuracy_
     results["classify.update_ms"] = float(np.median(updates) * 1000)
     results["classify.p50_ms"], results["classify.mps"] = latency(classifier, test[:1000])
+    # What the product adds to a correction: writing the state (the row itself not counted).
+    timings = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        blob = dump_state(classifier.to_state())
+        timings.append(time.perf_counter() - begin)
+    results["classify.state_save_ms"] = float(np.median(timings) * 1000)
+    results["classify.state_mb"] = len(blob) / 1e6
+    results["classify.state_examples"] = float(len(classifier.examples))
 
 
 def main() -> dict[str, float]:
