@@ -9,6 +9,7 @@ Finance/Invoices).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -593,6 +594,12 @@ def test_corrections_alone_lead_to_a_retrain_through_the_reconcile(
         assert loaded is not None and not loaded.classifier.needs_retrain()
         assert sum(e.origin == "correction" for e in loaded.classifier.examples) == n + 1
     assert _run(postroom, reconcile_now)["fold"] == 0
+
+    # A new release with other model defaults (not other embeddings) keeps what was learned.
+    with postroom.database.session() as db:
+        changed = dataclasses.replace(config, retrain_fraction=0.5, svm_c=1.0)
+        refit = learning.train_from_examples(db, integration_id=integration_id, config=changed)
+        assert sum(e.origin == "correction" for e in refit.examples) == n + 1
 
 
 def test_model_page_in_a_real_browser(

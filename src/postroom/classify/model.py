@@ -134,11 +134,23 @@ class ClassifierConfig:
     """Inverse regularization of the linear SVMs (the usual value for TF-IDF text)."""
     correction_step: float = 4.0
     """Cap of a passive-aggressive step (PA-I ``C``); large enough that a correction sticks."""
-    retrain_fraction: float = 0.2
+    retrain_fraction: float = 0.05
+    """:meth:`Classifier.needs_retrain` once this share of the examples was learned since the
+    last fit (or ``retrain_minimum`` examples). 20NG read in date order with nobody correcting
+    (confident decisions learned): cumulative 0.906 after 7,000 messages with 0.05, 0.901 with
+    0.2 (0.897 at the end of the stream, as learning nothing)."""
     retrain_minimum: int = 20
     max_decisions: int = 10_000
     """Decisions nobody corrected (origin ``decision``) kept as examples; the oldest go first."""
     seed: int = 0
+
+    def same_embeddings(self, other: ClassifierConfig) -> bool:
+        """Whether examples made under ``other`` can be trained on under this configuration
+        (the other fields only shape the model, not the examples)."""
+        return (self.fast_embedder, self.slow_embedder) == (
+            other.fast_embedder,
+            other.slow_embedder,
+        )
 
     @classmethod
     def with_embeddings(cls, **overrides: Any) -> ClassifierConfig:

@@ -365,7 +365,7 @@ def train_from_examples(
     corrections = [e for e in previous.examples if e.origin in ("correction", "decision")]
     if not keep_corrections:
         corrections = []
-    if corrections and previous.config != config:
+    if corrections and not previous.config.same_embeddings(config):
         corrections = []  # embeddings of another configuration cannot be mixed in
     classifier.fit([*made, *corrections])
     for category, _, seed in labelled:
@@ -593,7 +593,7 @@ def fold(
         db.delete(item)
         if not decisions or item.category not in classifier.categories:
             continue
-        if classifier.config != config:
+        if not classifier.config.same_embeddings(config):
             continue
         try:
             example = example_from_state(load_state(item.features), item.category)
