@@ -257,8 +257,16 @@ class _LinearHead:
         )
 
     def scores(self, rows: sparse.csr_matrix) -> Float32Array:
+        """Scores over the weight columns the rows touch only: ``rows @ weights.T`` would have
+        scipy copy the whole transposed matrix on every call (17 ms for a 20-category 20NG model,
+        45 ms once corrections had doubled its capacity; a few ms this way)."""
         projected = self.project(rows)
-        return np.asarray(projected @ self.weights.T, dtype=np.float32) + self.bias
+        touched, compact = np.unique(projected.indices, return_inverse=True)
+        narrow = sparse.csr_matrix(
+            (projected.data, compact.ravel(), projected.indptr),
+            shape=(rows.shape[0], touched.size),
+        )
+        return np.asarray(narrow @ self.weights[:, touched].T, dtype=np.float32) + self.bias
 
     def probabilities(self, scores: Float32Array) -> Float32Array:
         return _softmax(scores, self.temperature)
