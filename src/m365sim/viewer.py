@@ -229,6 +229,10 @@ def make_environment() -> Environment:
     return env
 
 
+def _message_url(user: User, msg: Message) -> str:
+    return f"/viewer/mailboxes/{quote(user.id)}/messages/{quote(msg.immutable_id, safe='=')}"
+
+
 _NOTICES = {"categories": "Categories changed.", "move": "Moved."}
 
 
@@ -253,6 +257,17 @@ class Viewer:
 
     def _mailbox(self, key: str) -> tuple[Tenant, User] | None:
         return self.store.find_user(key)
+
+    def _message(self, request: Request) -> tuple[Tenant, User, Message] | HTMLResponse:
+        """The ``key`` mailbox's ``mid`` message, or the 404 page (call under the store lock)."""
+        found = self._mailbox(request.path_params["key"])
+        if found is None:
+            return self.not_found("There is no such mailbox.")
+        tenant, user = found
+        msg = user.mailbox.message(request.path_params["mid"])
+        if msg is None:
+            return self.not_found("There is no such message in this mailbox (deleted?).")
+        return tenant, user, msg
 
     def _sender_label(self, msg: Message) -> str:
         person = msg.from_ or msg.sender
@@ -331,18 +346,13 @@ class Viewer:
 
     async def message(self, request: Request) -> Response:
         with self.store.lock:
-            found = self._mailbox(request.path_params["key"])
-            if found is None:
-                return self.not_found("There is no such mailbox.")
-            tenant, user = found
+            found = self._message(request)
+            if isinstance(found, HTMLResponse):
+                return found
+            tenant, user, msg = found
             mailbox = user.mailbox
-            msg = mailbox.message(request.path_params["mid"])
-            if msg is None:
-                return self.not_found("There is no such message in this mailbox (deleted?).")
             folder = mailbox.folders.get(msg.folder_id)
-            base = (
-                f"/viewer/mailboxes/{quote(user.id)}/messages/{quote(msg.immutable_id, safe='=')}"
-            )
+            base = _message_url(user, msg)
             srcdoc = None
             if msg.body_type == "html":
                 srcdoc = self._srcdoc(msg, base, request)
@@ -383,14 +393,11 @@ class Viewer:
             )
         form = await request.form()
         with self.store.lock:
-            found = self._mailbox(request.path_params["key"])
-            if found is None:
-                return self.not_found("There is no such mailbox.")
-            tenant, user = found
+            found = self._message(request)
+            if isinstance(found, HTMLResponse):
+                return found
+            tenant, user, msg = found
             mailbox = user.mailbox
-            msg = mailbox.message(request.path_params["mid"])
-            if msg is None:
-                return self.not_found("There is no such message in this mailbox (deleted?).")
             if action == "categories":
                 chosen = [str(v) for v in form.getlist("category")] + [str(form.get("other", ""))]
                 names: list[str] = []
@@ -413,9 +420,7 @@ class Viewer:
                     return self.not_found("There is no such folder in this mailbox.")
                 if destination.id != msg.folder_id:
                     self.store.move_message(tenant, mailbox, msg, destination)
-            base = (
-                f"/viewer/mailboxes/{quote(user.id)}/messages/{quote(msg.immutable_id, safe='=')}"
-            )
+            base = _message_url(user, msg)
         return RedirectResponse(f"{base}?done={action}", status_code=303)
 
     def _srcdoc(self, msg: Message, base: str, request: Request) -> str:

@@ -69,9 +69,9 @@ def summarize(
     configured: Counter[str] = Counter()
     corrected: Counter[str] = Counter()
     decided: Counter[str] = Counter()
+    by_origin = {"correction": corrected, "decision": decided}
     for example in examples:
-        counter = {"correction": corrected, "decision": decided}.get(example.origin, configured)
-        counter[example.category] += 1
+        by_origin.get(example.origin, configured)[example.category] += 1
     names = sorted(set(categories) | set(configured) | set(corrected) | set(decided))
     recent = list(outcomes[-window:]) if window > 0 else []
     accuracy = sum(o.agreed for o in recent) / len(recent) if recent else None
