@@ -43,7 +43,11 @@ Figures (keys ``classify.*``). "Default" is ``ClassifierConfig()``: the fast sta
 * ``update_ms`` — median time of a correction in the online run: making the example
   (hashing) and :meth:`Classifier.learn`. ``state_save_ms`` — what the product adds to
   each correction: :func:`dump_state` of the model at the end of the online run
-  (``state_examples`` examples, ``state_mb`` megabytes; the database write not counted).
+  (``state_examples`` examples, ``state_mb`` megabytes; the database write not counted):
+  since the update log, only a retrain or fold (a background job) writes it.
+  ``correction_path_ms`` — what a correction costs the product now: copy of the cached model,
+  example, learning step and the bytes of its update row (``update_row_kb``), see
+  :func:`correction_path`.
 
 Nothing here was tuned on a test split. Run alone: ``python -m benchmarks.bench_classify``.
 """
@@ -69,6 +73,7 @@ from postroom.classify import (
     Example,
     MessageView,
     dump_state,
+    example_state,
     from_conversation,
 )
 
@@ -319,6 +324,29 @@ def run_online(results: dict[str, float], train: list[Labelled], test: list[Labe
     results["classify.state_save_ms"] = float(np.median(timings) * 1000)
     results["classify.state_mb"] = len(blob) / 1e6
     results["classify.state_examples"] = float(len(classifier.examples))
+    correction_path(results, classifier, test)
+
+
+def correction_path(
+    results: dict[str, float], classifier: Classifier, items: list[Labelled]
+) -> None:
+    """What a correction costs the product since the state is a snapshot plus an update log
+    (``learning.service.record_correction``): a private copy of the cached model, the example
+    and its learning step, and the example's bytes for the one update row (the database
+    write not counted). A worker holding the previous version does the same to catch up."""
+    categories = sorted(classifier.categories)
+    timings, sizes = [], []
+    for n, item in enumerate(items[:25]):
+        chosen = next(c for c in categories if c != item.category)
+        begin = time.perf_counter()
+        twin = classifier.copy()
+        example = twin.make_example(item.view, chosen, "correction", key=n + 1)
+        twin.learn(example)
+        row = dump_state(example_state(example))
+        timings.append(time.perf_counter() - begin)
+        sizes.append(len(row))
+    results["classify.correction_path_ms"] = float(np.median(timings) * 1000)
+    results["classify.update_row_kb"] = float(np.mean(sizes) / 1000)
 
 
 def main() -> dict[str, float]:

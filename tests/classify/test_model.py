@@ -117,6 +117,26 @@ def test_a_correction_changes_the_next_decision_for_a_similar_email(config_name:
     assert elapsed < 5.0  # the real figure (median ~ms) is in benchmarks/bench_classify.py
 
 
+@pytest.mark.parametrize("config_name", ["default", "e5"])
+def test_a_copy_learns_without_changing_the_original(config_name: str) -> None:
+    original = trained(CONFIGS[config_name])
+    rng = random.Random(5)
+    corrected, similar = _returns_email(rng), _returns_email(rng)
+    before = original.predict(similar)
+    state_before = dump_state(original.to_state())
+    chosen = next(c for c in sorted(TEMPLATES) if c != before.category)
+
+    twin = original.copy()
+    twin.learn(twin.make_example(corrected, chosen, "correction"))
+    assert twin.predict(similar).category == chosen
+    twin.learn(twin.make_example(email("Invoices", "en", 0, rng), "Returns", "correction"))
+    assert "Returns" in twin.categories and "Returns" not in original.categories
+
+    assert original.predict(similar) == before
+    assert dump_state(original.to_state()) == state_before
+    assert len(twin.examples) == len(original.examples) + 2
+
+
 def test_a_correction_can_introduce_a_new_category() -> None:
     classifier = trained(SPARSE_ONLY)
     rng = random.Random(9)

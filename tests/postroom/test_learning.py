@@ -21,7 +21,7 @@ from m365sim.state import EmulatorState
 from postroom.db import Base
 from postroom.integrations.models import Category
 from postroom.learning import service as learning
-from postroom.learning.models import LearningEvent, ModelState
+from postroom.learning.models import LearningEvent, ModelState, ModelUpdate
 from postroom.processing.models import LedgerEntry
 from postroom.processing.view import Address, MessageView
 from postroom.sync.models import FolderSync
@@ -196,6 +196,9 @@ def test_a_correction_in_outlook_changes_the_next_decision_and_stores_no_text(
         assert events[0].message_key and len(events[0].message_key) == 64
         row = db.get(ModelState, integration_id)
         assert row is not None and row.version == version_before + 1
+        # learned as one appended update: the snapshot (the whole state) is not rewritten
+        assert row.snapshot_version == version_before
+        assert db.scalar(select(func.count()).select_from(ModelUpdate)) == 1
     # The corrected message is not acted on again: Sales is not re-added, nothing moves.
     assert org.alice.mailbox.messages[first].categories == ["Sales"]
     assert folder_of(org.alice, first) == "Inbox"
@@ -237,6 +240,8 @@ def test_a_correction_in_outlook_changes_the_next_decision_and_stores_no_text(
         jobs = " ".join(str(r) for r in conn.execute(text("SELECT * FROM procrastinate_jobs")))
         assert not any(w.lower() in jobs.lower() for w in words)
         states = conn.execute(text("SELECT state FROM model_states")).scalars().all()
+        states += conn.execute(text("SELECT example FROM model_updates")).scalars().all()
+    assert len(states) == 2
     import io
     import zipfile
 

@@ -268,6 +268,17 @@ class _LinearHead:
         )
         return np.asarray(narrow @ self.weights[:, touched].T, dtype=np.float32) + self.bias
 
+    def copy(self) -> _LinearHead:
+        """An independent head: a step on the copy leaves this one as it was."""
+        return _LinearHead(
+            list(self.classes),
+            self.columns.copy(),
+            self.weights.copy(),
+            self.bias.copy(),
+            self.temperature,
+            None if self._position is None else self._position.copy(),
+        )
+
     def probabilities(self, scores: Float32Array) -> Float32Array:
         return _softmax(scores, self.temperature)
 
@@ -408,6 +419,20 @@ class Classifier:
         self._slow: _LinearHead | None = None
         self._examples_at_fit = 0
         self._learned_since_fit = 0
+
+    def copy(self) -> Classifier:
+        """An independent classifier to change (learn, observe, fit) while others keep
+        predicting with this one. Examples are immutable and shared; heads are copied."""
+        twin = Classifier(self.config)
+        twin._examples = list(self._examples)
+        twin._idf_columns, twin._idf_values = self._idf_columns, self._idf_values
+        twin._idf_default = self._idf_default
+        twin._fast_center, twin._slow_center = self._fast_center, self._slow_center
+        twin._fast = None if self._fast is None else self._fast.copy()
+        twin._slow = None if self._slow is None else self._slow.copy()
+        twin._examples_at_fit = self._examples_at_fit
+        twin._learned_since_fit = self._learned_since_fit
+        return twin
 
     # ----------------------------------------------------------------- examples
 

@@ -5,6 +5,8 @@ Invariant 2 (no message content stored) holds as follows:
 * :class:`ModelState` keeps :func:`postroom.classify.dump_state` bytes — hashed features,
   embedding vectors and model parameters (numbers, no pickle) — plus the integration's
   threshold and needs-review category (configuration).
+* :class:`ModelUpdate` keeps a correction learned since the last snapshot the same way: the
+  example's hashed features and embedding vectors, and a category name.
 * :class:`LearningEvent` records that a person gave an example or corrected a decision: category
   names (configuration), what the model had said, and for a correction the sha256 of the
   message's internetMessageId. Never a subject, body, sender or recipient.
@@ -27,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -50,8 +53,13 @@ class ModelState(Base):
     integration_id: Mapped[str] = mapped_column(
         ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True
     )
-    state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # dump_state bytes
+    state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    """The snapshot: dump_state bytes of the classifier as of ``snapshot_version`` (tens of MB
+    for a large model, so only read when a worker rebuilds: ``deferred``)."""
     version: Mapped[int] = mapped_column(Integer, default=0)
+    """Goes up on every change: a snapshot written, or a :class:`ModelUpdate` appended."""
+    snapshot_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The version ``state`` was written at; updates after it are in ``model_updates``."""
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     threshold: Mapped[float] = mapped_column(Float, default=DEFAULT_THRESHOLD)
     needs_review: Mapped[str | None] = mapped_column(
@@ -59,6 +67,27 @@ class ModelState(Base):
     )
     retrain_due: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Enough was learned since the last full fit: the reconcile queues a retrain."""
+
+
+class ModelUpdate(Base):
+    """One correction learned since the snapshot: the example it was learned from.
+
+    The model at ``version`` V is the snapshot plus, in order, :meth:`Classifier.learn` of
+    every update with ``snapshot_version < version <= V``. A correction thus writes one row of
+    a few kB instead of the whole state (tens of MB: seconds). The next snapshot (a retrain,
+    a fold, the editor) deletes the updates it includes. ``example`` is
+    :func:`~postroom.classify.example_state` as :func:`~postroom.classify.dump_state` bytes:
+    hashed features and embedding vectors, numbers only."""
+
+    __tablename__ = "model_updates"
+
+    integration_id: Mapped[str] = mapped_column(
+        ForeignKey("model_states.integration_id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(String(255))
+    example: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class LearningEvent(Base):
@@ -80,6 +109,7 @@ class ConversationMemory(Base):
     """Where a conversation's mail went last (see :mod:`postroom.classify.conversations`)."""
 
     __tablename__ = "conversation_memory"
+    __table_args__ = (Index("ix_conversation_memory_updated", "integration_id", "updated_at"),)
 
     integration_id: Mapped[str] = mapped_column(
         ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True

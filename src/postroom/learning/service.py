@@ -1,21 +1,26 @@
 """An integration's learned classifier: load, train, correct, save — and hand it to ``decide``.
 
-State lives in :class:`~postroom.learning.models.ModelState` as
-:func:`~postroom.classify.dump_state` bytes with a ``version`` that goes up on every save.
-Workers keep rebuilt classifiers in an in-process cache keyed by ``(integration id, version)``,
-so a sync reads one small row per message and only deserializes after a change (a correction
-made by another worker is picked up on its next message).
+State lives in :class:`~postroom.learning.models.ModelState` as a *snapshot*
+(:func:`~postroom.classify.dump_state` bytes, tens of MB for a large model) plus an update log
+(:class:`~postroom.learning.models.ModelUpdate`, one row of a few kB per correction since the
+snapshot), with a ``version`` that goes up on every change. The model at a version is the
+snapshot plus :meth:`~postroom.classify.Classifier.learn` of each later update, in order.
+Workers keep rebuilt classifiers in an in-process cache: a sync reads one small row per message
+(the snapshot column is deferred), a worker one version behind learns just the new updates
+(milliseconds), and only a new snapshot is read whole.
 
 Training:
 
 * :func:`train_from_examples` fits from scratch on what people configured — each category's
   description (origin ``seed``) and its pasted examples (``user_example``) — and keeps the
-  corrections already learned (their hashed features are in the stored state).
+  corrections already learned (their hashed features are in the stored state); it writes a
+  snapshot, as do :func:`fold` and :func:`reset`.
 * :func:`record_correction` is the fast path: one :meth:`~postroom.classify.Classifier.learn`
-  step (milliseconds) under a row lock, then the state is saved with ``version + 1``, so the
-  next similar email is decided differently within seconds. The message text is only used in
-  memory to build the example; what is stored is the state (numbers) and a
-  :class:`~postroom.learning.models.LearningEvent` (category names and a hash).
+  step (milliseconds) under a row lock, then one update row with ``version + 1`` — not the whole
+  state, which took seconds once a model held thousands of examples — so the next similar email
+  is decided differently within seconds. The message text is only used in memory to build the
+  example; what is stored is numbers and a :class:`~postroom.learning.models.LearningEvent`
+  (category names and a hash).
 
 Sessions are short and never held across a Graph call (STYLE rule 6): callers read the message
 first, then call these functions with a session.
@@ -37,6 +42,7 @@ from postroom.classify import (
     OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
+    Example,
     ModelSummary,
     Outcome,
     Remembered,
@@ -58,6 +64,7 @@ from postroom.learning.models import (
     ConversationMemory,
     LearningEvent,
     ModelState,
+    ModelUpdate,
     PendingExample,
 )
 from postroom.processing.decide import Prediction
@@ -229,19 +236,78 @@ def state_row(db: Session, integration_id: str, *, lock: bool = False) -> ModelS
     return db.scalars(query.with_for_update() if lock else query).one()
 
 
-def _rebuild(row: ModelState) -> Classifier | None:
-    if row.state is None:
+class _Moved(Exception):
+    """A snapshot was written while the updates were read: read the row again."""
+
+
+def _updates(db: Session, integration_id: str, after: int, upto: int) -> list[ModelUpdate]:
+    updates = list(
+        db.scalars(
+            select(ModelUpdate)
+            .where(
+                ModelUpdate.integration_id == integration_id,
+                ModelUpdate.version > after,
+                ModelUpdate.version <= upto,
+            )
+            .order_by(ModelUpdate.version)
+        )
+    )
+    if [u.version for u in updates] != list(range(after + 1, upto + 1)):
+        raise _Moved
+    return updates
+
+
+def _apply(classifier: Classifier, updates: list[ModelUpdate]) -> Classifier:
+    """``classifier`` (a private copy) after learning ``updates`` in order."""
+    for update in updates:
+        classifier.learn(example_from_state(load_state(update.example), update.category))
+    return classifier
+
+
+def _rebuild(db: Session, row: ModelState) -> Classifier | None:
+    """The classifier at ``row.version``, shared through the cache (only read from it).
+
+    A worker holding an earlier version since the snapshot learns just the updates it has not
+    seen (milliseconds each); otherwise the snapshot is read and every update replayed. The
+    cache is filled from committed reads only, never by the write paths (a rolled-back
+    correction must not be remembered as a version)."""
+    for attempt in range(3):
+        try:
+            return _rebuild_once(db, row)
+        except _Moved:
+            if attempt == 2:
+                raise RuntimeError(
+                    f"the model of {row.integration_id} kept changing while it was read"
+                ) from None
+            db.expire(row)  # every column, the deferred state too, is read again
+    return None  # unreachable
+
+
+def _rebuild_once(db: Session, row: ModelState) -> Classifier | None:
+    if row.snapshot_version == 0 and row.version == 0:
         return None
-    key = (row.integration_id, row.version)
     with _cache_lock:
-        cached = _cache.get(key)
+        cached = _cache.get((row.integration_id, row.version))
+        older = [v for (i, v) in _cache if i == row.integration_id and v < row.version]
+        base_version = max(older) if older else -1
+        base = _cache[(row.integration_id, base_version)] if older else None
     if cached is not None:
         return cached
-    classifier = Classifier.from_state(load_state(row.state))
+    if base is not None and row.snapshot_version <= base_version:
+        updates = _updates(db, row.integration_id, base_version, row.version)
+        classifier = _apply(base.copy(), updates)
+    else:
+        state = row.state
+        if state is None:
+            return None
+        snapshot = Classifier.from_state(load_state(state))
+        classifier = _apply(
+            snapshot, _updates(db, row.integration_id, row.snapshot_version, row.version)
+        )
     with _cache_lock:
         for old in [k for k in _cache if k[0] == row.integration_id]:
             del _cache[old]
-        _cache[key] = classifier
+        _cache[(row.integration_id, row.version)] = classifier
     return classifier
 
 
@@ -252,9 +318,9 @@ def load_model(db: Session, integration_id: str) -> LoadedModel | None:
     row = db.scalars(
         select(ModelState).where(ModelState.integration_id == integration_id)
     ).one_or_none()
-    if row is None or row.state is None:
+    if row is None:
         return None
-    classifier = _rebuild(row)
+    classifier = _rebuild(db, row)
     if classifier is None or len(classifier.categories) < 2:
         return None  # one category cannot be told apart from anything: no model yet
     if all(e.origin == "seed" for e in classifier.examples):
@@ -262,18 +328,41 @@ def load_model(db: Session, integration_id: str) -> LoadedModel | None:
     return LoadedModel(classifier, row.version, row.threshold, row.needs_review)
 
 
-def _fresh_copy(row: ModelState, config: ClassifierConfig) -> Classifier:
+def _private_copy(db: Session, row: ModelState, config: ClassifierConfig) -> Classifier:
     """A private classifier to change (never the cached instance)."""
-    if row.state is None:
-        return Classifier(config)
-    return Classifier.from_state(load_state(row.state))
+    current = _rebuild(db, row)
+    return Classifier(config) if current is None else current.copy()
 
 
-def _save(row: ModelState, classifier: Classifier) -> int:
+def _snapshot(db: Session, row: ModelState, classifier: Classifier) -> int:
+    """Write the whole state as the new snapshot (seconds for a large model: fits and folds
+    only) and drop the updates it includes."""
     row.state = dump_state(classifier.to_state())
+    row.version = row.version + 1
+    row.snapshot_version = row.version
+    row.updated_at = datetime.now(UTC)
+    row.retrain_due = classifier.needs_retrain()
+    db.execute(delete(ModelUpdate).where(ModelUpdate.integration_id == row.integration_id))
+    return row.version
+
+
+def _append(db: Session, row: ModelState, classifier: Classifier, example: Example) -> int:
+    """Record that ``classifier`` (a private copy at ``row.version``) learned ``example``:
+    one :class:`ModelUpdate` row, not the whole state."""
+    if row.state is None and row.snapshot_version == 0:
+        return _snapshot(db, row, classifier)  # the first model: a snapshot to replay onto
     row.version = row.version + 1
     row.updated_at = datetime.now(UTC)
     row.retrain_due = classifier.needs_retrain()
+    db.add(
+        ModelUpdate(
+            integration_id=row.integration_id,
+            version=row.version,
+            category=example.category,
+            example=dump_state(example_state(example)),
+            created_at=row.updated_at,
+        )
+    )
     return row.version
 
 
@@ -346,7 +435,7 @@ def train_from_examples(
 
     Records one ``example`` event per typed example (category names only) and saves."""
     row = state_row(db, integration_id, lock=True)
-    previous = _fresh_copy(row, config)
+    previous = _private_copy(db, row, config)
     labelled: list[tuple[str, str, bool]]
     if examples is None:
         labelled = configured_examples(db, integration_id)
@@ -371,7 +460,7 @@ def train_from_examples(
     for category, _, seed in labelled:
         if not seed:
             db.add(LearningEvent(integration_id=integration_id, kind="example", category=category))
-    _save(row, classifier)
+    _snapshot(db, row, classifier)
     return classifier
 
 
@@ -482,19 +571,18 @@ def record_correction(
     nothing is done to the mail.
     """
     row = state_row(db, integration_id, lock=True)
-    classifier = _fresh_copy(row, config)
+    classifier = _private_copy(db, row, config)
     key = message_key(view.internet_message_id)
     db.execute(
         delete(PendingExample).where(
             PendingExample.integration_id == integration_id, PendingExample.message_key == key
         )
     )
-    classifier.learn(  # replaces the decision it corrects, if that was learned already
-        classifier.make_example(
-            classify_view(view), correction.category, "correction", key=message_number(key)
-        )
+    example = classifier.make_example(
+        classify_view(view), correction.category, "correction", key=message_number(key)
     )
-    version = _save(row, classifier)
+    classifier.learn(example)  # replaces the decision it corrects, if that was learned already
+    version = _append(db, row, classifier, example)
     if conversation_secret is not None:
         remember_conversation(
             db, integration_id, view, correction.category, conversation_secret, by_person=True
@@ -587,7 +675,7 @@ def fold(
     row = state_row(db, integration_id, lock=True)
     if not pending and not row.retrain_due:
         return 0
-    classifier = _fresh_copy(row, config)
+    classifier = _private_copy(db, row, config)
     learned = 0
     for item in pending:
         db.delete(item)
@@ -604,7 +692,7 @@ def fold(
     if retrain:
         classifier.retrain()
     if learned or retrain:
-        _save(row, classifier)
+        _snapshot(db, row, classifier)
     else:
         row.retrain_due = False
     return learned
@@ -635,7 +723,7 @@ def outcomes(db: Session, integration_id: str, *, window: int = 200) -> list[Out
 
 def model_summary(db: Session, integration_id: str) -> tuple[ModelSummary, ModelState]:
     row = state_row(db, integration_id)
-    loaded = _rebuild(row)
+    loaded = _rebuild(db, row)
     names = [
         c.name
         for c in db.scalars(select(Category).where(Category.integration_id == integration_id))

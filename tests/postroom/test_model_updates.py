@@ -1,0 +1,167 @@
+"""The model's update log on a real PostgreSQL: a correction appends one small row instead of
+rewriting the state; every worker rebuilds the same model from snapshot + updates, whether it
+starts cold or from the version it already holds; a snapshot folds the updates in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from postroom.accounts.models import Workspace
+from postroom.classify import Classifier, ClassifierConfig
+from postroom.classify import MessageView as ClassifyView
+from postroom.db import Database
+from postroom.integrations.models import Integration
+from postroom.learning import service as learning
+from postroom.learning.models import ModelState, ModelUpdate
+from postroom.processing.view import Address, MessageView
+
+SUPPORT = [
+    "My printer is broken and shows an error. Please help me fix it.",
+    "The laptop does not start any more, can support take a look?",
+    "Mijn printer is kapot en geeft een foutmelding. Kunnen jullie helpen?",
+]
+SALES = [
+    "Could you send me a quote for 50 licenses? We would like to know the price.",
+    "We are interested in buying your product, what does the yearly subscription cost?",
+    "Kunt u mij een offerte sturen voor 50 licenties? Wat is de prijs?",
+]
+CONFIG = ClassifierConfig()  # the default: n-grams only (POSTROOM_CLASSIFIER_EMBEDDER unset)
+PROBES = [
+    "The printer shows an error again",
+    "What is the price of a subscription?",
+    "Quixotic toner quote for the drum",
+    "Zanzibar invoice reminder",
+]
+
+
+def _view(n: int, subject: str, body: str) -> MessageView:
+    return MessageView(
+        id=f"m{n}",
+        internet_message_id=f"<m{n}@contoso.test>",
+        subject=subject,
+        sender=Address("Someone", "someone@contoso.test"),
+        body_text=body,
+    )
+
+
+@pytest.fixture
+def integration_id(clean_db: Database) -> Iterator[str]:
+    learning._cache.clear()
+    with clean_db.session() as db:
+        workspace = Workspace(name="Acme")
+        db.add(workspace)
+        db.flush()
+        integration = Integration(workspace_id=workspace.id, kind="personal")
+        db.add(integration)
+        db.flush()
+        learning.train_from_examples(
+            db,
+            integration_id=integration.id,
+            examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
+            config=CONFIG,
+        )
+        integration_id = integration.id
+    yield integration_id
+    learning._cache.clear()
+
+
+def _correct(db_: Database, integration_id: str, n: int, subject: str, category: str) -> int:
+    with db_.session() as db:
+        return learning.record_correction(
+            db,
+            integration_id=integration_id,
+            entry_id="no-such-entry",
+            view=_view(n, subject, f"{subject}. Kind regards, someone"),
+            correction=learning.Correction("Support", category, "model"),
+            config=CONFIG,
+        )
+
+
+def _scores(classifier: Classifier) -> np.ndarray:
+    predictions = classifier.predict_many([ClassifyView(body_text=p) for p in PROBES])
+    return np.array([[p.scores[c] for c in sorted(p.scores)] for p in predictions])
+
+
+def _loaded(db_: Database, integration_id: str) -> Classifier:
+    with db_.session() as db:
+        loaded = learning.load_model(db, integration_id)
+        assert loaded is not None
+        return loaded.classifier
+
+
+def test_a_correction_appends_an_update_and_every_worker_rebuilds_the_same_model(
+    clean_db: Database, integration_id: str
+) -> None:
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None
+        snapshot, snapshot_version = row.state, row.snapshot_version
+        assert snapshot is not None and row.version == snapshot_version
+    warm = _loaded(clean_db, integration_id)  # this worker holds the snapshot's model
+
+    versions = [
+        _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales"),
+        _correct(clean_db, integration_id, 2, "Zanzibar invoice reminder", "Sales"),
+        _correct(clean_db, integration_id, 3, "Zanzibar invoice reminder again", "Support"),
+    ]
+    assert versions == [snapshot_version + 1, snapshot_version + 2, snapshot_version + 3]
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None
+        assert row.state == snapshot and row.snapshot_version == snapshot_version  # not rewritten
+        updates = list(db.scalars(select(ModelUpdate).order_by(ModelUpdate.version)))
+        assert [u.version for u in updates] == versions
+        assert [u.category for u in updates] == ["Sales", "Sales", "Support"]
+        assert max(len(u.example) for u in updates) < 20_000  # a few kB, not the model
+
+    # The worker that held the snapshot learns only the three updates...
+    incremental = _loaded(clean_db, integration_id)
+    assert incremental is not warm
+    assert _scores(warm).tolist() != _scores(incremental).tolist()
+    # ...and a cold worker (empty cache) replays them onto the snapshot: the same model.
+    learning._cache.clear()
+    cold = _loaded(clean_db, integration_id)
+    assert cold is not incremental
+    np.testing.assert_array_equal(_scores(cold), _scores(incremental))
+    assert [e.origin for e in cold.examples].count("correction") == 3
+    quote = cold.predict_many([_classify("Quixotic toner quote for the drum")])[0]
+    assert quote.category == "Sales"
+
+    # A retrain writes a snapshot that includes them, and the log is emptied.
+    with clean_db.session() as db:
+        learning.retrain(db, integration_id=integration_id, config=CONFIG)
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.snapshot_version == row.version == versions[-1] + 1
+        assert db.scalar(select(func.count()).select_from(ModelUpdate)) == 0
+    retrained = _loaded(clean_db, integration_id)
+    assert [e.origin for e in retrained.examples].count("correction") == 3
+
+
+def test_a_worker_reading_while_a_snapshot_is_written_reads_again(
+    clean_db: Database, integration_id: str
+) -> None:
+    _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales")
+    learning._cache.clear()
+    with clean_db.session() as reader:
+        stale = reader.scalars(
+            select(ModelState).where(ModelState.integration_id == integration_id)
+        ).one()
+        assert stale.snapshot_version < stale.version  # one update to replay
+        # Meanwhile another worker retrains: a new snapshot, the update folded in and deleted.
+        with clean_db.session() as writer:
+            learning.retrain(writer, integration_id=integration_id, config=CONFIG)
+        learning._cache.clear()  # (the writer had rebuilt version 2 in this process on the way)
+        classifier = learning._rebuild(reader, stale)
+        assert classifier is not None
+        assert stale.snapshot_version == stale.version  # it read the row again
+        assert [e.origin for e in classifier.examples].count("correction") == 1
+
+
+def _classify(text: str) -> ClassifyView:
+    return ClassifyView(subject=text, body_text=f"{text}. Kind regards, someone")
