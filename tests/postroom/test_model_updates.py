@@ -6,10 +6,11 @@ starts cold or from the version it already holds; a snapshot folds the updates i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from postroom.accounts.models import Workspace
 from postroom.classify import Classifier, ClassifierConfig
@@ -161,6 +162,84 @@ def test_a_worker_reading_while_a_snapshot_is_written_reads_again(
         assert classifier is not None
         assert stale.snapshot_version == stale.version  # it read the row again
         assert [e.origin for e in classifier.examples].count("correction") == 1
+
+
+def test_corrections_during_a_fold_retrain_neither_wait_nor_get_lost(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    subjects = [f"Zanzibar invoice reminder number {n}" for n in range(20)]
+    for n, subject in enumerate(subjects):
+        _correct(clean_db, integration_id, n, subject, "Sales")
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.retrain_due  # 20 corrections: a retrain is due
+
+    during: list[int] = []
+    original = Classifier.retrain
+
+    def retrain_while_a_person_corrects(self: Classifier) -> Classifier:
+        fitted = original(self)
+        # Another worker learns a correction while the fold is fitting. It must not wait for
+        # the fold (the old fold held the model row lock for the whole fit).
+        with clean_db.session() as db:
+            db.execute(text("SET LOCAL lock_timeout = '5s'"))
+            during.append(
+                learning.record_correction(
+                    db,
+                    integration_id=integration_id,
+                    entry_id="no-such-entry",
+                    view=_view(99, "Quixotic toner quote", "Quixotic toner quote for the drum"),
+                    correction=learning.Correction("Support", "Sales", "model"),
+                    config=CONFIG,
+                )
+            )
+        return fitted
+
+    monkeypatch.setattr(Classifier, "retrain", retrain_while_a_person_corrects)
+    with clean_db.session() as db:
+        learning.fold(
+            db,
+            integration_id=integration_id,
+            config=CONFIG,
+            settled_before=datetime.now(UTC),
+        )
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and during
+        assert row.snapshot_version == row.version == during[0] + 1
+        assert not row.retrain_due
+        assert db.scalar(select(func.count()).select_from(ModelUpdate)) == 0
+    learning._cache.clear()
+    folded = _loaded(clean_db, integration_id)
+    assert [e.origin for e in folded.examples].count("correction") == 21
+    assert folded._learned_since_fit == 1  # the fit saw 20; the one during it came on top
+    assert folded.predict(_classify("Quixotic toner quote")).category == "Sales"
+
+
+def test_a_fold_overtaken_by_a_retrain_changes_nothing(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(20):
+        _correct(clean_db, integration_id, n, f"Zanzibar invoice reminder number {n}", "Sales")
+    original = Classifier.retrain
+
+    def retrain_while_someone_saves_the_editor(self: Classifier) -> Classifier:
+        fitted = original(self)
+        monkeypatch.setattr(Classifier, "retrain", original)
+        with clean_db.session() as db:  # the Retrain button, meanwhile: a new snapshot
+            learning.retrain(db, integration_id=integration_id, config=CONFIG)
+        return fitted
+
+    monkeypatch.setattr(Classifier, "retrain", retrain_while_someone_saves_the_editor)
+    with clean_db.session() as db:
+        snapshot_version = learning.state_row(db, integration_id).version + 1
+        learned = learning.fold(
+            db, integration_id=integration_id, config=CONFIG, settled_before=datetime.now(UTC)
+        )
+    assert learned == 0
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.version == row.snapshot_version == snapshot_version
 
 
 def _classify(text: str) -> ClassifyView:

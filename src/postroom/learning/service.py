@@ -659,26 +659,31 @@ def fold(
     for categories that no longer exist or have fewer than ``minimum`` examples from people,
     or made under another classifier configuration, are dropped (see
     :meth:`Classifier.observe`); with ``decisions=False`` (learning from decisions turned off)
-    all pending ones are. Returns how many were learned."""
+    all pending ones are. Returns how many were learned.
+
+    The fit (a minute for a large model) runs without any lock, so corrections keep landing
+    meanwhile; then the model row is locked, the corrections that arrived during the fit are
+    learned on top (:func:`_apply`), and the snapshot is written. If a snapshot was written in
+    the meantime (the editor, Retrain, Reset), this fold's work is stale: nothing is changed
+    and the next reconcile folds again."""
+    row = state_row(db, integration_id)
     pending = list(
-        db.scalars(
-            select(PendingExample)
+        db.execute(
+            select(PendingExample.id, PendingExample.category, PendingExample.features)
             .where(
                 PendingExample.integration_id == integration_id,
                 PendingExample.created_at <= settled_before,
             )
             .order_by(PendingExample.created_at)
             .limit(FOLD_BATCH)
-            .with_for_update(skip_locked=True)
         )
     )
-    row = state_row(db, integration_id, lock=True)
     if not pending and not row.retrain_due:
         return 0
     classifier = _private_copy(db, row, config)
+    started_at = row.version  # (after the copy: reading it may have read the row again)
     learned = 0
     for item in pending:
-        db.delete(item)
         if not decisions or item.category not in classifier.categories:
             continue
         if not classifier.config.same_embeddings(config):
@@ -691,6 +696,15 @@ def fold(
     retrain = classifier.needs_retrain()
     if retrain:
         classifier.retrain()
+
+    db.refresh(
+        row, ["version", "snapshot_version", "retrain_due"], with_for_update=True
+    )  # the lock: from here on no correction lands until the snapshot is committed
+    if row.snapshot_version > started_at:
+        return 0  # refit meanwhile from what people configured: fold again next time
+    if row.version > started_at:
+        _apply(classifier, _updates(db, integration_id, started_at, row.version))
+    db.execute(delete(PendingExample).where(PendingExample.id.in_([item.id for item in pending])))
     if learned or retrain:
         _snapshot(db, row, classifier)
     else:
