@@ -133,6 +133,7 @@ def test_decisions_are_kept_once_per_message_bounded_and_replaced_by_corrections
         (3, "decision", "Support"),
         (4, "correction", "Sales"),
     ]
+    assert (classifier.labelled("Sales"), classifier.labelled("Support")) == (2, 1)
     rebuilt = Classifier.from_state(classifier.to_state())
     assert [e.key for e in rebuilt.examples] == [e.key for e in classifier.examples]
     try:

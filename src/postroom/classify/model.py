@@ -67,6 +67,7 @@ Invariants
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
@@ -404,12 +405,38 @@ def _fit_temperature(
     return float(_TEMPERATURES[int(np.argmin(losses))])
 
 
+@dataclass(slots=True)
+class _ExampleIndex:
+    """What :meth:`Classifier.observe` asks of the examples per decision, kept up to date
+    instead of scanning them all (a 2,000-decision fold of a 10,000-example model made
+    60 million comparisons)."""
+
+    keys: set[int]
+    by_people: Counter[str]
+    decisions: int
+
+    @classmethod
+    def of(cls, examples: Iterable[Example]) -> _ExampleIndex:
+        index = cls(set(), Counter(), 0)
+        for example in examples:
+            index.add(example)
+        return index
+
+    def add(self, example: Example) -> None:
+        if example.key:
+            self.keys.add(example.key)
+        if example.origin in _BY_PEOPLE:
+            self.by_people[example.category] += 1
+        self.decisions += example.origin == "decision"
+
+
 class Classifier:
     """Categorizes message views; learns from examples and corrections. See module docstring."""
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         self.config = config or ClassifierConfig()
         self._examples: list[Example] = []
+        self._index_cache: _ExampleIndex | None = None
         self._idf_columns: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._idf_values: Float32Array = np.zeros(0, np.float32)
         self._idf_default = 1.0
@@ -425,6 +452,7 @@ class Classifier:
         predicting with this one. Examples are immutable and shared; heads are copied."""
         twin = Classifier(self.config)
         twin._examples = list(self._examples)
+        twin._index_cache = None
         twin._idf_columns, twin._idf_values = self._idf_columns, self._idf_values
         twin._idf_default = self._idf_default
         twin._fast_center, twin._slow_center = self._fast_center, self._slow_center
@@ -463,6 +491,16 @@ class Classifier:
     ) -> Example:
         return replace(self.make_examples([view], [category], origin)[0], key=key)
 
+    def _index(self) -> _ExampleIndex:
+        if self._index_cache is None:
+            self._index_cache = _ExampleIndex.of(self._examples)
+        return self._index_cache
+
+    def _append(self, example: Example) -> None:
+        self._examples.append(example)
+        if self._index_cache is not None:
+            self._index_cache.add(example)
+
     @property
     def examples(self) -> tuple[Example, ...]:
         return tuple(self._examples)
@@ -476,6 +514,7 @@ class Classifier:
     def fit(self, examples: Iterable[Example]) -> Classifier:
         """Train from scratch on ``examples`` (replacing any earlier ones)."""
         self._examples = list(examples)
+        self._index_cache = None
         self._check_embeddings(self._examples)
         self._fast = self._slow = None
         self._examples_at_fit = len(self._examples)
@@ -520,8 +559,9 @@ class Classifier:
         An earlier example of the same message (``key``), e.g. the decision it corrects, is
         dropped first."""
         self._check_embeddings([example])
-        if example.key:
+        if example.key and example.key in self._index().keys:
             self._examples = [e for e in self._examples if e.key != example.key]
+            self._index_cache = None
         self._add(example)
 
     def observe(self, example: Example, *, minimum: int = OBSERVE_MINIMUM) -> bool:
@@ -537,24 +577,27 @@ class Classifier:
         self._check_embeddings([example])
         if self._fast is None or example.category not in self._fast.classes:
             return False
-        if example.key and any(e.key == example.key for e in self._examples):
+        if example.key and example.key in self._index().keys:
             return False
         if self.labelled(example.category) < minimum:
             return False
-        self._examples.append(example)
+        self._append(example)
         self._learned_since_fit += 1
-        decisions = [i for i, e in enumerate(self._examples) if e.origin == "decision"]
-        if len(decisions) > self.config.max_decisions:
-            drop = set(decisions[: len(decisions) - self.config.max_decisions])
+        if self._index().decisions > self.config.max_decisions:
+            # The oldest tenth go at once, so that at the cap a decision costs no full scan.
+            keep = self.config.max_decisions - self.config.max_decisions // 10
+            decisions = [i for i, e in enumerate(self._examples) if e.origin == "decision"]
+            drop = set(decisions[: len(decisions) - keep])
             self._examples = [e for i, e in enumerate(self._examples) if i not in drop]
+            self._index_cache = None
         return True
 
     def labelled(self, category: str) -> int:
         """How many examples of ``category`` people gave (typed examples and corrections)."""
-        return sum(1 for e in self._examples if e.category == category and e.origin in _BY_PEOPLE)
+        return self._index().by_people[category]
 
     def _add(self, example: Example) -> None:
-        self._examples.append(example)
+        self._append(example)
         self._learned_since_fit += 1
         if self._fast is None or len(set(self._fast.classes) | {example.category}) < 2:
             self.fit(self._examples)
