@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     reconcile_minutes: int = Field(default=5, ge=1, le=60)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     # learned classifier: "e5" adds the multilingual e5 cascade stage (better on short or
-    # cross-language mail, ~0.5 s per unsure email on 2 cores); "none" is hashed n-grams only
+    # cross-language mail, ~0.5 s per unsure email on 2 cores); "none" is hashed n-grams only.
+    # A change applies at each integration's next refit (editor save, Retrain): e5 -> none keeps
+    # the corrections learned so far; none -> e5 cannot (their e5 vectors would need the mail).
     classifier_embedder: Literal["none", "e5"] = "none"
     # learning from decisions nobody corrected: a model or rule decision at or above this
     # confidence becomes an example once it has stood this long without a correction

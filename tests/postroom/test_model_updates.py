@@ -242,5 +242,34 @@ def test_a_fold_overtaken_by_a_retrain_changes_nothing(
         assert row is not None and row.version == row.snapshot_version == snapshot_version
 
 
+def test_switching_the_embedder_off_keeps_corrections_and_on_says_what_is_lost(
+    clean_db: Database, integration_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cascade = ClassifierConfig.with_embeddings()
+
+    def train(config: ClassifierConfig) -> Classifier:
+        with clean_db.session() as db:
+            return learning.train_from_examples(
+                db,
+                integration_id=integration_id,
+                examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
+                config=config,
+            )
+
+    assert train(cascade).config.slow_embedder == "e5"
+    _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales")
+    # POSTROOM_CLASSIFIER_EMBEDDER=e5 -> none: the correction's hashed features carry over.
+    plain = train(CONFIG)
+    assert plain.config.slow_embedder is None
+    assert [e.origin for e in plain.examples].count("correction") == 1
+    assert all(e.slow_embedding is None for e in plain.examples)
+    assert plain.predict(_classify("Quixotic toner quote for the drum")).category == "Sales"
+    # none -> e5: it has no e5 vector (that would need the email): left out, and logged.
+    with caplog.at_level("WARNING", logger="postroom.learning.service"):
+        again = train(cascade)
+    assert [e.origin for e in again.examples].count("correction") == 0
+    assert "1 corrections were made without the embeddings" in caplog.text
+
+
 def _classify(text: str) -> ClassifyView:
     return ClassifyView(subject=text, body_text=f"{text}. Kind regards, someone")

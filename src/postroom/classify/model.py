@@ -172,6 +172,23 @@ class Example:
     """Which message it came from (a hash, see :func:`message_number`); 0 when none."""
 
 
+def adapted(example: Example, config: ClassifierConfig) -> Example | None:
+    """``example`` for a classifier built with ``config``: embeddings that classifier does not
+    use are dropped (a correction made under the e5 cascade still teaches an n-gram model);
+    None when it needs an embedding the example lacks — that would take the email's text,
+    which is not kept."""
+    fast, slow = example.fast_embedding, example.slow_embedding
+    if (config.fast_embedder is not None and fast is None) or (
+        config.slow_embedder is not None and slow is None
+    ):
+        return None
+    return replace(
+        example,
+        fast_embedding=fast if config.fast_embedder is not None else None,
+        slow_embedding=slow if config.slow_embedder is not None else None,
+    )
+
+
 def example_state(example: Example) -> dict[str, Any]:
     """One example as arrays and numbers (for :func:`~postroom.classify.state.dump_state`);
     the category name is kept by the caller."""

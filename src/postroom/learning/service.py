@@ -28,6 +28,7 @@ first, then call these functions with a session.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from postroom.classify import (
     ModelSummary,
     Outcome,
     Remembered,
+    adapted,
     conversation_hash,
     dump_state,
     example_from_state,
@@ -77,6 +79,8 @@ MAX_EXAMPLES_PER_CATEGORY = 50
 MAX_CONVERSATIONS = 20_000
 """Conversations remembered per integration; the least recently updated are forgotten."""
 MAX_EXAMPLE_CHARS = 5_000
+
+log = logging.getLogger(__name__)
 
 _cache: dict[tuple[str, int], Classifier] = {}
 _cache_lock = threading.Lock()
@@ -451,11 +455,27 @@ def train_from_examples(
         replace(e, origin="seed") if seed else e
         for e, (_, _, seed) in zip(made, labelled, strict=True)
     ]
-    corrections = [e for e in previous.examples if e.origin in ("correction", "decision")]
-    if not keep_corrections:
-        corrections = []
-    if corrections and not previous.config.same_embeddings(config):
-        corrections = []  # embeddings of another configuration cannot be mixed in
+    corrections: list[Example] = []
+    if keep_corrections:
+        learned = [e for e in previous.examples if e.origin in ("correction", "decision")]
+        if not previous.config.same_embeddings(config):
+            # POSTROOM_CLASSIFIER_EMBEDDER changed: from e5 to none the hashed features carry
+            # over; from none to e5 they cannot (the e5 vector would need the email's text).
+            converted = [adapted(e, config) for e in learned]
+            dropped = sum(
+                1
+                for new, old in zip(converted, learned, strict=True)
+                if new is None and old.origin == "correction"
+            )
+            if dropped:
+                log.warning(
+                    "integration %s: %d corrections were made without the embeddings the new "
+                    "POSTROOM_CLASSIFIER_EMBEDDER needs; the refit leaves them out",
+                    integration_id,
+                    dropped,
+                )
+            learned = [e for e in converted if e is not None]
+        corrections = learned
     classifier.fit([*made, *corrections])
     for category, _, seed in labelled:
         if not seed:
