@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -500,8 +501,12 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
     edit = web.get(f"{base}/categories", params={"edit": support.id})
     assert "Mijn printer is kapot" in edit.text and 'name="examples"' in edit.text
 
+    # The saves asked for a refit; the worker does it (the requests did not wait for it).
     page = web.get(f"{base}/model")
-    assert "The model decides emails" in page.text
+    assert "The model is off" in page.text and 'id="refitting"' in page.text
+    postroom.drain()
+    page = web.get(f"{base}/model")
+    assert "The model decides emails" in page.text and 'id="refitting"' not in page.text
     # description (seed) + 4 pasted examples per category
     assert "<td>Support</td><td>5</td><td>0</td>" in page.text
 
@@ -523,12 +528,15 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
         version = row.version
     forged = web.post(f"{base}/model", data={"csrf_token": "forged", "action": "reset"})
     assert forged.status_code in (400, 403)
-    for action in ("retrain", "reset"):
+    for action, notice in (("retrain", "Retraining the model"), ("reset", "Resetting the model")):
         done = post_form(web, f"{base}/model", f"{base}/model", {"action": action})
         assert done.status_code == 303
+        assert notice in web.get(done.headers["location"]).text
+        postroom.drain()
     with postroom.database.session() as db:
         row = db.get(ModelState, _integration_id(base))
         assert row is not None and row.version == version + 2
+        assert row.refit_requested_at is None and not row.refit_reset
 
     with httpx.Client(base_url=postroom.url, trust_env=False) as member:
         sign_up(member, email="member@acme.test", name="Max Member", workspace="Max's own")
@@ -663,7 +671,12 @@ def test_model_page_in_a_real_browser(
         assert page.get_by_role("status").inner_text() == "Saved the review settings."
         assert page.get_by_label("Threshold (0–1)").input_value() == "0.7"
         page.get_by_role("button", name="Retrain").click()
-        assert "Retrained the model" in page.get_by_role("status").inner_text()
+        assert "Retraining the model" in page.get_by_role("status").inner_text()
+        assert "Rebuilding the model in the background" in page.inner_text("#refitting")
+        with ThreadPoolExecutor(1) as worker:  # (playwright's loop runs in this thread)
+            worker.submit(postroom.drain).result()
+        page.reload()
+        assert page.locator("#refitting").count() == 0
         assert learned.get_by_role("row").filter(has_text="Sales").inner_text().split()[2] == "1"
         browser.close()
     with postroom.database.session() as db:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -269,6 +270,36 @@ def test_switching_the_embedder_off_keeps_corrections_and_on_says_what_is_lost(
         again = train(cascade)
     assert [e.origin for e in again.examples].count("correction") == 0
     assert "1 corrections were made without the embeddings" in caplog.text
+
+
+def test_a_refit_asked_for_while_one_runs_is_not_lost(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with clean_db.session() as db:
+        assert not learning.refit(db, integration_id=integration_id, config=CONFIG)  # none asked
+        learning.request_refit(db, integration_id=integration_id)
+    with clean_db.session() as db:
+        assert learning.integrations_to_refit(db) == [integration_id]  # the reconcile's list
+    original = Classifier.fit
+
+    def fit_while_a_person_saves_again(self: Classifier, examples: Any) -> Classifier:
+        monkeypatch.setattr(Classifier, "fit", original)
+        with clean_db.session() as db:  # the editor, meanwhile (its examples came too late)
+            learning.request_refit(db, integration_id=integration_id, reset=True)
+        return original(self, examples)
+
+    monkeypatch.setattr(Classifier, "fit", fit_while_a_person_saves_again)
+    with clean_db.session() as db:
+        assert learning.refit(db, integration_id=integration_id, config=CONFIG)
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.refit_requested_at is not None and row.refit_reset
+        assert learning.integrations_to_refit(db) == [integration_id]
+        assert learning.refit(db, integration_id=integration_id, config=CONFIG)
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.refit_requested_at is None and not row.refit_reset
+        assert learning.integrations_to_refit(db) == []
 
 
 def _classify(text: str) -> ClassifyView:

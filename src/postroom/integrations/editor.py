@@ -44,6 +44,7 @@ from postroom.integrations.oauth import GRAPH
 from postroom.integrations.statuses import LABELS, REASONS, Reason
 from postroom.integrations.views import graph_call, load_integration
 from postroom.learning import service as learning
+from postroom.learning.views import defer_refit_from_thread
 from postroom.processing.decide import decide
 from postroom.processing.models import LEDGER_STATES
 from postroom.processing.plan import CategoryConfig, Plan
@@ -860,13 +861,12 @@ def _categories_submit(
             category_id=category.id,
             texts=learning.split_examples(form.examples),
         )
-        if changed or learning.state_row(db, integration.id).state is not None:
-            # Inline: a fit on typed examples takes well under a second without the e5 stage.
-            learning.retrain(
-                db,
-                integration_id=integration.id,
-                config=learning.classifier_config(request.app.state.settings),
-            )
+        if changed or learning.state_row(db, integration.id).version > 0:
+            # In the background: a model that learned thousands of decisions takes a minute
+            # to fit (longer with e5); the request does not wait for it.
+            learning.request_refit(db, integration_id=integration.id)
+            db.commit()
+            defer_refit_from_thread(request, integration.id)
         return RedirectResponse(
             f"/integrations/{integration.id}/categories?saved={category.id}", status_code=303
         )

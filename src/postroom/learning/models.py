@@ -67,6 +67,13 @@ class ModelState(Base):
     )
     retrain_due: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Enough was learned since the last full fit: the reconcile queues a retrain."""
+    refit_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    """A person changed what the model is built from (the editor, Retrain, Reset): the
+    ``refit_model`` job rebuilds it in the background and clears this."""
+    refit_reset: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The requested refit forgets corrections and learned decisions (the Reset button)."""
 
 
 class ModelUpdate(Base):

@@ -437,64 +437,135 @@ def train_from_examples(
     """Fit from scratch on typed examples ``(category, text)`` — by default the categories'
     descriptions and pasted examples — keeping learned corrections unless told otherwise.
 
-    Records one ``example`` event per typed example (category names only) and saves."""
-    row = state_row(db, integration_id, lock=True)
-    previous = _private_copy(db, row, config)
+    Like :func:`fold`, the fit runs without the model row lock and the corrections that land
+    meanwhile are learned on top (forgotten too, for a reset); overtaken by another snapshot
+    it starts again, the third time under the lock throughout. Records one ``example`` event
+    per typed example (category names only) and writes a snapshot; the row stays locked until
+    the caller commits."""
+    row = state_row(db, integration_id)
     labelled: list[tuple[str, str, bool]]
     if examples is None:
         labelled = configured_examples(db, integration_id)
     else:
         labelled = [(category, text, False) for category, text in examples]
-    classifier = Classifier(config)
+    made = _typed_examples(Classifier(config), labelled)
+    for attempt in range(3):
+        final = attempt == 2
+        if final:
+            _lock(db, row)
+        previous = _private_copy(db, row, config)
+        started_at = row.version
+        learned = _carried_over(previous, config, integration_id) if keep_corrections else []
+        classifier = Classifier(config).fit([*made, *learned])
+        if not final:
+            _lock(db, row)
+            if row.snapshot_version > started_at:
+                continue  # another refit or fold wrote a snapshot meanwhile: start again
+            if row.version > started_at and keep_corrections:
+                _apply(classifier, _updates(db, integration_id, started_at, row.version))
+        for category, _, seed in labelled:
+            if not seed:
+                db.add(
+                    LearningEvent(integration_id=integration_id, kind="example", category=category)
+                )
+        _snapshot(db, row, classifier)
+        return classifier
+    raise AssertionError("unreachable: the last attempt holds the lock")
+
+
+def _lock(db: Session, row: ModelState) -> None:
+    """Take the model row lock and forget what was read of the row before it."""
+    db.execute(
+        select(ModelState.integration_id)
+        .where(ModelState.integration_id == row.integration_id)
+        .with_for_update()
+    )
+    db.expire(row)
+
+
+def _typed_examples(classifier: Classifier, labelled: list[tuple[str, str, bool]]) -> list[Example]:
     made = classifier.make_examples(
         [text_view(text) for _, text, _ in labelled],
         [category for category, _, _ in labelled],
         "user_example",
     )
-    made = [
+    return [
         replace(e, origin="seed") if seed else e
         for e, (_, _, seed) in zip(made, labelled, strict=True)
     ]
-    corrections: list[Example] = []
-    if keep_corrections:
-        learned = [e for e in previous.examples if e.origin in ("correction", "decision")]
-        if not previous.config.same_embeddings(config):
-            # POSTROOM_CLASSIFIER_EMBEDDER changed: from e5 to none the hashed features carry
-            # over; from none to e5 they cannot (the e5 vector would need the email's text).
-            converted = [adapted(e, config) for e in learned]
-            dropped = sum(
-                1
-                for new, old in zip(converted, learned, strict=True)
-                if new is None and old.origin == "correction"
-            )
-            if dropped:
-                log.warning(
-                    "integration %s: %d corrections were made without the embeddings the new "
-                    "POSTROOM_CLASSIFIER_EMBEDDER needs; the refit leaves them out",
-                    integration_id,
-                    dropped,
-                )
-            learned = [e for e in converted if e is not None]
-        corrections = learned
-    classifier.fit([*made, *corrections])
-    for category, _, seed in labelled:
-        if not seed:
-            db.add(LearningEvent(integration_id=integration_id, kind="example", category=category))
-    _snapshot(db, row, classifier)
-    return classifier
+
+
+def _carried_over(
+    previous: Classifier, config: ClassifierConfig, integration_id: str
+) -> list[Example]:
+    """The corrections and learned decisions of ``previous``, for a model built with
+    ``config``."""
+    learned = [e for e in previous.examples if e.origin in ("correction", "decision")]
+    if previous.config.same_embeddings(config):
+        return learned
+    # POSTROOM_CLASSIFIER_EMBEDDER changed: from e5 to none the hashed features carry over;
+    # from none to e5 they cannot (the e5 vector would need the email's text).
+    converted = [adapted(e, config) for e in learned]
+    dropped = sum(
+        1
+        for new, old in zip(converted, learned, strict=True)
+        if new is None and old.origin == "correction"
+    )
+    if dropped:
+        log.warning(
+            "integration %s: %d corrections were made without the embeddings the new "
+            "POSTROOM_CLASSIFIER_EMBEDDER needs; the refit leaves them out",
+            integration_id,
+            dropped,
+        )
+    return [e for e in converted if e is not None]
 
 
 def retrain(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
-    """Rebuild from the configured examples and every correction (the Retrain button)."""
+    """Rebuild from the configured examples and every correction (what Retrain asks for)."""
     return train_from_examples(db, integration_id=integration_id, config=config)
 
 
 def reset(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
-    """Forget corrections and learned decisions: refit on the configured examples only (the
-    Reset button)."""
+    """Forget corrections and learned decisions: refit on the configured examples only (what
+    Reset asks for)."""
     db.execute(delete(PendingExample).where(PendingExample.integration_id == integration_id))
     return train_from_examples(
         db, integration_id=integration_id, config=config, keep_corrections=False
+    )
+
+
+def request_refit(db: Session, *, integration_id: str, reset: bool = False) -> None:
+    """Ask for a refit in the background (the ``refit_model`` job, see :func:`refit`): what
+    the editor, Retrain and Reset do, so that a request never waits for a fit (a minute for a
+    model that learned thousands of decisions; longer with e5)."""
+    row = state_row(db, integration_id, lock=True)
+    row.refit_requested_at = datetime.now(UTC)
+    row.refit_reset = row.refit_reset or reset
+
+
+def refit(db: Session, *, integration_id: str, config: ClassifierConfig) -> bool:
+    """Carry out a requested refit (:func:`request_refit`); False when none was asked for.
+    A request made while it ran stays asked for, so the job runs again."""
+    row = state_row(db, integration_id)
+    asked, forget = row.refit_requested_at, row.refit_reset
+    if asked is None:
+        return False
+    if forget:
+        reset(db, integration_id=integration_id, config=config)
+    else:
+        retrain(db, integration_id=integration_id, config=config)
+    if row.refit_requested_at == asked:  # (read under the lock the snapshot was written with)
+        row.refit_requested_at = None
+        row.refit_reset = False
+    return True
+
+
+def integrations_to_refit(db: Session) -> list[str]:
+    return sorted(
+        db.scalars(
+            select(ModelState.integration_id).where(ModelState.refit_requested_at.is_not(None))
+        )
     )
 
 
@@ -717,9 +788,7 @@ def fold(
     if retrain:
         classifier.retrain()
 
-    db.refresh(
-        row, ["version", "snapshot_version", "retrain_due"], with_for_update=True
-    )  # the lock: from here on no correction lands until the snapshot is committed
+    _lock(db, row)  # from here on no correction lands until the snapshot is committed
     if row.snapshot_version > started_at:
         return 0  # refit meanwhile from what people configured: fold again next time
     if row.version > started_at:

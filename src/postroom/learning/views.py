@@ -22,10 +22,21 @@ CallerDep = Annotated[Caller, Depends(current_caller)]
 
 NOTICES = {
     "settings": "Saved the review settings.",
-    "retrained": "Retrained the model on your examples and every correction.",
-    "reset": "Reset the model: corrections and learned decisions are forgotten, "
-    "your examples are kept.",
+    "retrained": "Retraining the model on your examples and every correction, in the background.",
+    "reset": "Resetting the model in the background: corrections and learned decisions are "
+    "forgotten, your examples are kept.",
 }
+
+
+def defer_refit_from_thread(request: Request, integration_id: str) -> None:
+    """Queue the refit that :func:`~postroom.learning.service.request_refit` asked for (from a
+    request's worker thread, after the commit; should the queue miss it, the reconcile
+    queues it within a minute)."""
+    from anyio import from_thread
+
+    from postroom.sync.jobs import defer_refit
+
+    from_thread.run(defer_refit, request.app.state.runtime, integration_id)
 
 
 def _learning_settings(request: Request) -> dict[str, Any]:
@@ -70,13 +81,11 @@ def model_submit(
     check_csrf(request, csrf_token)
     caller.require_manager()
     integration = load_integration(db, caller, integration_id)
-    config = learning.classifier_config(request.app.state.settings)
-    if action == "retrain":
-        learning.retrain(db, integration_id=integration.id, config=config)
-        done = "retrained"
-    elif action == "reset":
-        learning.reset(db, integration_id=integration.id, config=config)
-        done = "reset"
+    if action in ("retrain", "reset"):
+        learning.request_refit(db, integration_id=integration.id, reset=action == "reset")
+        db.commit()
+        defer_refit_from_thread(request, integration.id)
+        done = "retrained" if action == "retrain" else "reset"
     elif action == "settings":
         try:
             value = float(threshold)

@@ -8,6 +8,9 @@
   the reconcile interval (a lost notification or job costs at most one interval), renews
   subscriptions at half their lifetime, and queues ``fold_decisions`` for integrations with
   decisions that stood uncorrected for ``learn_after_seconds`` or a model due a retrain;
+* ``refit_model`` — rebuilds a model from what people configured after the editor, Retrain or
+  Reset asked for it (``lock`` per model, shared with ``fold_decisions``); the reconcile
+  re-queues a requested refit whose job was lost;
 * ``fold_decisions`` — learns those decisions as examples and retrains the model when enough
   was learned since its last fit, corrections included (``lock`` per model: one at a time).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import procrastinate
@@ -135,6 +139,39 @@ async def defer_fold(runtime: Runtime, integration_id: str) -> bool:
     return True
 
 
+async def defer_refit(runtime: Runtime, integration_id: str) -> bool:
+    """Ask for the requested refit of an integration's model (see
+    :func:`postroom.learning.service.request_refit`); one at a time per model, folds too."""
+    try:
+        await runtime.queue.configure_task(
+            "postroom:refit_model",
+            lock=f"model:{integration_id}",
+            queueing_lock=f"refit:{integration_id}",
+        ).defer_async(integration_id=integration_id)
+    except AlreadyEnqueued:
+        return False
+    return True
+
+
+async def refit_model(integration_id: str) -> None:
+    """Rebuild a model from what people configured (CPU work, off the event loop)."""
+    runtime = current()
+    await asyncio.to_thread(refit_now, runtime, integration_id)
+
+
+def refit_now(runtime: Runtime, integration_id: str) -> bool:
+    started = time.monotonic()
+    with runtime.database.session() as db:
+        done = learning.refit(
+            db, integration_id=integration_id, config=learning.classifier_config(runtime.settings)
+        )
+    if done:
+        log.info(
+            "integration %s: model refitted in %.1f s", integration_id, time.monotonic() - started
+        )
+    return done
+
+
 async def fold_decisions(integration_id: str) -> None:
     """Learn settled decisions, retrain when due (CPU work, off the event loop)."""
     runtime = current()
@@ -165,6 +202,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="backfill_folder", retry=RETRY)(backfill_folder)
     blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
     blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
+    blueprint.task(name="refit_model", retry=RETRY)(refit_model)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
         blueprint.task(name="reconcile", queueing_lock="reconcile")(reconcile)
     )
@@ -177,7 +215,7 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     poll_due = now - timedelta(seconds=settings.poll_interval_seconds)
     reconcile_due = now - timedelta(minutes=settings.reconcile_minutes)
     renew_due = now + engine.RENEW_WHEN_LEFT
-    counts = {"sync": 0, "renew": 0, "fold": 0}
+    counts = {"sync": 0, "renew": 0, "fold": 0, "refit": 0}
     with runtime.database.session() as db:
         rows = db.execute(
             select(
@@ -209,4 +247,8 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         )
     for integration_id in integrations:
         counts["fold"] += int(await defer_fold(runtime, integration_id))
+    with runtime.database.session() as db:
+        asked = learning.integrations_to_refit(db)
+    for integration_id in asked:  # (normally deferred by the request that asked)
+        counts["refit"] += int(await defer_refit(runtime, integration_id))
     return counts

@@ -1,5 +1,6 @@
 """model_updates: a correction appends one row instead of rewriting the model's state
-(model_states.snapshot_version says which version the stored state is)
+(model_states.snapshot_version says which version the stored state is); refits requested by
+people run in the background (model_states.refit_requested_at, refit_reset)
 
 Revision ID: 0007
 Revises: 0006
@@ -23,6 +24,14 @@ def upgrade() -> None:
         sa.Column("snapshot_version", sa.Integer(), nullable=False, server_default="0"),
     )
     op.execute("UPDATE model_states SET snapshot_version = version")
+    op.add_column(
+        "model_states",
+        sa.Column("refit_requested_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.add_column(
+        "model_states",
+        sa.Column("refit_reset", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     op.create_table(
         "model_updates",
         sa.Column(
@@ -40,4 +49,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("model_updates")
+    op.drop_column("model_states", "refit_reset")
+    op.drop_column("model_states", "refit_requested_at")
     op.drop_column("model_states", "snapshot_version")
