@@ -353,7 +353,7 @@ def _snapshot(db: Session, row: ModelState, classifier: Classifier) -> int:
 def _append(db: Session, row: ModelState, classifier: Classifier, example: Example) -> int:
     """Record that ``classifier`` (a private copy at ``row.version``) learned ``example``:
     one :class:`ModelUpdate` row, not the whole state."""
-    if row.state is None and row.snapshot_version == 0:
+    if row.snapshot_version == 0:  # (not row.state: that would read the whole snapshot)
         return _snapshot(db, row, classifier)  # the first model: a snapshot to replay onto
     row.version = row.version + 1
     row.updated_at = datetime.now(UTC)
