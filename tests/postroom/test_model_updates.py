@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from postroom.accounts.models import Workspace
 from postroom.classify import Classifier, ClassifierConfig
@@ -300,6 +300,25 @@ def test_a_refit_asked_for_while_one_runs_is_not_lost(
         row = db.get(ModelState, integration_id)
         assert row is not None and row.refit_requested_at is None and not row.refit_reset
         assert learning.integrations_to_refit(db) == []
+
+
+def test_a_warm_worker_reads_no_snapshot_to_decide_or_to_learn_a_correction(
+    clean_db: Database, integration_id: str
+) -> None:
+    _loaded(clean_db, integration_id)  # warm: this worker holds the current version
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(clean_db.engine, "before_cursor_execute", seen)
+    try:
+        _loaded(clean_db, integration_id)
+        _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales")
+        _loaded(clean_db, integration_id)  # one version behind: learns the one update
+    finally:
+        event.remove(clean_db.engine, "before_cursor_execute", seen)
+    assert statements and not [s for s in statements if "model_states.state" in s]
 
 
 def _classify(text: str) -> ClassifyView:
