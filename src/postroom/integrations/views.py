@@ -100,7 +100,12 @@ def _connection(request: Request, integration: Integration) -> Connection:
 def graph_call(
     request: Request, db: Session, integration: Integration, work: Any, *, verify: bool = False
 ) -> Any:
-    """Call Graph for this integration; a token failure becomes the integration's status."""
+    """Call Graph for this integration; a token failure becomes the integration's status.
+
+    The session's transaction ends first (STYLE rule 6): nothing is held in PostgreSQL while
+    Microsoft answers, which may take seconds (throttling, retries). Callers read before they
+    call and write after; the objects they loaded stay usable (``expire_on_commit=False``)."""
+    db.commit()
     try:
         result, new_cache = run_graph(
             _settings(request),
