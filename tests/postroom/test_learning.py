@@ -495,6 +495,8 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
             },
         )
         assert saved.status_code == 303, saved.text[:2000]
+        listing = web.get(saved.headers["location"]).text
+        assert f"Saved “{name}”. The learned model is being retrained in the background." in listing
     with postroom.database.session() as db:
         support = db.scalar(select(Category).where(Category.name == "Support"))
         assert support is not None and learning.examples_of(db, support.id) == SUPPORT

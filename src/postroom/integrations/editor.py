@@ -779,6 +779,8 @@ def categories_page(
     if saved:
         category = service.get_category(db=db, integration=integration, category_id=saved[:64])
         notice = f"Saved “{category.name}”." if category else None
+        if notice and learning.refit_pending(db, integration.id):
+            notice += " The learned model is being retrained in the background."
     coloured = request.query_params.get("coloured")
     if coloured and coloured.isdigit():
         count = int(coloured)

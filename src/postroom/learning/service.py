@@ -561,6 +561,14 @@ def refit(db: Session, *, integration_id: str, config: ClassifierConfig) -> bool
     return True
 
 
+def refit_pending(db: Session, integration_id: str) -> bool:
+    """Whether a requested refit has not run yet (read only: no row is created)."""
+    asked = db.scalar(
+        select(ModelState.refit_requested_at).where(ModelState.integration_id == integration_id)
+    )
+    return asked is not None
+
+
 def integrations_to_refit(db: Session) -> list[str]:
     return sorted(
         db.scalars(
