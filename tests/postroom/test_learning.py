@@ -538,7 +538,7 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
     with postroom.database.session() as db:
         row = db.get(ModelState, _integration_id(base))
         assert row is not None and row.version == version + 2
-        assert row.refit_requested_at is None and not row.refit_reset
+        assert row.refit_requested_at is None and row.reset_requested_at is None
 
     with httpx.Client(base_url=postroom.url, trust_env=False) as member:
         sign_up(member, email="member@acme.test", name="Max Member", workspace="Max's own")

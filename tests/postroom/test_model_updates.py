@@ -19,7 +19,7 @@ from postroom.classify import MessageView as ClassifyView
 from postroom.db import Database
 from postroom.integrations.models import Integration
 from postroom.learning import service as learning
-from postroom.learning.models import ModelState, ModelUpdate
+from postroom.learning.models import ModelState, ModelUpdate, PendingExample
 from postroom.processing.view import Address, MessageView
 
 SUPPORT = [
@@ -293,12 +293,12 @@ def test_a_refit_asked_for_while_one_runs_is_not_lost(
         assert learning.refit(db, integration_id=integration_id, config=CONFIG)
     with clean_db.session() as db:
         row = db.get(ModelState, integration_id)
-        assert row is not None and row.refit_requested_at is not None and row.refit_reset
+        assert row is not None and row.refit_requested_at is not None and row.reset_requested_at
         assert learning.integrations_to_refit(db) == [integration_id]
         assert learning.refit(db, integration_id=integration_id, config=CONFIG)
     with clean_db.session() as db:
         row = db.get(ModelState, integration_id)
-        assert row is not None and row.refit_requested_at is None and not row.refit_reset
+        assert row is not None and row.refit_requested_at is None and not row.reset_requested_at
         assert learning.integrations_to_refit(db) == []
 
 
@@ -319,6 +319,153 @@ def test_a_warm_worker_reads_no_snapshot_to_decide_or_to_learn_a_correction(
     finally:
         event.remove(clean_db.engine, "before_cursor_execute", seen)
     assert statements and not [s for s in statements if "model_states.state" in s]
+
+
+# ---------------------------------------------------------------- found in review (session 4)
+def test_a_reset_does_not_block_a_correction_of_a_pending_decision(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reset used to delete the pending decisions before its (unlocked) fit: a correction of
+    one of them then waited for the whole fit and the two deadlocked."""
+    view = _view(7, "Zanzibar invoice reminder", "Zanzibar invoice reminder. Kind regards")
+    with clean_db.session() as db:
+        loaded = learning.load_model(db, integration_id)
+        assert loaded is not None
+        learning.record_decision(
+            db,
+            integration_id=integration_id,
+            classifier=loaded.classifier,
+            view=view,
+            category="Support",
+        )
+        learning.request_refit(db, integration_id=integration_id, reset=True)
+    original = Classifier.fit
+    during: list[int] = []
+
+    def fit_while_the_decision_is_corrected(self: Classifier, examples: Any) -> Classifier:
+        monkeypatch.setattr(Classifier, "fit", original)
+        with clean_db.session() as db:
+            db.execute(text("SET LOCAL lock_timeout = '5s'"))
+            during.append(
+                learning.record_correction(
+                    db,
+                    integration_id=integration_id,
+                    entry_id="no-such-entry",
+                    view=view,
+                    correction=learning.Correction("Support", "Sales", "model"),
+                    config=CONFIG,
+                )
+            )
+        return original(self, examples)
+
+    monkeypatch.setattr(Classifier, "fit", fit_while_the_decision_is_corrected)
+    with clean_db.session() as db:
+        assert learning.refit(db, integration_id=integration_id, config=CONFIG)
+    assert during
+    with clean_db.session() as db:
+        assert db.scalar(select(func.count()).select_from(PendingExample)) == 0
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.reset_requested_at is None
+        assert row.snapshot_version == row.version == during[0] + 1
+
+
+def test_a_retrain_asked_for_during_a_reset_stays_a_retrain(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with clean_db.session() as db:
+        learning.request_refit(db, integration_id=integration_id, reset=True)
+    original = Classifier.fit
+
+    def fit_while_the_editor_saves(self: Classifier, examples: Any) -> Classifier:
+        monkeypatch.setattr(Classifier, "fit", original)
+        with clean_db.session() as db:
+            learning.request_refit(db, integration_id=integration_id)
+        return original(self, examples)
+
+    monkeypatch.setattr(Classifier, "fit", fit_while_the_editor_saves)
+    with clean_db.session() as db:
+        assert learning.refit(db, integration_id=integration_id, config=CONFIG)
+    with clean_db.session() as db:
+        row = db.get(ModelState, integration_id)
+        assert row is not None and row.refit_requested_at is not None  # run again...
+        assert row.reset_requested_at is None  # ...as a retrain
+
+
+def test_an_overtaken_refit_starts_again_without_holding_the_lock_while_fitting(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Classifier.fit
+    calls: list[str] = []
+
+    def fit(self: Classifier, examples: Any) -> Classifier:
+        calls.append("fit")
+        if len(calls) == 1:  # another snapshot meanwhile (the fit of it is call 2)
+            with clean_db.session() as db:
+                learning.train_from_examples(
+                    db, integration_id=integration_id, config=CONFIG, lock_first=True
+                )
+        elif len(calls) == 3:  # the refit's second attempt: a correction must not wait
+            _correct(clean_db, integration_id, 3, "Quixotic toner quote for the drum", "Sales")
+            calls.append("corrected")
+        return original(self, examples)
+
+    with clean_db.session() as db:
+        learning.request_refit(db, integration_id=integration_id)
+    monkeypatch.setattr(Classifier, "fit", fit)
+    with clean_db.session() as db:
+        db.execute(text("SET lock_timeout = '5s'"))
+        assert learning.refit(db, integration_id=integration_id, config=CONFIG)
+    assert "corrected" in calls
+    learning._cache.clear()
+    with clean_db.session() as db:  # (no categories configured here: corrections only)
+        rebuilt = learning._rebuild(db, learning.state_row(db, integration_id))
+        assert rebuilt is not None
+        assert [e.origin for e in rebuilt.examples].count("correction") == 1
+
+
+def test_a_refit_under_another_embedder_keeps_what_it_can_of_corrections_made_meanwhile(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cascade = ClassifierConfig.with_embeddings()
+    examples = [("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES]
+    with clean_db.session() as db:
+        learning.train_from_examples(
+            db, integration_id=integration_id, examples=examples, config=cascade
+        )
+    original = Classifier.fit
+
+    def fit_while_a_person_corrects(self: Classifier, made: Any) -> Classifier:
+        monkeypatch.setattr(Classifier, "fit", original)
+        _correct(clean_db, integration_id, 5, "Quixotic toner quote for the drum", "Sales")
+        return original(self, made)
+
+    monkeypatch.setattr(Classifier, "fit", fit_while_a_person_corrects)
+    with clean_db.session() as db:  # POSTROOM_CLASSIFIER_EMBEDDER e5 -> none, then a refit
+        plain = learning.train_from_examples(
+            db, integration_id=integration_id, examples=examples, config=CONFIG
+        )
+    assert plain.config.slow_embedder is None
+    assert [e.origin for e in plain.examples].count("correction") == 1
+
+
+def test_a_snapshot_committed_before_the_deferred_state_is_read_is_not_mislabelled(
+    clean_db: Database, integration_id: str
+) -> None:
+    learning._cache.clear()
+    with clean_db.session() as reader:
+        stale = reader.scalars(
+            select(ModelState).where(ModelState.integration_id == integration_id)
+        ).one()
+        read_at = stale.version
+        assert stale.snapshot_version == read_at
+        _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales")
+        with clean_db.session() as writer:
+            learning.retrain(writer, integration_id=integration_id, config=CONFIG)
+        learning._cache.clear()
+        classifier = learning._rebuild(reader, stale)
+        assert classifier is not None
+        corrections = [e.origin for e in classifier.examples].count("correction")
+        assert stale.version == read_at + 2 and corrections == 1  # read again: the new one
 
 
 def _classify(text: str) -> ClassifyView:

@@ -72,8 +72,11 @@ class ModelState(Base):
     )
     """A person changed what the model is built from (the editor, Retrain, Reset): the
     ``refit_model`` job rebuilds it in the background and clears this."""
-    refit_reset: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    """The requested refit forgets corrections and learned decisions (the Reset button)."""
+    reset_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    """The last time a person asked for the refit to forget corrections and learned decisions
+    (the Reset button); cleared by the refit that did, unless another Reset came meanwhile."""
 
 
 class ModelUpdate(Base):

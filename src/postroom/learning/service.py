@@ -262,9 +262,19 @@ def _updates(db: Session, integration_id: str, after: int, upto: int) -> list[Mo
 
 
 def _apply(classifier: Classifier, updates: list[ModelUpdate]) -> Classifier:
-    """``classifier`` (a private copy) after learning ``updates`` in order."""
+    """``classifier`` (a private copy) after learning ``updates`` in order. A refit under
+    another ``POSTROOM_CLASSIFIER_EMBEDDER`` than the corrections were made with keeps what it
+    can of them (see :func:`~postroom.classify.adapted`)."""
     for update in updates:
-        classifier.learn(example_from_state(load_state(update.example), update.category))
+        made = example_from_state(load_state(update.example), update.category)
+        example = adapted(made, classifier.config)
+        if example is None:
+            log.warning(
+                "model update %d lacks the embeddings of the new configuration; left out",
+                update.version,
+            )
+            continue
+        classifier.learn(example)
     return classifier
 
 
@@ -301,7 +311,15 @@ def _rebuild_once(db: Session, row: ModelState) -> Classifier | None:
         updates = _updates(db, row.integration_id, base_version, row.version)
         classifier = _apply(base.copy(), updates)
     else:
-        state = row.state
+        # The snapshot with the version it was written at, in one read: a snapshot committed
+        # since the row was read must not pass for the older one.
+        state, written_at = db.execute(
+            select(ModelState.state, ModelState.snapshot_version).where(
+                ModelState.integration_id == row.integration_id
+            )
+        ).one()
+        if written_at != row.snapshot_version:
+            raise _Moved
         if state is None:
             return None
         snapshot = Classifier.from_state(load_state(state))
@@ -309,9 +327,11 @@ def _rebuild_once(db: Session, row: ModelState) -> Classifier | None:
             snapshot, _updates(db, row.integration_id, row.snapshot_version, row.version)
         )
     with _cache_lock:
-        for old in [k for k in _cache if k[0] == row.integration_id]:
-            del _cache[old]
-        _cache[(row.integration_id, row.version)] = classifier
+        held = [k for k in _cache if k[0] == row.integration_id]
+        if all(version < row.version for _, version in held):  # a stale reader keeps the newer
+            for old in held:
+                del _cache[old]
+            _cache[(row.integration_id, row.version)] = classifier
     return classifier
 
 
@@ -426,6 +446,11 @@ def configured_examples(db: Session, integration_id: str) -> list[tuple[str, str
     return out
 
 
+class RefitOvertaken(Exception):
+    """Another snapshot was written while this fit ran: its work is stale (nothing written;
+    the model row stays locked until the caller ends the transaction)."""
+
+
 def train_from_examples(
     db: Session,
     *,
@@ -433,15 +458,18 @@ def train_from_examples(
     examples: list[tuple[str, str]] | None = None,
     config: ClassifierConfig,
     keep_corrections: bool = True,
+    lock_first: bool = False,
 ) -> Classifier:
     """Fit from scratch on typed examples ``(category, text)`` — by default the categories'
-    descriptions and pasted examples — keeping learned corrections unless told otherwise.
+    descriptions and pasted examples — keeping learned corrections unless told otherwise
+    (then pending decisions are forgotten too).
 
-    Like :func:`fold`, the fit runs without the model row lock and the corrections that land
-    meanwhile are learned on top (forgotten too, for a reset); overtaken by another snapshot
-    it starts again, the third time under the lock throughout. Records one ``example`` event
-    per typed example (category names only) and writes a snapshot; the row stays locked until
-    the caller commits."""
+    Like :func:`fold`, the fit runs without the model row lock; then the row is locked and the
+    corrections that landed meanwhile are learned on top (for a reset they are forgotten too).
+    If another snapshot was written meanwhile, :class:`RefitOvertaken` is raised; with
+    ``lock_first`` the lock is held throughout, so that cannot happen. Records one ``example``
+    event per typed example (category names only) and writes a snapshot; the row stays locked
+    until the caller commits."""
     row = state_row(db, integration_id)
     labelled: list[tuple[str, str, bool]]
     if examples is None:
@@ -449,28 +477,25 @@ def train_from_examples(
     else:
         labelled = [(category, text, False) for category, text in examples]
     made = _typed_examples(Classifier(config), labelled)
-    for attempt in range(3):
-        final = attempt == 2
-        if final:
-            _lock(db, row)
-        previous = _private_copy(db, row, config)
-        started_at = row.version
-        learned = _carried_over(previous, config, integration_id) if keep_corrections else []
-        classifier = Classifier(config).fit([*made, *learned])
-        if not final:
-            _lock(db, row)
-            if row.snapshot_version > started_at:
-                continue  # another refit or fold wrote a snapshot meanwhile: start again
-            if row.version > started_at and keep_corrections:
-                _apply(classifier, _updates(db, integration_id, started_at, row.version))
-        for category, _, seed in labelled:
-            if not seed:
-                db.add(
-                    LearningEvent(integration_id=integration_id, kind="example", category=category)
-                )
-        _snapshot(db, row, classifier)
-        return classifier
-    raise AssertionError("unreachable: the last attempt holds the lock")
+    if lock_first:
+        _lock(db, row)
+    previous = _private_copy(db, row, config)
+    started_at = row.version
+    learned = _carried_over(previous, config, integration_id) if keep_corrections else []
+    classifier = Classifier(config).fit([*made, *learned])
+    if not lock_first:
+        _lock(db, row)
+        if row.snapshot_version > started_at:
+            raise RefitOvertaken(integration_id)
+        if row.version > started_at and keep_corrections:
+            _apply(classifier, _updates(db, integration_id, started_at, row.version))
+    if not keep_corrections:  # (under the lock: a correction takes it before these rows)
+        db.execute(delete(PendingExample).where(PendingExample.integration_id == integration_id))
+    for category, _, seed in labelled:
+        if not seed:
+            db.add(LearningEvent(integration_id=integration_id, kind="example", category=category))
+    _snapshot(db, row, classifier)
+    return classifier
 
 
 def _lock(db: Session, row: ModelState) -> None:
@@ -529,7 +554,6 @@ def retrain(db: Session, *, integration_id: str, config: ClassifierConfig) -> Cl
 def reset(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
     """Forget corrections and learned decisions: refit on the configured examples only (what
     Reset asks for)."""
-    db.execute(delete(PendingExample).where(PendingExample.integration_id == integration_id))
     return train_from_examples(
         db, integration_id=integration_id, config=config, keep_corrections=False
     )
@@ -540,25 +564,41 @@ def request_refit(db: Session, *, integration_id: str, reset: bool = False) -> N
     the editor, Retrain and Reset do, so that a request never waits for a fit (a minute for a
     model that learned thousands of decisions; longer with e5)."""
     row = state_row(db, integration_id, lock=True)
-    row.refit_requested_at = datetime.now(UTC)
-    row.refit_reset = row.refit_reset or reset
+    now = datetime.now(UTC)
+    row.refit_requested_at = now
+    if reset:
+        row.reset_requested_at = now
 
 
 def refit(db: Session, *, integration_id: str, config: ClassifierConfig) -> bool:
     """Carry out a requested refit (:func:`request_refit`); False when none was asked for.
-    A request made while it ran stays asked for, so the job runs again."""
-    row = state_row(db, integration_id)
-    asked, forget = row.refit_requested_at, row.refit_reset
-    if asked is None:
-        return False
-    if forget:
-        reset(db, integration_id=integration_id, config=config)
-    else:
-        retrain(db, integration_id=integration_id, config=config)
-    if row.refit_requested_at == asked:  # (read under the lock the snapshot was written with)
-        row.refit_requested_at = None
-        row.refit_reset = False
-    return True
+
+    A request made while it ran stays asked for, so the job runs again (a Reset asked for
+    meanwhile stays a Reset; a Retrain does not turn into one). Overtaken by another snapshot
+    it starts again, the third time under the lock throughout."""
+    for attempt in range(3):
+        row = state_row(db, integration_id)
+        asked, reset_asked = row.refit_requested_at, row.reset_requested_at
+        if asked is None:
+            return False
+        try:
+            train_from_examples(
+                db,
+                integration_id=integration_id,
+                config=config,
+                keep_corrections=reset_asked is None,
+                lock_first=attempt == 2,
+            )
+        except RefitOvertaken:
+            db.rollback()  # (releases the lock; nothing was written)
+            continue
+        # (read under the lock the snapshot was written with)
+        if row.refit_requested_at == asked:
+            row.refit_requested_at = None
+        if reset_asked is not None and row.reset_requested_at == reset_asked:
+            row.reset_requested_at = None
+        return True
+    raise AssertionError("unreachable: the last attempt holds the lock")
 
 
 def refit_pending(db: Session, integration_id: str) -> bool:

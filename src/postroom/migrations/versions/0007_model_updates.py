@@ -1,6 +1,6 @@
 """model_updates: a correction appends one row instead of rewriting the model's state
 (model_states.snapshot_version says which version the stored state is); refits requested by
-people run in the background (model_states.refit_requested_at, refit_reset)
+people run in the background (model_states.refit_requested_at, reset_requested_at)
 
 Revision ID: 0007
 Revises: 0006
@@ -30,7 +30,7 @@ def upgrade() -> None:
     )
     op.add_column(
         "model_states",
-        sa.Column("refit_reset", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("reset_requested_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_table(
         "model_updates",
@@ -48,7 +48,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    pending = op.get_bind().execute(sa.text("SELECT count(*) FROM model_updates")).scalar()
+    if pending:
+        raise RuntimeError(
+            f"{pending} corrections are only in model_updates (not in any snapshot yet): "
+            "retrain every model (Retrain on each Model page) before downgrading"
+        )
     op.drop_table("model_updates")
-    op.drop_column("model_states", "refit_reset")
+    op.drop_column("model_states", "reset_requested_at")
     op.drop_column("model_states", "refit_requested_at")
     op.drop_column("model_states", "snapshot_version")
