@@ -321,6 +321,31 @@ def test_a_warm_worker_reads_no_snapshot_to_decide_or_to_learn_a_correction(
     assert statements and not [s for s in statements if "model_states.state" in s]
 
 
+def test_a_process_keeps_a_bounded_number_of_models(
+    clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(learning, "MAX_CACHED_MODELS", 2)
+    learning._cache.clear()
+    others = []
+    with clean_db.session() as db:
+        workspace = db.scalars(select(Workspace)).first()
+        assert workspace is not None
+        for _ in range(2):
+            other = Integration(workspace_id=workspace.id, kind="personal")
+            db.add(other)
+            db.flush()
+            learning.train_from_examples(
+                db,
+                integration_id=other.id,
+                examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
+                config=CONFIG,
+            )
+            others.append(other.id)
+    for name in [integration_id, *others, others[0]]:
+        _loaded(clean_db, name)
+    assert [i for i, _ in learning._cache] == [others[1], others[0]]  # least recent went first
+
+
 # ---------------------------------------------------------------- found in review (session 4)
 def test_a_reset_does_not_block_a_correction_of_a_pending_decision(
     clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -82,7 +83,11 @@ MAX_EXAMPLE_CHARS = 5_000
 
 log = logging.getLogger(__name__)
 
-_cache: dict[tuple[str, int], Classifier] = {}
+MAX_CACHED_MODELS = 16
+"""Classifiers a process keeps (one per integration, least recently used dropped first): a
+large model is ~100 MB in memory, and an integration that was deleted is never asked again."""
+
+_cache: OrderedDict[tuple[str, int], Classifier] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
@@ -302,6 +307,8 @@ def _rebuild_once(db: Session, row: ModelState) -> Classifier | None:
         return None
     with _cache_lock:
         cached = _cache.get((row.integration_id, row.version))
+        if cached is not None:
+            _cache.move_to_end((row.integration_id, row.version))
         older = [v for (i, v) in _cache if i == row.integration_id and v < row.version]
         base_version = max(older) if older else -1
         base = _cache[(row.integration_id, base_version)] if older else None
@@ -332,6 +339,8 @@ def _rebuild_once(db: Session, row: ModelState) -> Classifier | None:
             for old in held:
                 del _cache[old]
             _cache[(row.integration_id, row.version)] = classifier
+            while len(_cache) > MAX_CACHED_MODELS:
+                _cache.popitem(last=False)
     return classifier
 
 
