@@ -683,3 +683,33 @@ def test_model_page_in_a_real_browser(
         browser.close()
     with postroom.database.session() as db:
         assert learning.state_row(db, integration_id).threshold == 0.7
+
+
+def test_a_refit_the_queue_missed_is_queued_by_the_reconcile(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Retrain button saves the request first; if queueing the job fails, the person still
+    gets the page and the reconcile queues the refit."""
+    from postroom.sync import jobs
+    from postroom.sync.jobs import reconcile_now
+    from tests.postroom.test_sync import _run
+
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder=None)
+    _train(postroom, integration_id)
+    postroom.drain()
+
+    async def queue_down(*args: object, **kwargs: object) -> bool:
+        raise ConnectionError("the job queue is unreachable")
+
+    monkeypatch.setattr(jobs, "defer_refit", queue_down)
+    done = post_form(web, f"{base}/model", f"{base}/model", {"action": "retrain"})
+    assert done.status_code == 303
+    assert "Rebuilding the model in the background" in web.get(done.headers["location"]).text
+    monkeypatch.undo()
+    assert _run(postroom, reconcile_now)["refit"] == 1
+    postroom.drain()
+    with postroom.database.session() as db:
+        assert not learning.refit_pending(db, integration_id)

@@ -7,6 +7,7 @@ shown is counts and category names; no email text.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -18,6 +19,7 @@ from postroom.web.app import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 CallerDep = Annotated[Caller, Depends(current_caller)]
 
 NOTICES = {
@@ -36,7 +38,10 @@ def defer_refit_from_thread(request: Request, integration_id: str) -> None:
 
     from postroom.sync.jobs import defer_refit
 
-    from_thread.run(defer_refit, request.app.state.runtime, integration_id)
+    try:
+        from_thread.run(defer_refit, request.app.state.runtime, integration_id)
+    except Exception:  # the request is saved; the reconcile queues the refit instead
+        log.warning("integration %s: could not queue the refit now", integration_id, exc_info=True)
 
 
 def _learning_settings(request: Request) -> dict[str, Any]:
