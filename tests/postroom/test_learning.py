@@ -431,8 +431,11 @@ def test_decisions_nobody_corrected_become_examples_and_a_correction_replaces_th
 
     # The Reset button forgets learned decisions as well as corrections.
     with postroom.database.session() as db:
-        after = learning.reset(
-            db, integration_id=integration_id, config=learning.classifier_config(postroom.settings)
+        after = learning.train_from_examples(
+            db,
+            integration_id=integration_id,
+            config=learning.classifier_config(postroom.settings),
+            keep_corrections=False,
         )
         assert not {e.origin for e in after.examples} & {"decision", "correction"}
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session
 
+from postroom import db as db_module
 from postroom.accounts.models import Workspace
 from postroom.classify import Classifier, ClassifierConfig
 from postroom.classify import MessageView as ClassifyView
@@ -41,6 +44,17 @@ PROBES = [
 ]
 
 
+TYPED = [("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES]
+
+
+def _trained_integration(db: Session, workspace_id: str) -> str:
+    integration = Integration(workspace_id=workspace_id, kind="personal")
+    db.add(integration)
+    db.flush()
+    learning.train_from_examples(db, integration_id=integration.id, examples=TYPED, config=CONFIG)
+    return integration.id
+
+
 def _view(n: int, subject: str, body: str) -> MessageView:
     return MessageView(
         id=f"m{n}",
@@ -58,27 +72,31 @@ def integration_id(clean_db: Database) -> Iterator[str]:
         workspace = Workspace(name="Acme")
         db.add(workspace)
         db.flush()
-        integration = Integration(workspace_id=workspace.id, kind="personal")
-        db.add(integration)
-        db.flush()
-        learning.train_from_examples(
-            db,
-            integration_id=integration.id,
-            examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
-            config=CONFIG,
-        )
-        integration_id = integration.id
+        integration_id = _trained_integration(db, workspace.id)
     yield integration_id
     learning._cache.clear()
 
 
-def _correct(db_: Database, integration_id: str, n: int, subject: str, category: str) -> int:
+def _correct(
+    db_: Database,
+    integration_id: str,
+    n: int,
+    subject: str,
+    category: str,
+    *,
+    view: MessageView | None = None,
+    lock_timeout: str | None = None,
+) -> int:
+    """A correction as a sync worker records it; with ``lock_timeout`` it fails rather than
+    waits that long for the model row lock."""
     with db_.session() as db:
+        if lock_timeout:
+            db.execute(text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
         return learning.record_correction(
             db,
             integration_id=integration_id,
             entry_id="no-such-entry",
-            view=_view(n, subject, f"{subject}. Kind regards, someone"),
+            view=view or _view(n, subject, f"{subject}. Kind regards, someone"),
             correction=learning.Correction("Support", category, "model"),
             config=CONFIG,
         )
@@ -136,7 +154,7 @@ def test_a_correction_appends_an_update_and_every_worker_rebuilds_the_same_model
 
     # A retrain writes a snapshot that includes them, and the log is emptied.
     with clean_db.session() as db:
-        learning.retrain(db, integration_id=integration_id, config=CONFIG)
+        learning.train_from_examples(db, integration_id=integration_id, config=CONFIG)
     with clean_db.session() as db:
         row = db.get(ModelState, integration_id)
         assert row is not None and row.snapshot_version == row.version == versions[-1] + 1
@@ -157,7 +175,7 @@ def test_a_worker_reading_while_a_snapshot_is_written_reads_again(
         assert stale.snapshot_version < stale.version  # one update to replay
         # Meanwhile another worker retrains: a new snapshot, the update folded in and deleted.
         with clean_db.session() as writer:
-            learning.retrain(writer, integration_id=integration_id, config=CONFIG)
+            learning.train_from_examples(writer, integration_id=integration_id, config=CONFIG)
         learning._cache.clear()  # (the writer had rebuilt version 2 in this process on the way)
         classifier = learning._rebuild(reader, stale)
         assert classifier is not None
@@ -182,18 +200,10 @@ def test_corrections_during_a_fold_retrain_neither_wait_nor_get_lost(
         fitted = original(self)
         # Another worker learns a correction while the fold is fitting. It must not wait for
         # the fold (the old fold held the model row lock for the whole fit).
-        with clean_db.session() as db:
-            db.execute(text("SET LOCAL lock_timeout = '5s'"))
-            during.append(
-                learning.record_correction(
-                    db,
-                    integration_id=integration_id,
-                    entry_id="no-such-entry",
-                    view=_view(99, "Quixotic toner quote", "Quixotic toner quote for the drum"),
-                    correction=learning.Correction("Support", "Sales", "model"),
-                    config=CONFIG,
-                )
-            )
+        view = _view(99, "Quixotic toner quote", "Quixotic toner quote for the drum")
+        during.append(
+            _correct(clean_db, integration_id, 99, "", "Sales", view=view, lock_timeout="5s")
+        )
         return fitted
 
     monkeypatch.setattr(Classifier, "retrain", retrain_while_a_person_corrects)
@@ -228,7 +238,7 @@ def test_a_fold_overtaken_by_a_retrain_changes_nothing(
         fitted = original(self)
         monkeypatch.setattr(Classifier, "retrain", original)
         with clean_db.session() as db:  # the Retrain button, meanwhile: a new snapshot
-            learning.retrain(db, integration_id=integration_id, config=CONFIG)
+            learning.train_from_examples(db, integration_id=integration_id, config=CONFIG)
         return fitted
 
     monkeypatch.setattr(Classifier, "retrain", retrain_while_someone_saves_the_editor)
@@ -253,7 +263,7 @@ def test_switching_the_embedder_off_keeps_corrections_and_on_says_what_is_lost(
             return learning.train_from_examples(
                 db,
                 integration_id=integration_id,
-                examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
+                examples=TYPED,
                 config=config,
             )
 
@@ -326,24 +336,45 @@ def test_a_process_keeps_a_bounded_number_of_models(
 ) -> None:
     monkeypatch.setattr(learning, "MAX_CACHED_MODELS", 2)
     learning._cache.clear()
-    others = []
     with clean_db.session() as db:
         workspace = db.scalars(select(Workspace)).first()
         assert workspace is not None
-        for _ in range(2):
-            other = Integration(workspace_id=workspace.id, kind="personal")
-            db.add(other)
-            db.flush()
-            learning.train_from_examples(
-                db,
-                integration_id=other.id,
-                examples=[("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES],
-                config=CONFIG,
-            )
-            others.append(other.id)
+        others = [_trained_integration(db, workspace.id) for _ in range(2)]
     for name in [integration_id, *others, others[0]]:
         _loaded(clean_db, name)
     assert [i for i, _ in learning._cache] == [others[1], others[0]]  # least recent went first
+
+
+def test_a_stale_reader_does_not_evict_the_newer_model_from_the_cache(
+    clean_db: Database, integration_id: str
+) -> None:
+    with clean_db.session() as reader:
+        stale = reader.scalars(
+            select(ModelState).where(ModelState.integration_id == integration_id)
+        ).one()
+        newer = _correct(clean_db, integration_id, 1, "Quixotic toner quote", "Sales")
+        _loaded(clean_db, integration_id)  # this process now holds the newer version
+        learning._cache.pop((integration_id, stale.version), None)
+        assert learning._rebuild(reader, stale) is not None
+    assert [v for i, v in learning._cache if i == integration_id] == [newer]
+
+
+def test_a_downgrade_below_0007_refuses_while_corrections_are_only_in_the_log(
+    clean_db: Database, integration_id: str
+) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    _correct(clean_db, integration_id, 1, "Quixotic toner quote", "Sales")
+    config = Config()
+    config.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    with clean_db.engine.connect() as connection:
+        config.attributes["connection"] = connection
+        with pytest.raises(RuntimeError, match="1 corrections are only in model_updates"):
+            command.downgrade(config, "0006")
+        connection.rollback()
+    with clean_db.session() as db:  # nothing was dropped
+        assert db.scalar(select(func.count()).select_from(ModelUpdate)) == 1
 
 
 # ---------------------------------------------------------------- found in review (session 4)
@@ -369,18 +400,9 @@ def test_a_reset_does_not_block_a_correction_of_a_pending_decision(
 
     def fit_while_the_decision_is_corrected(self: Classifier, examples: Any) -> Classifier:
         monkeypatch.setattr(Classifier, "fit", original)
-        with clean_db.session() as db:
-            db.execute(text("SET LOCAL lock_timeout = '5s'"))
-            during.append(
-                learning.record_correction(
-                    db,
-                    integration_id=integration_id,
-                    entry_id="no-such-entry",
-                    view=view,
-                    correction=learning.Correction("Support", "Sales", "model"),
-                    config=CONFIG,
-                )
-            )
+        during.append(
+            _correct(clean_db, integration_id, 7, "", "Sales", view=view, lock_timeout="5s")
+        )
         return original(self, examples)
 
     monkeypatch.setattr(Classifier, "fit", fit_while_the_decision_is_corrected)
@@ -452,10 +474,9 @@ def test_a_refit_under_another_embedder_keeps_what_it_can_of_corrections_made_me
     clean_db: Database, integration_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cascade = ClassifierConfig.with_embeddings()
-    examples = [("Support", t) for t in SUPPORT] + [("Sales", t) for t in SALES]
     with clean_db.session() as db:
         learning.train_from_examples(
-            db, integration_id=integration_id, examples=examples, config=cascade
+            db, integration_id=integration_id, examples=TYPED, config=cascade
         )
     original = Classifier.fit
 
@@ -467,7 +488,7 @@ def test_a_refit_under_another_embedder_keeps_what_it_can_of_corrections_made_me
     monkeypatch.setattr(Classifier, "fit", fit_while_a_person_corrects)
     with clean_db.session() as db:  # POSTROOM_CLASSIFIER_EMBEDDER e5 -> none, then a refit
         plain = learning.train_from_examples(
-            db, integration_id=integration_id, examples=examples, config=CONFIG
+            db, integration_id=integration_id, examples=TYPED, config=CONFIG
         )
     assert plain.config.slow_embedder is None
     assert [e.origin for e in plain.examples].count("correction") == 1
@@ -485,7 +506,7 @@ def test_a_snapshot_committed_before_the_deferred_state_is_read_is_not_mislabell
         assert stale.snapshot_version == read_at
         _correct(clean_db, integration_id, 1, "Quixotic toner quote for the drum", "Sales")
         with clean_db.session() as writer:
-            learning.retrain(writer, integration_id=integration_id, config=CONFIG)
+            learning.train_from_examples(writer, integration_id=integration_id, config=CONFIG)
         learning._cache.clear()
         classifier = learning._rebuild(reader, stale)
         assert classifier is not None

@@ -14,7 +14,8 @@ Training:
 * :func:`train_from_examples` fits from scratch on what people configured — each category's
   description (origin ``seed``) and its pasted examples (``user_example``) — and keeps the
   corrections already learned (their hashed features are in the stored state); it writes a
-  snapshot, as do :func:`fold` and :func:`reset`.
+  snapshot, as does :func:`fold`; people ask for it through :func:`request_refit` and the
+  ``refit_model`` job (:func:`refit`).
 * :func:`record_correction` is the fast path: one :meth:`~postroom.classify.Classifier.learn`
   step (milliseconds) under a row lock, then one update row with ``version + 1`` — not the whole
   state, which took seconds once a model held thousands of examples — so the next similar email
@@ -553,19 +554,6 @@ def _carried_over(
             dropped,
         )
     return [e for e in converted if e is not None]
-
-
-def retrain(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
-    """Rebuild from the configured examples and every correction (what Retrain asks for)."""
-    return train_from_examples(db, integration_id=integration_id, config=config)
-
-
-def reset(db: Session, *, integration_id: str, config: ClassifierConfig) -> Classifier:
-    """Forget corrections and learned decisions: refit on the configured examples only (what
-    Reset asks for)."""
-    return train_from_examples(
-        db, integration_id=integration_id, config=config, keep_corrections=False
-    )
 
 
 def request_refit(db: Session, *, integration_id: str, reset: bool = False) -> None:

@@ -40,37 +40,54 @@ RETRY = procrastinate.RetryStrategy(
 )
 
 
-async def defer_sync(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> bool:
-    """Ask for a sync of this folder; False when one is already waiting (coalesced)."""
+async def _defer(
+    runtime: Runtime,
+    task: str,
+    *,
+    queueing_lock: str,
+    lock: str | None = None,
+    priority: int = 0,
+    **arguments: str,
+) -> bool:
+    """Queue ``postroom:{task}``; False when one with the same ``queueing_lock`` is already
+    waiting (a burst of asks is one job)."""
     try:
         await runtime.queue.configure_task(
-            "postroom:sync_folder",
-            lock=f"mailbox:{mailbox_id}",
-            queueing_lock=f"sync:{folder_sync_id}",
-        ).defer_async(folder_sync_id=folder_sync_id)
+            f"postroom:{task}", lock=lock, queueing_lock=queueing_lock, priority=priority
+        ).defer_async(**arguments)
     except AlreadyEnqueued:
         return False
     return True
 
 
+async def defer_sync(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> bool:
+    """Ask for a sync of this folder; False when one is already waiting (coalesced)."""
+    return await _defer(
+        runtime,
+        "sync_folder",
+        lock=f"mailbox:{mailbox_id}",
+        queueing_lock=f"sync:{folder_sync_id}",
+        folder_sync_id=folder_sync_id,
+    )
+
+
 async def defer_setup(runtime: Runtime, integration_id: str) -> None:
-    try:
-        await runtime.queue.configure_task(
-            "postroom:setup_integration", queueing_lock=f"setup:{integration_id}"
-        ).defer_async(integration_id=integration_id)
-    except AlreadyEnqueued:
-        pass
+    await _defer(
+        runtime,
+        "setup_integration",
+        queueing_lock=f"setup:{integration_id}",
+        integration_id=integration_id,
+    )
 
 
 async def defer_renew(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
-    try:
-        await runtime.queue.configure_task(
-            "postroom:renew_subscription",
-            lock=f"mailbox:{mailbox_id}",
-            queueing_lock=f"renew:{folder_sync_id}",
-        ).defer_async(folder_sync_id=folder_sync_id)
-    except AlreadyEnqueued:
-        pass
+    await _defer(
+        runtime,
+        "renew_subscription",
+        lock=f"mailbox:{mailbox_id}",
+        queueing_lock=f"renew:{folder_sync_id}",
+        folder_sync_id=folder_sync_id,
+    )
 
 
 async def sync_folder(folder_sync_id: str) -> None:
@@ -99,15 +116,14 @@ async def setup_integration(integration_id: str) -> None:
 
 
 async def defer_backfill(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
-    try:
-        await runtime.queue.configure_task(
-            "postroom:backfill_folder",
-            lock=f"mailbox:{mailbox_id}",
-            queueing_lock=f"backfill:{folder_sync_id}",
-            priority=-1,  # new mail first
-        ).defer_async(folder_sync_id=folder_sync_id)
-    except AlreadyEnqueued:
-        pass
+    await _defer(
+        runtime,
+        "backfill_folder",
+        lock=f"mailbox:{mailbox_id}",
+        queueing_lock=f"backfill:{folder_sync_id}",
+        priority=-1,  # new mail first
+        folder_sync_id=folder_sync_id,
+    )
 
 
 async def backfill_folder(folder_sync_id: str) -> None:
@@ -128,29 +144,25 @@ async def reconcile(timestamp: int) -> None:
 
 
 async def defer_fold(runtime: Runtime, integration_id: str) -> bool:
-    try:
-        await runtime.queue.configure_task(
-            "postroom:fold_decisions",
-            lock=f"model:{integration_id}",
-            queueing_lock=f"fold:{integration_id}",
-        ).defer_async(integration_id=integration_id)
-    except AlreadyEnqueued:
-        return False
-    return True
+    return await _defer(
+        runtime,
+        "fold_decisions",
+        lock=f"model:{integration_id}",
+        queueing_lock=f"fold:{integration_id}",
+        integration_id=integration_id,
+    )
 
 
 async def defer_refit(runtime: Runtime, integration_id: str) -> bool:
     """Ask for the requested refit of an integration's model (see
     :func:`postroom.learning.service.request_refit`); one at a time per model, folds too."""
-    try:
-        await runtime.queue.configure_task(
-            "postroom:refit_model",
-            lock=f"model:{integration_id}",
-            queueing_lock=f"refit:{integration_id}",
-        ).defer_async(integration_id=integration_id)
-    except AlreadyEnqueued:
-        return False
-    return True
+    return await _defer(
+        runtime,
+        "refit_model",
+        lock=f"model:{integration_id}",
+        queueing_lock=f"refit:{integration_id}",
+        integration_id=integration_id,
+    )
 
 
 async def refit_model(integration_id: str) -> None:
