@@ -12,7 +12,9 @@ Data is read in place from ``shared/data`` (never copied into the repository):
 
 Figures (keys ``classify.*``). "Default" is ``ClassifierConfig()``: the fast stage alone
 (hashed word and character n-grams, linear SVM); "cascade" is
-``ClassifierConfig.with_embeddings()``, which asks e5 when the fast stage is unsure.
+``ClassifierConfig.with_two_encoders()`` (``POSTROOM_CLASSIFIER_EMBEDDER=e5+minilm``), which
+asks e5 and MiniLM, with a vote of the nearest examples, when its fast stage (logistic
+regression over n-grams and WordLlama) is unsure.
 
 * ``20ng_accuracy`` — default, trained on the whole train split, then the test split streamed
   in date order as the product handles it (:func:`stream` without corrections): conversation
@@ -41,7 +43,8 @@ Figures (keys ``classify.*``). "Default" is ``ClassifierConfig()``: the fast sta
   1,000 test emails; ``p50_fast_ms`` the same with the 20NG model trained on all 11,314.
   ``p50_cascade_ms`` / ``mps_cascade`` — cascade, the full BANKING77 model, 500 test texts;
   ``p50_cascade_10shot_ms`` / ``mps_cascade_10shot`` the same for the first 10-shot model (300
-  texts), and ``cascade_10shot_slow_share`` the share of test texts it sends to e5.
+  texts); ``cascade_slow_share`` / ``cascade_10shot_slow_share`` the share of test texts the
+  full / first 10-shot model sends to the encoders.
 * ``update_ms`` — median time of a correction in the online run: making the example
   (hashing) and :meth:`Classifier.learn`. ``state_save_ms`` — what the product adds to
   each correction: :func:`dump_state` of the model at the end of the online run
@@ -51,7 +54,8 @@ Figures (keys ``classify.*``). "Default" is ``ClassifierConfig()``: the fast sta
   example, learning step and the bytes of its update row (``update_row_kb``), see
   :func:`correction_path`.
 
-Nothing here was tuned on a test split. Run alone: ``python -m benchmarks.bench_classify``.
+Nothing here was tuned on a test split. Run alone: ``python -m benchmarks.bench_classify``
+(or with ``20ng`` or ``banking77`` for one part).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ import email.policy
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -319,7 +324,7 @@ def run_banking77(results: dict[str, float]) -> None:
     train, test = load_banking77()
     results["classify.banking77_baseline_accuracy"] = baseline_accuracy(train, test)
     log(f"BANKING77 baseline {results['classify.banking77_baseline_accuracy']:.4f}")
-    classifier = Classifier(ClassifierConfig.with_embeddings(seed=SEED))
+    classifier = Classifier(ClassifierConfig.with_two_encoders(seed=SEED))
     examples = make_examples(classifier, train)
     described = descriptions(classifier, sorted({item.category for item in train}))
     # The test texts are embedded once and reused by the five few-shot models below
@@ -334,6 +339,8 @@ def run_banking77(results: dict[str, float]) -> None:
 
     classifier.fit([*examples, *described])
     results["classify.banking77_accuracy"] = accuracy_on_test(classifier)
+    slow = [p.stage == "slow" for p in classifier.predict_examples(test_examples)]
+    results["classify.cascade_slow_share"] = float(np.mean(slow))
     log(f"BANKING77 accuracy {results['classify.banking77_accuracy']:.4f}")
     p50, per_second = latency(classifier, test[:500])
     results["classify.p50_cascade_ms"], results["classify.mps_cascade"] = p50, per_second
@@ -346,7 +353,7 @@ def run_banking77(results: dict[str, float]) -> None:
         shots.append(accuracy_on_test(classifier.fit([*chosen, *described])))
         bare.append(accuracy_on_test(classifier.fit(chosen)))
         log(f"BANKING77 10-shot draw {draw}: {shots[-1]:.4f} ({bare[-1]:.4f} without descriptions)")
-        if draw == 0:  # few examples: the fast stage is unsure more often, e5 runs more often
+        if draw == 0:  # few examples: the fast stage is unsure more often, the encoders run more
             model = classifier.fit([*chosen, *described])
             p50, per_second = latency(model, test[:300])
             results["classify.p50_cascade_10shot_ms"] = p50
@@ -401,24 +408,29 @@ def correction_path(
     results["classify.update_row_kb"] = float(np.mean(sizes) / 1000)
 
 
-def main() -> dict[str, float]:
+def main(parts: Sequence[str] = ("20ng", "banking77")) -> dict[str, float]:
+    """Every part by default; ``python -m benchmarks.bench_classify banking77`` runs one
+    (``20ng`` is the 20 Newsgroups part: accuracy, unconfigured mail, online learning)."""
     from benchmarks.results_file import merge_results
 
     results: dict[str, float] = {}
     started = time.perf_counter()
-    train, test = run_20ng(results)
-    merge_results(results)  # after each part, so a stopped run still leaves its figures
-    run_unconfigured(results, train, test)
-    merge_results(results)
-    run_online(results, train, test)
-    merge_results(results)
-    run_banking77(results)
-    results["classify.bench_seconds"] = time.perf_counter() - started
+    if "20ng" in parts:
+        train, test = run_20ng(results)
+        merge_results(results)  # after each part, so a stopped run still leaves its figures
+        run_unconfigured(results, train, test)
+        merge_results(results)
+        run_online(results, train, test)
+        merge_results(results)
+    if "banking77" in parts:
+        run_banking77(results)
+    if set(parts) >= {"20ng", "banking77"}:
+        results["classify.bench_seconds"] = time.perf_counter() - started
     merge_results(results)
     return results
 
 
 if __name__ == "__main__":
-    for key, value in sorted(main().items()):
+    for key, value in sorted(main(sys.argv[1:] or ("20ng", "banking77")).items()):
         print(f"{key} = {value:.4f}")
     sys.exit(0)

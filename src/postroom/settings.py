@@ -47,11 +47,15 @@ class Settings(BaseSettings):
     poll_interval_seconds: int = Field(default=60, ge=10, le=3600)
     reconcile_minutes: int = Field(default=5, ge=1, le=60)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
-    # learned classifier: "e5" adds the multilingual e5 cascade stage (better on short or
-    # cross-language mail, ~0.5 s per unsure email on 2 cores); "none" is hashed n-grams only.
-    # A change applies at each integration's next refit (editor save, Retrain): e5 -> none keeps
-    # the corrections learned so far; none -> e5 cannot (their e5 vectors would need the mail).
-    classifier_embedder: Literal["none", "e5"] = "none"
+    # learned classifier: "none" is hashed n-grams only (fast; long mail). "e5" adds a cascade
+    # stage with the multilingual e5 encoder for the emails the n-grams are unsure of (short or
+    # cross-language mail, ~20-130 ms per unsure email on 2 cores). "e5+minilm" is the strongest:
+    # logistic heads over n-grams and WordLlama, then e5 and English MiniLM plus a nearest-
+    # example vote for the unsure ones (~40 ms more each; best with few examples or intent-like
+    # mail). A change applies at each integration's next refit (editor save, Retrain): towards
+    # "none" (or from "e5+minilm" to "e5") the corrections learned so far are kept; towards an
+    # encoder they were made without they cannot be (their vectors would need the mail).
+    classifier_embedder: Literal["none", "e5", "e5+minilm"] = "none"
     # learning from decisions nobody corrected: a model or rule decision at or above this
     # confidence becomes an example once it has stood this long without a correction
     learn_from_decisions: bool = True

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from postroom.classify import EmbedderUnavailable, load_embedder
-from postroom.classify.embed import E5Embedder, WordLlamaEmbedder
+from postroom.classify import EmbedderUnavailable, embed, load_embedder
+from postroom.classify.embed import E5Embedder, MiniLMEmbedder, WordLlamaEmbedder
 
 
 @pytest.fixture
@@ -20,9 +21,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest.mark.parametrize("embedder_class", [WordLlamaEmbedder, E5Embedder])
+@pytest.mark.parametrize("embedder_class", [WordLlamaEmbedder, E5Embedder, MiniLMEmbedder])
 def test_bundled_models_load_and_embed_without_network(
-    no_network: None, embedder_class: type[WordLlamaEmbedder] | type[E5Embedder]
+    no_network: None,
+    embedder_class: type[WordLlamaEmbedder] | type[E5Embedder] | type[MiniLMEmbedder],
 ) -> None:
     embedder = embedder_class()
     vectors = embedder.embed(["Where is my parcel?", "Waar blijft mijn pakket?", ""])
@@ -47,8 +49,48 @@ def test_e5_places_a_dutch_email_near_its_english_translation() -> None:
 def test_embedders_are_loaded_once_per_process() -> None:
     assert load_embedder("wordllama") is load_embedder("wordllama")
     assert load_embedder("e5") is load_embedder("e5")
+    assert load_embedder("minilm") is load_embedder("minilm")
 
 
 def test_unknown_embedder_is_a_clear_error() -> None:
     with pytest.raises(EmbedderUnavailable):
         load_embedder("bert")  # type: ignore[arg-type]
+
+
+def test_minilm_groups_intents_and_batches_change_nothing() -> None:
+    minilm = load_embedder("minilm")
+    texts = [
+        "My new card still has not arrived.",
+        "When will the card I ordered be delivered?",
+        "How do I top up my account with a bank transfer?",
+        "Why was my card payment declined at the shop?",
+    ]
+    together = minilm.embed(texts)
+    one_by_one = np.vstack([minilm.embed([text]) for text in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    similarity = together @ together.T
+    assert similarity[0, 1] > max(similarity[0, 2], similarity[0, 3]) + 0.1
+
+
+def test_pair_embedder_is_e5_then_minilm() -> None:
+    texts = ["Waar blijft mijn nieuwe kaart?", "Where is my new card?"]
+    pair = load_embedder("e5+minilm").embed(texts)
+    assert pair.shape == (2, 768)
+    np.testing.assert_allclose(pair[:, :384], load_embedder("e5").embed(texts), atol=1e-6)
+    np.testing.assert_allclose(pair[:, 384:], load_embedder("minilm").embed(texts), atol=1e-6)
+
+
+def test_minilm_refuses_files_that_are_not_the_published_model(tmp_path: Path) -> None:
+    files = embed._minilm_files()
+    tampered = tmp_path / "tokenizer.json"
+    tampered.write_bytes(files["tokenizer.json"].read_bytes().replace(b"[UNK]", b"[UNX]", 1))
+    with pytest.raises(EmbedderUnavailable, match="sha256"):
+        MiniLMEmbedder({**files, "tokenizer.json": tampered})
+
+
+def test_minilm_without_its_wheel_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embed, "MINILM_DISTRIBUTION", "no-such-distribution-postroom")
+    with pytest.raises(EmbedderUnavailable, match="requirements/models.txt"):
+        MiniLMEmbedder()

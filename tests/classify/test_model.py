@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from postroom.classify import (
     Classifier,
     ClassifierConfig,
     MessageView,
+    adapted,
     dump_state,
     hash_message,
+    load_embedder,
     load_state,
 )
 from tests.classify.mail import TEMPLATES, dataset, email
@@ -23,6 +27,7 @@ CONFIGS = {
     "default": ClassifierConfig(),
     "e5": ClassifierConfig.with_embeddings(),
     "wordllama": ClassifierConfig(fast_embedder="wordllama"),
+    "two_encoders": ClassifierConfig.with_two_encoders(),
 }
 
 
@@ -65,9 +70,14 @@ def test_predicting_stored_examples_equals_predicting_their_emails(five_shot: Cl
     assert five_shot.predict_examples(examples) == five_shot.predict_many(views)
 
 
-def test_cascade_asks_the_slow_stage_when_the_fast_stage_is_unsure() -> None:
-    always = trained(ClassifierConfig.with_embeddings(cascade_confidence=1.01))
-    never = trained(ClassifierConfig.with_embeddings(cascade_confidence=0.0))
+@pytest.mark.parametrize(
+    "make", [ClassifierConfig.with_embeddings, ClassifierConfig.with_two_encoders]
+)
+def test_cascade_asks_the_slow_stage_when_the_fast_stage_is_unsure(
+    make: Callable[..., ClassifierConfig],
+) -> None:
+    always = trained(make(cascade_confidence=1.01))
+    never = trained(make(cascade_confidence=0.0))
     held_out = dataset(2, seed=19)
     views = [view for view, _ in held_out]
     examples = always.make_examples(views, [c for _, c in held_out], "seed")
@@ -117,7 +127,7 @@ def test_a_correction_changes_the_next_decision_for_a_similar_email(config_name:
     assert elapsed < 5.0  # the real figure (median ~ms) is in benchmarks/bench_classify.py
 
 
-@pytest.mark.parametrize("config_name", ["default", "e5"])
+@pytest.mark.parametrize("config_name", ["default", "e5", "two_encoders"])
 def test_a_copy_learns_without_changing_the_original(config_name: str) -> None:
     original = trained(CONFIGS[config_name])
     rng = random.Random(5)
@@ -171,7 +181,7 @@ def test_needs_retrain_after_enough_corrections() -> None:
     assert not classifier.needs_retrain()
 
 
-@pytest.mark.parametrize("config_name", ["default", "e5"])
+@pytest.mark.parametrize("config_name", ["default", "e5", "two_encoders"])
 def test_english_and_dutch_examples_in_one_model(config_name: str) -> None:
     classifier = trained(CONFIGS[config_name])
     rng = random.Random(4)
@@ -248,3 +258,69 @@ def test_examples_made_with_another_config_are_refused() -> None:
     example = Classifier(SPARSE_ONLY).make_example(MessageView("x"), "A", "user_example")
     with pytest.raises(ValueError):
         Classifier(ClassifierConfig.with_embeddings()).fit([example])
+
+
+def test_the_nearest_example_vote_learns_a_correction_without_any_head_step() -> None:
+    """With the head's correction step switched off, only the vote over the examples can
+    carry a correction: the next similar email follows it at once."""
+    config = ClassifierConfig.with_two_encoders(cascade_confidence=1.01, correction_step=0.0)
+    classifier = trained(config)
+    rng = random.Random(5)
+    similar = _returns_email(rng)
+    before = classifier.predict(similar)
+    chosen = next(c for c in sorted(TEMPLATES) if c != before.category)
+    for _ in range(3):
+        classifier.learn(classifier.make_example(_returns_email(rng), chosen, "correction"))
+    after = classifier.predict(similar)
+    assert after.stage == "slow"
+    assert after.scores[chosen] > before.scores[chosen]
+    assert after.category == chosen
+
+    no_vote = trained(replace(config, knn_weight=0.0))
+    for _ in range(3):
+        no_vote.learn(no_vote.make_example(_returns_email(rng), chosen, "correction"))
+    assert no_vote.predict(similar).category == before.category  # the vote made the difference
+
+
+def test_pair_vectors_keep_their_e5_half_for_an_e5_model() -> None:
+    pair = trained(ClassifierConfig.with_two_encoders())
+    correction = pair.make_example(_returns_email(random.Random(1)), "Returns", "correction")
+    assert correction.slow_embedding is not None and correction.slow_embedding.shape == (768,)
+
+    for_e5 = adapted(correction, ClassifierConfig.with_embeddings())
+    assert for_e5 is not None and for_e5.fast_embedding is None
+    e5_vector = load_embedder("e5").embed([_returns_email(random.Random(1)).short_text(32)])[0]
+    assert for_e5.slow_embedding is not None
+    np.testing.assert_allclose(for_e5.slow_embedding, e5_vector, atol=1e-6)
+    e5_model = trained(ClassifierConfig.with_embeddings())
+    e5_model.learn(for_e5)
+    assert "Returns" in e5_model.categories
+
+    assert adapted(correction, SPARSE_ONLY) is not None  # the n-grams always carry over
+    plain = e5_model.make_example(_returns_email(random.Random(2)), "Returns", "correction")
+    assert adapted(plain, ClassifierConfig.with_two_encoders()) is None  # needs MiniLM + WordLlama
+
+
+def test_logistic_head_with_two_categories_is_symmetric() -> None:
+    classifier = Classifier(replace(SPARSE_ONLY, head="logistic"))
+    training = [(v, c) for v, c in dataset(5, seed=1) if c in ("Invoices", "Complaints")]
+    views, categories = zip(*training, strict=True)
+    classifier.fit(classifier.make_examples(views, categories, "user_example"))
+    rng = random.Random(3)
+    for category in ("Invoices", "Complaints"):
+        prediction = classifier.predict(email(category, "en", 0, rng))
+        assert prediction.category == category
+        assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_recipes_name_the_settings_values() -> None:
+    assert ClassifierConfig.recipe("none") == ClassifierConfig()
+    assert ClassifierConfig.recipe("e5") == ClassifierConfig.with_embeddings()
+    two = ClassifierConfig.recipe("e5+minilm", seed=3)
+    assert (two.slow_embedder, two.fast_embedder, two.head, two.seed) == (
+        "e5+minilm",
+        "wordllama",
+        "logistic",
+        3,
+    )
+    assert two.knn_weight > 0

