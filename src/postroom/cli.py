@@ -40,11 +40,7 @@ def serve(
     from postroom.settings import load_settings
     from postroom.web.app import create_app
 
-    try:
-        settings = load_settings()
-    except ValueError as exc:
-        typer.echo(f"Configuration error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = _settings_or_exit(load_settings)
     typer.echo(f"Postroom on {settings.public_base_url} (listening on {host}:{port})")
     uvicorn.run(create_app(settings, run_worker=True), host=host, port=port, log_level="info")
 
@@ -154,11 +150,21 @@ def backfill_status() -> None:
 
 
 def _settings_or_exit(loader: Any) -> Any:
+    """Settings from the environment, or exit 2 with what is wrong: also when the classifier
+    recipe they choose needs a model that is not installed (rather than failing every sync)."""
+    from postroom.classify import ClassifierConfig
+    from postroom.classify.embed import EmbedderUnavailable, check_installed
+
     try:
-        return loader()
-    except ValueError as exc:
+        settings = loader()
+        config = ClassifierConfig.recipe(settings.classifier_embedder)
+        for name in (config.fast_embedder, config.slow_embedder):
+            if name is not None:
+                check_installed(name)
+    except (ValueError, EmbedderUnavailable) as exc:
         typer.echo(f"Configuration error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    return settings
 
 
 @app.command()

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from postroom import __version__
+from postroom.classify import embed
 from postroom.cli import app
 
 
@@ -23,3 +25,19 @@ def test_installed_console_script_runs() -> None:
     completed = subprocess.run([exe, "version"], capture_output=True, text=True, timeout=30)
     assert completed.returncode == 0, completed.stderr
     assert __version__ in completed.stdout
+
+
+def test_a_classifier_recipe_without_its_model_stops_the_start_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("POSTROOM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_EMBEDDER", "e5+minilm")
+    monkeypatch.setattr(embed, "MINILM_DISTRIBUTION", "no-such-distribution-postroom")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert "Configuration error" in result.output
+    assert "requirements/models.txt" in result.output
+
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_EMBEDDER", "bert")
+    result = CliRunner().invoke(app, ["web"])
+    assert result.exit_code == 2 and "classifier_embedder" in result.output

