@@ -607,7 +607,7 @@ class Classifier:
         self._slow_center: Float32Array | None = None
         self._fast: _LinearHead | None = None
         self._slow: _LinearHead | None = None
-        self._memory: tuple[Float32Array, list[str]] | None = None
+        self._memory: tuple[Float32Array, npt.NDArray[np.int64]] | None = None
         self._examples_at_fit = 0
         self._learned_since_fit = 0
 
@@ -845,8 +845,7 @@ class Classifier:
             slow_probes = [replace(probes[i], slow_embedding=slow[k]) for k, i in enumerate(unsure)]
             slow_scores = slow_head.scores(self._rows(slow_probes, slow=True))
             if self.config.knn_weight:
-                memory, categories = self._knn_memory()
-                labels = np.array([slow_head.classes.index(c) for c in categories], np.int64)
+                memory, labels = self._knn_memory()
                 slow_scores = self._blended(slow_scores, self._knn_rows(slow), memory, labels)
             for k, i in enumerate(unsure):
                 p = slow_head.probabilities(slow_scores[k])
@@ -919,11 +918,15 @@ class Classifier:
         out: Float32Array = (rows / np.maximum(norms, 1e-6)).astype(np.float32)
         return out
 
-    def _knn_memory(self) -> tuple[Float32Array, list[str]]:
-        """Keys and categories of every example, rebuilt after the examples change."""
+    def _knn_memory(self) -> tuple[Float32Array, npt.NDArray[np.int64]]:
+        """Keys of every example and their categories' rows in the slow head; rebuilt after
+        the examples change (and with them, in :meth:`_add`, the head's categories)."""
         if self._memory is None:
+            assert self._slow is not None
+            row_of = {category: i for i, category in enumerate(self._slow.classes)}
             vectors = _matrix([e.slow_embedding for e in self._examples])
-            self._memory = (self._knn_rows(vectors), [e.category for e in self._examples])
+            labels = np.array([row_of[e.category] for e in self._examples], np.int64)
+            self._memory = (self._knn_rows(vectors), labels)
         return self._memory
 
     def _blended(
@@ -952,7 +955,7 @@ class Classifier:
         fold's examples only."""
         if not self.config.knn_weight:
             return None
-        keys, _ = self._knn_memory()
+        keys = self._knn_rows(_matrix([e.slow_embedding for e in self._examples]))
 
         def blend(
             scores: Float32Array,
