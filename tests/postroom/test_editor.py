@@ -26,6 +26,7 @@ from postroom.processing.models import LedgerEntry
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_connect import connect_personal, finish_wizard
+from tests.postroom.test_sync import wait_for_jobs
 from tests.postroom.webtools import csrf, post_form, sign_up
 
 CATEGORIES_PATH = "/integrations/{integration_id}/categories"
@@ -259,6 +260,15 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
     ({"folder": "Finance//Invoices"}, "the folder path is not valid"),
     ({"forward_to": "not an address"}, "Not an email address: not"),
     ({"description": "d" * 2001}, "The description may be at most 2000 characters"),
+    (
+        {"forward_to": "ap@contoso.test", "forward_comment": "c" * 2001},
+        "The forward comment may be at most 2000 characters",
+    ),
+    (
+        {"forward_to": "ap@contoso.test", "forward_comment": "Book\x00this"},
+        "may not contain control characters",
+    ),
+    ({"forward_comment": "Please book"}, "A forward comment needs a forward address"),
 ]
 
 
@@ -291,6 +301,8 @@ def test_every_kind_of_bad_input_is_explained_and_nothing_saved(
         assert problem in response.text, (change, re.findall(r"<li>(.*?)</li>", response.text))
         assert "Nothing was saved" in response.text
         assert stored(postroom) == before, change
+    with postroom.database.session() as db:  # (stored() predates the comment)
+        assert db.scalars(select(Category.forward_comment)).all() == [""]
     # A new category may not take an existing name (case-insensitive).
     duplicate = submit(web, base, {**invoice_form(""), "name": "INVOICES"})
     assert duplicate.status_code == 400
@@ -522,3 +534,35 @@ def shot(page: Any, name: str) -> None:
         target = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
         target.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target / f"{name}.png"), full_page=True)
+
+
+def test_a_forward_comment_is_saved_shown_and_sent_above_the_forwarded_email(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org, base = finished(web, postroom, sim)
+    cid = category_id(postroom, "Invoices")
+    comment = "Please book this invoice.\nThanks, Alice"
+    response = submit(
+        web,
+        base,
+        invoice_form(
+            cid,
+            forward_to=org.bob.user_principal_name,
+            forward_comment=f"  {comment.replace(chr(10), chr(13) + chr(10))}  ",
+        ),
+    )
+    assert response.status_code == 303, response.text[:2000]
+    with postroom.database.session() as db:
+        category = db.get(Category, cid)
+        assert category is not None and category.forward_comment == comment
+    page = web.get(f"{base}/categories", params={"edit": cid})
+    assert "Please book this invoice." in page.text
+
+    postroom.drain()
+    delivered = org.deliver(org.alice, subject="Invoice 5150 from a supplier")
+    wait_for_jobs(postroom)
+    postroom.drain()
+    assert org.alice.mailbox.messages[delivered.immutable_id].categories == ["Invoices"]
+    forwards = [m for m in org.bob.mailbox.messages.values() if "Invoice 5150" in m.subject]
+    assert len(forwards) == 1
+    assert forwards[0].body_content.startswith("Please book this invoice.")

@@ -110,6 +110,7 @@ STATE_WORDS = {"claimed": "in progress", "done": "done", "failed": "failed", "sk
 MAX_NAME = 255
 MAX_DESCRIPTION = 2000
 MAX_FORWARD_FIELD = 2000
+MAX_FORWARD_COMMENT = 2000
 MAX_MESSAGE_ID = 512
 RECENT_SELECT = (
     "id,subject,from,receivedDateTime,categories,bodyPreview,hasAttachments,importance,"
@@ -138,6 +139,7 @@ class CategoryForm:
     color: str = "preset0"
     folder: str = ""
     forward_to: str = ""
+    forward_comment: str = ""
     description: str = ""
     examples: str = ""  # pasted example texts, one per paragraph (configuration)
     mode: str = "all"
@@ -154,6 +156,7 @@ class CategoryForm:
             color=category.color,
             folder=category.folder or "",
             forward_to=", ".join(category.forward_to or []),
+            forward_comment=category.forward_comment or "",
             description=category.description or "",
         )
         stored = category.rules or {}
@@ -203,6 +206,7 @@ class CategoryForm:
             color=one("color", "preset0"),
             folder=one("folder"),
             forward_to=one("forward_to"),
+            forward_comment=one("forward_comment"),
             description=one("description"),
             examples=one("examples"),
             mode=one("mode", "all"),
@@ -219,6 +223,7 @@ class ParsedCategory:
     forward_to: list[str]
     description: str
     rules: RuleGroup | None
+    forward_comment: str = ""
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -313,6 +318,13 @@ def parse_category(
         problems.append(f"An integration has at most {wizard.MAX_CATEGORIES} categories.")
     if len(form.description) > MAX_DESCRIPTION:
         problems.append(f"The description may be at most {MAX_DESCRIPTION} characters.")
+    comment = form.forward_comment.replace("\r\n", "\n").strip()
+    if len(comment) > MAX_FORWARD_COMMENT:
+        problems.append(f"The forward comment may be at most {MAX_FORWARD_COMMENT} characters.")
+    elif any(ord(c) < 32 and c not in "\n\t" for c in comment):
+        problems.append("The forward comment may not contain control characters.")
+    elif comment and not form.forward_to.strip():
+        problems.append("A forward comment needs a forward address to go with.")
     pasted = [p for p in form.examples.replace("\r\n", "\n").split("\n\n") if p.strip()]
     if len(pasted) > learning.MAX_EXAMPLES_PER_CATEGORY or any(
         len(p.strip()) > learning.MAX_EXAMPLE_CHARS for p in pasted
@@ -333,6 +345,7 @@ def parse_category(
             forward_to=parsed.forward_to,
             description=form.description.strip(),
             rules=rules,
+            forward_comment=comment,
         ),
         [],
     )
@@ -380,6 +393,7 @@ def _config(category: Category) -> CategoryConfig:
         color=category.color,
         folder=category.folder,
         forward_to=tuple(category.forward_to or ()),
+        forward_comment=category.forward_comment or "",
         rules=rules,
         description=category.description or "",
     )
@@ -856,6 +870,7 @@ def _categories_submit(
             forward_to=parsed.forward_to,
             description=parsed.description,
             rules=parsed.rules.to_json() if parsed.rules is not None else None,
+            forward_comment=parsed.forward_comment,
         )
         changed = learning.set_examples(
             db,

@@ -93,6 +93,7 @@ class Category(Base):
     color: Mapped[str] = mapped_column(String(10), default="preset0")
     folder: Mapped[str | None] = mapped_column(String(400), nullable=True)
     forward_to: Mapped[list[str]] = mapped_column(JSON, default=list)
+    forward_comment: Mapped[str] = mapped_column(Text, default="", server_default="")
     description: Mapped[str] = mapped_column(Text, default="")
     rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a RuleGroup
     position: Mapped[int] = mapped_column(Integer, default=0)

@@ -253,6 +253,7 @@ def save_category(
     forward_to: list[str],
     description: str,
     rules: dict[str, Any] | None,
+    forward_comment: str = "",
 ) -> Category:
     """Update a category of this integration, or add one at the end (``category_id`` None)."""
     category = (
@@ -268,6 +269,7 @@ def save_category(
     category.color = color
     category.folder = folder
     category.forward_to = list(forward_to)
+    category.forward_comment = forward_comment
     category.description = description
     category.rules = rules
     db.flush()

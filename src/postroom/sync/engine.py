@@ -120,6 +120,7 @@ def category_configs(rows: list[Category]) -> list[CategoryConfig]:
                 color=row.color,
                 folder=row.folder,
                 forward_to=tuple(row.forward_to or ()),
+                forward_comment=row.forward_comment or "",
                 rules=rules,
                 description=row.description,
             )
