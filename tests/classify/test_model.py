@@ -223,8 +223,9 @@ def _words(views: list[MessageView]) -> set[str]:
     return {w for w in words if len(w) >= 5 and w.isalpha()}
 
 
-def test_state_of_a_trained_model_contains_no_email_text() -> None:
-    classifier = Classifier(ClassifierConfig.with_embeddings())
+@pytest.mark.parametrize("config_name", ["e5", "two_encoders"])
+def test_state_of_a_trained_model_contains_no_email_text(config_name: str) -> None:
+    classifier = Classifier(CONFIGS[config_name])
     training = dataset(5, seed=1)
     views = [view for view, _ in training]
     classifier.fit(classifier.make_examples(views, [c for _, c in training], "user_example"))

@@ -514,6 +514,14 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
     assert "The model decides emails" in page.text and 'id="refitting"' not in page.text
     # description (seed) + 4 pasted examples per category
     assert "<td>Support</td><td>5</td><td>0</td>" in page.text
+    assert "It reads hashed word and character n-grams." in page.text
+    assert "This installation is now set to" not in page.text
+    # After POSTROOM_CLASSIFIER_EMBEDDER changes, the page says the model is still the old one.
+    changed = postroom.settings.model_copy(update={"classifier_embedder": "e5"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(postroom.app.state, "settings", changed)
+        page = web.get(f"{base}/model")
+    assert "This installation is now set to n-grams, then the multilingual e5" in page.text
 
     message_id = _deliver_and_sync(
         postroom, org, subject="Offerte", body="Graag een offerte voor 20 licenties."

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from postroom.integrations.views import load_integration
 from postroom.learning import service as learning
@@ -44,9 +45,25 @@ def defer_refit_from_thread(request: Request, integration_id: str) -> None:
         log.warning("integration %s: could not queue the refit now", integration_id, exc_info=True)
 
 
-def _learning_settings(request: Request) -> dict[str, Any]:
+RECIPES = {
+    "none": "hashed word and character n-grams",
+    "e5": "n-grams, then the multilingual e5 encoder for the emails they are unsure of",
+    "e5+minilm": "n-grams and WordLlama, then the e5 and MiniLM encoders and a vote of the "
+    "nearest examples for the emails they are unsure of",
+}
+"""What each ``POSTROOM_CLASSIFIER_EMBEDDER`` recipe reads, in words (the Model page)."""
+
+
+def _learning_settings(request: Request, db: Session, integration_id: str) -> dict[str, Any]:
     settings = request.app.state.settings
+    loaded = learning.load_model(db, integration_id)
+    built = (loaded.classifier.config.slow_embedder or "none") if loaded else None
     return {
+        "active": loaded is not None,
+        "built_with": RECIPES.get(built) if built else None,
+        "configured": RECIPES[settings.classifier_embedder]
+        if built and built != settings.classifier_embedder
+        else None,
         "learn_decisions": settings.learn_from_decisions,
         "learn_minutes": max(1, round(settings.learn_after_seconds / 60)),
         "learn_minimum": settings.learn_minimum_examples,
@@ -65,10 +82,9 @@ def model_page(request: Request, integration_id: str, caller: CallerDep, db: DbS
         item=integration,
         summary=summary,
         state=state,
-        active=learning.load_model(db, integration.id) is not None,
         notice=NOTICES.get(done),
         errors=[],
-        **_learning_settings(request),
+        **_learning_settings(request, db, integration.id),
     )
 
 
@@ -106,10 +122,9 @@ def model_submit(
                 item=integration,
                 summary=summary,
                 state=state,
-                active=learning.load_model(db, integration.id) is not None,
                 notice=None,
                 errors=["The threshold is a number between 0 and 1, such as 0.6."],
-                **_learning_settings(request),
+                **_learning_settings(request, db, integration.id),
             )
         learning.set_review_settings(
             db,
