@@ -94,3 +94,24 @@ def test_minilm_without_its_wheel_names_the_install_command(
     monkeypatch.setattr(embed, "MINILM_DISTRIBUTION", "no-such-distribution-postroom")
     with pytest.raises(EmbedderUnavailable, match="requirements/models.txt"):
         MiniLMEmbedder()
+
+
+def test_minilm_and_the_vote_run_numpy_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBLAS threads left spinning after MiniLM (or the neighbour vote) starve e5's OpenMP
+    threads: the pair took 93 ms per text instead of ~40 (see ``one_blas_thread``)."""
+    from threadpoolctl import threadpool_info
+
+    seen: list[int] = []
+    minilm = load_embedder("minilm")
+    forward = minilm._forward  # type: ignore[attr-defined]
+
+    def spy(ids: np.ndarray) -> np.ndarray:
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return forward(ids)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(minilm, "_forward", spy)
+    minilm.embed(["Where is my card?"])
+    assert seen and set(seen) == {1}
+    with embed.one_blas_thread():
+        inside = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert inside == {1}

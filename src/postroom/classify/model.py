@@ -95,6 +95,7 @@ from postroom.classify.embed import (
     SLOW_EMBEDDER_WORDS,
     EmbedderName,
     load_embedder,
+    one_blas_thread,
 )
 from postroom.classify.features import (
     CONVERSATION_OFFSET,
@@ -846,7 +847,8 @@ class Classifier:
             slow_scores = slow_head.scores(self._rows(slow_probes, slow=True))
             if self.config.knn_weight:
                 memory, labels = self._knn_memory()
-                slow_scores = self._blended(slow_scores, self._knn_rows(slow), memory, labels)
+                with one_blas_thread():  # (see there: e5 runs next)
+                    slow_scores = self._blended(slow_scores, self._knn_rows(slow), memory, labels)
             for k, i in enumerate(unsure):
                 p = slow_head.probabilities(slow_scores[k])
                 out[i] = self._prediction(slow_head.classes, p, "slow")
