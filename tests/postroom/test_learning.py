@@ -517,10 +517,13 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
     assert "It reads hashed word and character n-grams." in page.text
     assert "This installation is now set to" not in page.text
     # After POSTROOM_CLASSIFIER_EMBEDDER changes, the page says the model is still the old one.
-    changed = postroom.settings.model_copy(update={"classifier_embedder": "e5"})
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(postroom.app.state, "settings", changed)
+    state = postroom.app.state  # (monkeypatch would delete starlette State's item on undo)
+    configured = state.settings
+    state.settings = configured.model_copy(update={"classifier_embedder": "e5"})
+    try:
         page = web.get(f"{base}/model")
+    finally:
+        state.settings = configured
     assert "This installation is now set to n-grams, then the multilingual e5" in page.text
 
     message_id = _deliver_and_sync(
