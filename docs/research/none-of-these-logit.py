@@ -32,7 +32,7 @@ for name, chosen in (("5shot", [fit_items[i] for i in few_shot(fit_items, 5, SEE
         print(f"  none={none}: configured filed right {right:.3f}, other filed {filed_out:.3f}")
 
 print("--- none logit at a quantile of out-of-fold true-class scores")
-from postroom.classify.model import _project, _fit_svm
+from postroom.classify.model import _project, _fit_linear
 for name, chosen in (("5shot", [fit_items[i] for i in few_shot(fit_items, 5, SEED)]), ("full", fit_items)):
     c = Classifier(ClassifierConfig(seed=SEED)); ex = make_examples(c, chosen); c.fit(ex)
     rows = c._rows(c.examples, slow=False)
@@ -42,7 +42,7 @@ for name, chosen in (("5shot", [fit_items[i] for i in few_shot(fit_items, 5, SEE
     folds = np.random.default_rng(0).permutation(len(y)) % 3
     oof = np.zeros(len(y))
     for f in range(3):
-        w, b = _fit_svm(X[folds != f], y[folds != f], len(classes), 0.5, 0)
+        w, b = _fit_linear(X[folds != f], y[folds != f], len(classes), head="svm", c=0.5, seed=0)
         s = np.asarray(X[folds == f] @ w.T) + b
         oof[folds == f] = s[np.arange(s.shape[0]), y[folds == f]]
     si, T, _ = raw(c, val_in); so, _, _ = raw(c, val_out)

@@ -436,10 +436,17 @@ def _softmax(scores: Float32Array, temperature: float) -> Float32Array:
     return probabilities
 
 
-def _fit_svm(
-    rows: sparse.csr_matrix, labels: npt.NDArray[np.int64], classes: int, c: float, seed: int
+def _fit_linear(
+    rows: sparse.csr_matrix,
+    labels: npt.NDArray[np.int64],
+    classes: int,
+    *,
+    head: Head,
+    c: float,
+    seed: int,
 ) -> tuple[Float32Array, Float32Array]:
-    """Weights ``(classes, columns)`` and biases of one-vs-rest linear SVMs."""
+    """Weights ``(classes, columns)`` and biases of one-vs-rest linear SVMs (liblinear, seeded)
+    or of a multinomial logistic regression (lbfgs: deterministic, no sampling)."""
     present = np.unique(labels)
     weights = np.zeros((classes, rows.shape[1]), np.float32)
     bias = np.full(classes, -1.0, np.float32)
@@ -447,41 +454,19 @@ def _fit_svm(
         if present.size == 1:
             bias[present[0]] = 1.0
         return weights, bias
-    svm = LinearSVC(C=c, random_state=seed, dual=True, max_iter=2_000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        svm.fit(rows, labels)
-    coef = np.asarray(svm.coef_, np.float32)
-    intercept = np.asarray(svm.intercept_, np.float32)
-    if present.size == 2:  # liblinear returns one row for two classes
-        coef = np.vstack([-coef[0], coef[0]])
-        intercept = np.array([-intercept[0], intercept[0]], np.float32)
-    weights[present] = coef
-    bias[present] = intercept
-    return weights, bias
-
-
-def _fit_logistic(
-    rows: sparse.csr_matrix, labels: npt.NDArray[np.int64], classes: int, c: float
-) -> tuple[Float32Array, Float32Array]:
-    """Weights ``(classes, columns)`` and biases of a multinomial logistic regression (lbfgs:
-    deterministic, no sampling)."""
-    present = np.unique(labels)
-    weights = np.zeros((classes, rows.shape[1]), np.float32)
-    bias = np.full(classes, -1.0, np.float32)
-    if present.size < 2:
-        if present.size == 1:
-            bias[present[0]] = 1.0
-        return weights, bias
-    model = LogisticRegression(C=c, max_iter=300)
+    if head == "logistic":
+        model = LogisticRegression(C=c, max_iter=300)
+    else:
+        model = LinearSVC(C=c, random_state=seed, dual=True, max_iter=2_000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(rows, labels)
     coef = np.asarray(model.coef_, np.float32)
     intercept = np.asarray(model.intercept_, np.float32)
-    if present.size == 2:  # one logit for two classes: split it symmetrically
-        coef = (np.vstack([-coef[0], coef[0]]) / 2).astype(np.float32)
-        intercept = np.array([-intercept[0], intercept[0]], np.float32) / np.float32(2)
+    if present.size == 2:  # one row for two classes; a logistic logit is split symmetrically
+        half = np.float32(0.5 if head == "logistic" else 1.0)
+        coef = np.vstack([-coef[0], coef[0]]) * half
+        intercept = np.array([-intercept[0], intercept[0]], np.float32) * half
     weights[present] = coef
     bias[present] = intercept
     return weights, bias
@@ -904,10 +889,12 @@ class Classifier:
         projected = _project(rows, columns)
         config, count = self.config, len(classes)
 
-        def fit(rows: sparse.csr_matrix, labels: npt.NDArray[np.int64]) -> Any:
-            if config.head == "logistic":
-                return _fit_logistic(rows, labels, count, config.logistic_c)
-            return _fit_svm(rows, labels, count, config.svm_c, config.seed)
+        c = config.logistic_c if config.head == "logistic" else config.svm_c
+
+        def fit(
+            rows: sparse.csr_matrix, labels: npt.NDArray[np.int64]
+        ) -> tuple[Float32Array, Float32Array]:
+            return _fit_linear(rows, labels, count, head=config.head, c=c, seed=config.seed)
 
         weights, bias = fit(projected, labels)
         temperature = _fit_temperature(projected, labels, count, fit, config.seed, blend)
