@@ -5,7 +5,7 @@ starts cold or from the version it already holds; a snapshot folds the updates i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,18 @@ def _correct(
 def _scores(classifier: Classifier) -> np.ndarray:
     predictions = classifier.predict_many([ClassifyView(body_text=p) for p in PROBES])
     return np.array([[p.scores[c] for c in sorted(p.scores)] for p in predictions])
+
+
+def _during_next_fit(monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], object]) -> None:
+    """Run ``meanwhile`` (another person, another process) once, just before the next fit."""
+    original = Classifier.fit
+
+    def fit(self: Classifier, examples: Any) -> Classifier:
+        monkeypatch.setattr(Classifier, "fit", original)
+        meanwhile()
+        return original(self, examples)
+
+    monkeypatch.setattr(Classifier, "fit", fit)
 
 
 def _loaded(db_: Database, integration_id: str) -> Classifier:
@@ -330,15 +342,12 @@ def test_a_refit_asked_for_while_one_runs_is_not_lost(
         learning.request_refit(db, integration_id=integration_id)
     with clean_db.session() as db:
         assert learning.integrations_to_refit(db) == [integration_id]  # the reconcile's list
-    original = Classifier.fit
 
-    def fit_while_a_person_saves_again(self: Classifier, examples: Any) -> Classifier:
-        monkeypatch.setattr(Classifier, "fit", original)
+    def a_person_saves_again() -> None:
         with clean_db.session() as db:  # the editor, meanwhile (its examples came too late)
             learning.request_refit(db, integration_id=integration_id, reset=True)
-        return original(self, examples)
 
-    monkeypatch.setattr(Classifier, "fit", fit_while_a_person_saves_again)
+    _during_next_fit(monkeypatch, a_person_saves_again)
     with clean_db.session() as db:
         assert learning.refit(db, integration_id=integration_id, config=CONFIG)
     with clean_db.session() as db:
@@ -435,17 +444,13 @@ def test_a_reset_does_not_block_a_correction_of_a_pending_decision(
             category="Support",
         )
         learning.request_refit(db, integration_id=integration_id, reset=True)
-    original = Classifier.fit
     during: list[int] = []
-
-    def fit_while_the_decision_is_corrected(self: Classifier, examples: Any) -> Classifier:
-        monkeypatch.setattr(Classifier, "fit", original)
-        during.append(
+    _during_next_fit(
+        monkeypatch,
+        lambda: during.append(
             _correct(clean_db, integration_id, 7, "", "Sales", view=view, lock_timeout="5s")
-        )
-        return original(self, examples)
-
-    monkeypatch.setattr(Classifier, "fit", fit_while_the_decision_is_corrected)
+        ),
+    )
     with clean_db.session() as db:
         assert learning.refit(db, integration_id=integration_id, config=CONFIG)
     assert during
@@ -461,15 +466,12 @@ def test_a_retrain_asked_for_during_a_reset_stays_a_retrain(
 ) -> None:
     with clean_db.session() as db:
         learning.request_refit(db, integration_id=integration_id, reset=True)
-    original = Classifier.fit
 
-    def fit_while_the_editor_saves(self: Classifier, examples: Any) -> Classifier:
-        monkeypatch.setattr(Classifier, "fit", original)
+    def the_editor_saves() -> None:
         with clean_db.session() as db:
             learning.request_refit(db, integration_id=integration_id)
-        return original(self, examples)
 
-    monkeypatch.setattr(Classifier, "fit", fit_while_the_editor_saves)
+    _during_next_fit(monkeypatch, the_editor_saves)
     with clean_db.session() as db:
         assert learning.refit(db, integration_id=integration_id, config=CONFIG)
     with clean_db.session() as db:
@@ -518,14 +520,10 @@ def test_a_refit_under_another_embedder_keeps_what_it_can_of_corrections_made_me
         learning.train_from_examples(
             db, integration_id=integration_id, examples=TYPED, config=cascade
         )
-    original = Classifier.fit
-
-    def fit_while_a_person_corrects(self: Classifier, made: Any) -> Classifier:
-        monkeypatch.setattr(Classifier, "fit", original)
-        _correct(clean_db, integration_id, 5, "Quixotic toner quote for the drum", "Sales")
-        return original(self, made)
-
-    monkeypatch.setattr(Classifier, "fit", fit_while_a_person_corrects)
+    _during_next_fit(
+        monkeypatch,
+        lambda: _correct(clean_db, integration_id, 5, "Quixotic toner quote for the drum", "Sales"),
+    )
     with clean_db.session() as db:  # POSTROOM_CLASSIFIER_EMBEDDER e5 -> none, then a refit
         plain = learning.train_from_examples(
             db, integration_id=integration_id, examples=TYPED, config=CONFIG

@@ -42,6 +42,7 @@ and L2-normalized. Embedding the same text twice gives the same vector.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -82,8 +83,6 @@ class EmbedderUnavailable(RuntimeError):
 class TextEmbedder(Protocol):
     name: EmbedderName
     dimension: int
-    parts: tuple[int, ...]
-    """Widths of the separately normalized blocks a row is made of (one for most)."""
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """One L2-normalized float32 row per text."""
@@ -103,7 +102,6 @@ class WordLlamaEmbedder:
 
     name: EmbedderName = "wordllama"
     dimension = 256
-    parts = EMBEDDER_PARTS["wordllama"]
 
     def __init__(self) -> None:
         try:
@@ -141,7 +139,6 @@ class E5Embedder:
 
     name: EmbedderName = "e5"
     dimension = 384
-    parts = EMBEDDER_PARTS["e5"]
 
     def __init__(self) -> None:
         try:
@@ -203,7 +200,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_THREADS: list[Any] = []
+@functools.cache
+def _thread_controller() -> Any:
+    return importlib.import_module("threadpoolctl").ThreadpoolController()
 
 
 @contextmanager
@@ -215,9 +214,7 @@ def one_blas_thread() -> Iterator[None]:
     from 15 to 59 ms per unsure email when the neighbour vote's product ran just before it.
     With one BLAS thread for MiniLM and the vote, the pair costs about the sum of its parts.
     """
-    if not _THREADS:
-        _THREADS.append(importlib.import_module("threadpoolctl").ThreadpoolController())
-    with _THREADS[0].limit(limits=1, user_api="blas"):
+    with _thread_controller().limit(limits=1, user_api="blas"):
         yield
 
 
@@ -236,7 +233,6 @@ class MiniLMEmbedder:
 
     name: EmbedderName = "minilm"
     dimension = 384
-    parts = EMBEDDER_PARTS["minilm"]
 
     def __init__(self, files: dict[str, Path] | None = None) -> None:
         try:
@@ -345,7 +341,6 @@ class PairEmbedder:
 
     name: EmbedderName = "e5+minilm"
     dimension = 768
-    parts = EMBEDDER_PARTS["e5+minilm"]
 
     def __init__(self, first: TextEmbedder, second: TextEmbedder) -> None:
         self._first, self._second = first, second
