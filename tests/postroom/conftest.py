@@ -37,6 +37,7 @@ from postroom.db import Database
 from postroom.settings import Settings
 from postroom.web.app import create_app
 from tests.helpers import APPLICATION_ALL, DELEGATED_ALL, SECRET, Org, make_org
+from tests.postroom.smtp import INBOX, SmtpServer
 
 
 @dataclass
@@ -105,8 +106,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1: Postroom's emails arrive in its inbox."""
+    server = SmtpServer(_free_port(), inbox=INBOX).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def postroom_server(
-    database: Database, sim_server: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
+    database: Database,
+    sim_server: EmulatorServer,
+    smtp_server: SmtpServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Postroom]:
     port = _free_port()
     base = f"http://localhost:{port}"
@@ -120,6 +132,8 @@ def postroom_server(
         delegated_permissions=DELEGATED_ALL,
         application_permissions=APPLICATION_ALL,
     )
+    # directory roles (``wids``) in tokens: how Postroom proves an administrator (issue 12)
+    registration.group_membership_claims = "DirectoryRole"
     settings = Settings(
         data_dir=Path(tmp_path_factory.mktemp("postroom-data")),
         public_base_url=base,
@@ -128,6 +142,7 @@ def postroom_server(
         authority_host=sim_server.base_url,
         graph_base_url=f"{sim_server.base_url}/v1.0",
         ca_bundle=sim_server.ca_file,
+        smtp_url=smtp_server.url,
     )
     app = create_app(settings, database=database)
     server = uvicorn.Server(
@@ -158,6 +173,7 @@ def postroom_server(
 
 @pytest.fixture
 def postroom(postroom_server: Postroom, clean_db: Database) -> Postroom:
+    INBOX.clear()
     return postroom_server
 
 

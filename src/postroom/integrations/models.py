@@ -111,8 +111,13 @@ class OAuthFlow(Base):
     state: Mapped[str] = mapped_column(String(128), primary_key=True)
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    purpose: Mapped[str] = mapped_column(String(20))  # "personal" | "organization"
+    # "personal" | "organization-admin" (the administrator's OpenID Connect sign-in) |
+    # "organization" (admin consent, only ever for the tenant proven by that sign-in)
+    purpose: Mapped[str] = mapped_column(String(20))
     integration_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # reconnect
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     flow: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # encrypted
+    # organization flows: the tenant an administrator of it proved by signing in (id_token
+    # ``tid`` with a consent-granting role in ``wids``); the consent callback accepts no other
+    tenant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,12 +8,18 @@ synchronous; callers run it in a worker thread.
 * personal: authorization code flow with PKCE, ``state`` and ``nonce`` (MSAL's
   ``initiate_auth_code_flow`` / ``acquire_token_by_auth_code_flow``); the serialized token cache
   is what Postroom keeps, encrypted.
-* organization-wide: the admin-consent URL with ``/.default``; the returned ``tenant`` is never
-  trusted until a client-credentials token for it is obtained (:meth:`confirm_tenant`).
+* organization-wide, in two steps bound to one browser flow: first an OpenID Connect sign-in
+  (authorization code + PKCE, :meth:`start_admin_sign_in`) whose id_token proves *which* tenant
+  and that the person holds a directory role that may grant tenant-wide consent to Microsoft
+  Graph application permissions (:func:`administrator_proof`); then the admin-consent URL with
+  ``/.default`` for exactly that tenant. The consent redirect's ``tenant`` parameter is only
+  compared with the proven one, never trusted, and a client-credentials token for the tenant
+  confirms the consent (:meth:`confirm_tenant`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,6 +69,56 @@ def features_off(*, minimal: bool, manage_colours: bool) -> list[str]:
             "MailboxSettings.ReadWrite; you can add the colours in Outlook yourself)"
         )
     return off
+
+
+# Directory role template ids (the id_token's ``wids`` claim) that may grant tenant-wide admin
+# consent to Microsoft Graph *application* permissions, which an organization-wide connection
+# asks for. Application and Cloud Application Administrators may consent to delegated
+# permissions and other APIs' app roles, but not to Microsoft Graph app roles
+# (learn.microsoft.com: "Grant tenant-wide admin consent to an application", prerequisites).
+GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+PRIVILEGED_ROLE_ADMINISTRATOR = "e8611ab8-c189-46e8-94e1-60213ab1f814"
+CONSENT_ROLES = frozenset({GLOBAL_ADMINISTRATOR, PRIVILEGED_ROLE_ADMINISTRATOR})
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True)
+class AdministratorProof:
+    """Who proved, by signing in, that they administer ``tenant_id``."""
+
+    tenant_id: str
+    oid: str
+    username: str
+    name: str
+
+
+class NotProven(Exception):
+    """The sign-in does not prove an administrator; ``code`` says why."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code  # "no_roles_claim" | "not_admin" | "bad_token"
+
+
+def administrator_proof(claims: dict[str, Any]) -> AdministratorProof:
+    """The administrator an id_token (from the token endpoint, checked by MSAL: audience,
+    nonce, expiry) proves, or :class:`NotProven`.
+
+    ``wids`` is only in tokens when the app registration's ``groupMembershipClaims`` is
+    ``DirectoryRole`` or ``All``; without it nobody can be proven an administrator."""
+    tenant_id = str(claims.get("tid") or "").lower()
+    oid = str(claims.get("oid") or "")
+    if not _GUID.match(tenant_id) or not oid:
+        raise NotProven("bad_token")
+    roles = claims.get("wids")
+    if not isinstance(roles, list):
+        raise NotProven("no_roles_claim")
+    if not CONSENT_ROLES & {str(r).lower() for r in roles}:
+        raise NotProven("not_admin")
+    username = str(claims.get("preferred_username") or "")
+    return AdministratorProof(
+        tenant_id=tenant_id, oid=oid, username=username, name=str(claims.get("name") or username)
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +182,20 @@ class MicrosoftIdentity:
             )
         return flow
 
+    def start_admin_sign_in(self) -> dict[str, Any]:
+        """An OpenID Connect sign-in (no Graph scope) that proves who administers which tenant;
+        ``prompt=login``: the administrator signs in now, whatever session the browser has."""
+        app = self._app("organizations")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="response_mode='form_post'")
+            flow: dict[str, Any] = app.initiate_auth_code_flow(
+                [],
+                redirect_uri=self.settings.redirect_uri,
+                prompt="login",
+                response_mode="query",
+            )
+        return flow
+
     def finish_sign_in(self, flow: dict[str, Any], params: dict[str, str]) -> TokenResult:
         cache = msal.SerializableTokenCache()
         app = self._app("organizations", cache)
@@ -171,7 +241,9 @@ class MicrosoftIdentity:
         return TokenResult(ok, dict(result), cache.serialize() if cache.has_state_changed else None)
 
     # ------------------------------------------------------------------ organization-wide
-    def admin_consent_url(self, *, state: str) -> str:
+    def admin_consent_url(self, *, state: str, tenant_id: str) -> str:
+        """Admin consent for exactly ``tenant_id`` (the proven one): Microsoft only lets that
+        tenant's administrators answer it."""
         query = urlencode(
             {
                 "client_id": self.settings.ms_client_id,
@@ -180,7 +252,7 @@ class MicrosoftIdentity:
                 "state": state,
             }
         )
-        return f"{self.settings.authority_host}/organizations/v2.0/adminconsent?{query}"
+        return f"{self.settings.authority_host}/{tenant_id}/v2.0/adminconsent?{query}"
 
     def app_token(self, tenant_id: str) -> TokenResult:
         app = self._app(tenant_id)

@@ -70,6 +70,7 @@ def save_flow(
     options: dict[str, Any],
     flow: bytes | None,
     integration_id: str | None = None,
+    tenant_id: str | None = None,
 ) -> None:
     db.add(
         OAuthFlow(
@@ -79,6 +80,7 @@ def save_flow(
             purpose=purpose,
             integration_id=integration_id,
             options=options,
+            tenant_id=tenant_id,
             flow=box.encrypt(flow, context=f"oauth-flow:{state}".encode()) if flow else None,
         )
     )
@@ -137,7 +139,23 @@ def find_organization(*, db: Session, workspace_id: str, tenant_id: str) -> Inte
         select(Integration).where(
             Integration.workspace_id == workspace_id,
             Integration.kind == "organization",
-            Integration.tenant_id == tenant_id,
+            func.lower(Integration.tenant_id) == tenant_id.lower(),
+        )
+    )
+
+
+def connected_elsewhere(*, db: Session, workspace_id: str, tenant_id: str) -> bool:
+    """Whether another workspace has an organization-wide connection to this tenant (its
+    administrator must then confirm again before this workspace gets one too)."""
+    return bool(
+        db.scalar(
+            select(func.count())
+            .select_from(Integration)
+            .where(
+                Integration.workspace_id != workspace_id,
+                Integration.kind == "organization",
+                func.lower(Integration.tenant_id) == tenant_id.lower(),
+            )
         )
     )
 

@@ -10,7 +10,6 @@ a clear page and changes nothing.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -26,7 +25,10 @@ from postroom.integrations.graph_access import Connection, TokenFailure, run_gra
 from postroom.integrations.models import Integration
 from postroom.integrations.oauth import (
     GRAPH,
+    AdministratorProof,
     MicrosoftIdentity,
+    NotProven,
+    administrator_proof,
     delegated_scopes,
     features_off,
 )
@@ -44,7 +46,6 @@ router = APIRouter()
 
 Field = Annotated[str, Form(max_length=5000)]
 FieldList = Annotated[list[str], Form(max_length=5000)]
-TENANT_RE = re.compile(r"^[0-9a-fA-F-]{36}$|^[A-Za-z0-9.-]{3,253}$")
 HIDDEN_FOLDERS = {
     "deleteditems",
     "recoverableitemsdeletions",
@@ -216,23 +217,59 @@ def _flag(value: str | None) -> bool:
     return value in ("on", "true", "1", "yes")
 
 
-def _redirect_to_admin_consent(
+def _redirect_to_admin_sign_in(
     request: Request, db: Session, caller: Caller, integration_id: str | None = None
 ) -> Response:
-    """Start an admin-consent round trip (a new connection, or a retry for an integration)."""
+    """Start an organization-wide connection (new, or a retry for an integration) with the
+    administrator's OpenID Connect sign-in: the tenant is proven before consent is asked."""
+    flow = _identity(request).start_admin_sign_in()
+    service.save_flow(
+        db=db,
+        box=_box(request),
+        state=flow["state"],
+        workspace_id=caller.workspace_id,
+        user_id=caller.user_id,
+        purpose="organization-admin",
+        options={},
+        flow=json.dumps(flow).encode(),
+        integration_id=integration_id,
+    )
+    return RedirectResponse(flow["auth_uri"], status_code=303)
+
+
+def _redirect_to_admin_consent(
+    request: Request, db: Session, caller: Caller, *, pending: Any, proof: AdministratorProof
+) -> Response:
+    """The second step: admin consent for exactly the proven tenant, under a new ``state``
+    bound to that tenant and administrator."""
     state = secrets.token_urlsafe(32)
     service.save_flow(
         db=db,
         box=_box(request),
         state=state,
-        workspace_id=caller.workspace_id,
-        user_id=caller.user_id,
+        workspace_id=pending.workspace_id,
+        user_id=pending.user_id,
         purpose="organization",
-        options={},
+        options={"admin_oid": proof.oid, "admin": proof.username, "admin_name": proof.name},
         flow=None,
-        integration_id=integration_id,
+        integration_id=pending.integration_id,
+        tenant_id=proof.tenant_id,
     )
-    return RedirectResponse(_identity(request).admin_consent_url(state=state), status_code=303)
+    return RedirectResponse(
+        _identity(request).admin_consent_url(state=state, tenant_id=proof.tenant_id),
+        status_code=303,
+    )
+
+
+def _refused(request: Request, title: str, message: str, status_code: int = 400) -> Response:
+    return render(
+        request,
+        "integrations/org_refused.html",
+        status_code,
+        nav="integrations",
+        title=title,
+        message=message,
+    )
 
 
 def _redirect_to_sign_in(
@@ -295,7 +332,7 @@ def connect_organization(
 ) -> Response:
     check_csrf(request, csrf_token)
     caller.require_manager()
-    return _redirect_to_admin_consent(request, db, caller)
+    return _redirect_to_admin_sign_in(request, db, caller)
 
 
 def _bad_state(request: Request) -> Response:
@@ -317,9 +354,13 @@ def personal_callback(
 ) -> Response:
     params = {k: v for k, v in request.query_params.items() if len(v) < 20_000}
     pending = service.take_flow(db=db, state=params.get("state", ""), user_id=caller.user_id)
-    if pending is None or pending.purpose != "personal":
+    if pending is None or pending.workspace_id != caller.workspace_id:
         return _bad_state(request)
     db.commit()  # the state is used up whatever happens next
+    if pending.purpose == "organization-admin":
+        return _administrator_signed_in(request, db, caller, pending, params)
+    if pending.purpose != "personal":
+        return _bad_state(request)
     reconnecting = None
     if pending.integration_id:
         reconnecting = load_integration(db, caller, pending.integration_id)
@@ -392,47 +433,195 @@ def personal_callback(
     return RedirectResponse(target, status_code=303)
 
 
+def _administrator_signed_in(
+    request: Request, db: Session, caller: Caller, pending: Any, params: dict[str, str]
+) -> Response:
+    """Step one of an organization-wide connection came back: who signed in, for which tenant,
+    and may they grant tenant-wide consent? Only then is admin consent asked, for that tenant."""
+    try:
+        flow = json.loads(service.flow_payload(box=_box(request), flow=pending) or b"{}")
+    except (DecryptionFailed, ValueError):
+        return _bad_state(request)
+    result = _identity(request).finish_sign_in(flow, params)
+    if not result.ok:
+        if result.error.get("error") == "invalid_state":
+            return _bad_state(request)
+        reason = from_identity_error(result.error, organization=True)
+        return render(
+            request,
+            "integrations/connect_failed.html",
+            400,
+            nav="integrations",
+            reason=reason,
+            description=str(
+                result.error.get("error_description") or result.error.get("error") or ""
+            ),
+            kind="organization",
+        )
+    try:
+        proof = administrator_proof(result.data.get("id_token_claims") or {})
+    except NotProven as refusal:
+        if refusal.code == "not_admin":
+            return _refused(
+                request,
+                "An administrator of this organization must connect it",
+                "You signed in with an account that cannot grant organization-wide consent. "
+                "Ask a Global Administrator or Privileged Role Administrator of your Microsoft "
+                "365 organization to sign in to Postroom and connect it, or connect your own "
+                "mailbox with a personal connection instead. Nothing was connected.",
+                403,
+            )
+        if refusal.code == "no_roles_claim":
+            return _refused(
+                request,
+                "Postroom cannot tell whether you are an administrator",
+                "Microsoft's sign-in did not say which directory roles you hold. The Postroom "
+                "app registration must include them in its tokens: in Entra ID, open the app's "
+                "Token configuration (or manifest) and set groupMembershipClaims to "
+                "DirectoryRole (see Register Postroom in the help). Nothing was connected.",
+                400,
+            )
+        return _bad_state(request)
+    if pending.integration_id:
+        existing = load_integration(db, caller, pending.integration_id)
+        if existing.tenant_id and existing.tenant_id.lower() != proof.tenant_id:
+            return _refused(
+                request,
+                "That is a different organization",
+                f"This integration belongs to tenant {existing.tenant_id}, but you signed in "
+                f"as {proof.username}, an administrator of tenant {proof.tenant_id}. Sign in "
+                "with an administrator of the integration's organization. Nothing was changed.",
+            )
+    else:
+        same = service.find_organization(
+            db=db, workspace_id=caller.workspace_id, tenant_id=proof.tenant_id
+        )
+        if same is not None:
+            return render(
+                request,
+                "integrations/org_refused.html",
+                409,
+                nav="integrations",
+                title="This organization is already connected here",
+                message=f"Tenant {proof.tenant_id} already has an organization-wide "
+                "integration in this workspace. Open it to reconnect or change it; nothing "
+                "new was created.",
+                link=f"/integrations/{same.id}",
+            )
+        if service.connected_elsewhere(
+            db=db, workspace_id=caller.workspace_id, tenant_id=proof.tenant_id
+        ):
+            # Never attached silently: the administrator who just signed in confirms.
+            state = secrets.token_urlsafe(32)
+            service.save_flow(
+                db=db,
+                box=_box(request),
+                state=state,
+                workspace_id=pending.workspace_id,
+                user_id=pending.user_id,
+                purpose="organization-confirm",
+                options={"admin_oid": proof.oid, "admin": proof.username, "admin_name": proof.name},
+                flow=None,
+                tenant_id=proof.tenant_id,
+            )
+            return render(
+                request,
+                "integrations/org_confirm.html",
+                nav="integrations",
+                proof=proof,
+                state=state,
+            )
+    return _redirect_to_admin_consent(request, db, caller, pending=pending, proof=proof)
+
+
+@router.post("/auth/admin-consent/confirm")
+def confirm_organization(
+    request: Request,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+    state: Field = "",
+) -> Response:
+    """The administrator confirmed connecting a tenant another workspace also has."""
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    pending = service.take_flow(db=db, state=state, user_id=caller.user_id)
+    if (
+        pending is None
+        or pending.purpose != "organization-confirm"
+        or pending.workspace_id != caller.workspace_id
+        or not pending.tenant_id
+    ):
+        return _bad_state(request)
+    options = pending.options or {}
+    proof = AdministratorProof(
+        tenant_id=pending.tenant_id,
+        oid=str(options.get("admin_oid") or ""),
+        username=str(options.get("admin") or ""),
+        name=str(options.get("admin_name") or ""),
+    )
+    return _redirect_to_admin_consent(request, db, caller, pending=pending, proof=proof)
+
+
 @router.get("/auth/admin-consent/callback")
 def admin_consent_callback(
     request: Request,
     caller: Annotated[Caller, Depends(current_caller)],
     db: DbSession,
 ) -> Response:
+    """Step two came back. Its ``tenant`` is never trusted: it must be the tenant the
+    administrator proved in step one (bound to this ``state``), and a client-credentials
+    token for that tenant must confirm the consent."""
     params = {k: v for k, v in request.query_params.items() if len(v) < 5000}
     pending = service.take_flow(db=db, state=params.get("state", ""), user_id=caller.user_id)
-    if pending is None or pending.purpose != "organization":
+    if (
+        pending is None
+        or pending.purpose != "organization"
+        or not pending.tenant_id
+        or pending.workspace_id != caller.workspace_id
+    ):
         return _bad_state(request)
-    db.commit()
+    db.commit()  # the state is used up whatever happens next
+    tenant = pending.tenant_id
+    options = pending.options or {}
+    refused = from_admin_consent_redirect(params)
+    answered = params.get("tenant", "").strip().lower()
+    if refused is None:
+        if params.get("admin_consent", "").lower() != "true":
+            refused = REASONS["consent_missing"]
+        elif answered != tenant:
+            return _refused(
+                request,
+                "Microsoft answered for another organization",
+                "The consent that came back is not for the organization whose administrator "
+                "signed in. Nothing was connected. Start again from the Integrations page.",
+            )
     existing = (
         load_integration(db, caller, pending.integration_id) if pending.integration_id else None
     )
-    refused = from_admin_consent_redirect(params)
-    tenant = params.get("tenant", "")
-    if refused is None and not TENANT_RE.match(tenant):
-        refused = REASONS["consent_missing"]
+    if existing is None:
+        existing = service.find_organization(
+            db=db, workspace_id=caller.workspace_id, tenant_id=tenant
+        )
     detail = params.get("error_description") or None
     if refused is None:
-        # Never trust the tenant parameter: a client-credentials token proves the consent.
         confirmation = _identity(request).confirm_tenant(tenant)
         if confirmation.ok:
-            integration = (
-                existing
-                or service.find_organization(
-                    db=db, workspace_id=caller.workspace_id, tenant_id=tenant
-                )
-                or service.create_integration(
-                    db=db,
-                    workspace_id=caller.workspace_id,
-                    user_id=caller.user_id,
-                    kind="organization",
-                    name="Outlook — organization",
-                    tenant_id=tenant,
-                )
+            integration = existing or service.create_integration(
+                db=db,
+                workspace_id=caller.workspace_id,
+                user_id=caller.user_id,
+                kind="organization",
+                name="Outlook — organization",
+                tenant_id=tenant,
             )
             integration.consent = {
                 "granted_at": datetime.now(UTC).isoformat(),
-                "granted_via": caller.user_email,
-                "scope": params.get("scope", f"{GRAPH}/.default"),
+                # the Microsoft administrator who proved the tenant and consented
+                "granted_by": str(options.get("admin") or ""),
+                "granted_by_name": str(options.get("admin_name") or ""),
+                "granted_via": caller.user_email,  # the Postroom user who started it
+                "scope": f"{GRAPH}/.default",
             }
             service.restore_after_reconnect(db=db, integration=integration)
             target = f"/integrations/{integration.id}"
@@ -447,7 +636,7 @@ def admin_consent_callback(
         user_id=caller.user_id,
         kind="organization",
         name="Outlook — organization",
-        tenant_id=tenant if TENANT_RE.match(tenant or "") else None,
+        tenant_id=tenant,
     )
     service.mark_failed(db=db, integration=integration, reason=refused, detail=detail)
     return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
@@ -466,7 +655,7 @@ def reconnect(
     caller.require_manager()
     integration = load_integration(db, caller, integration_id)
     if integration.kind == "organization":
-        return _redirect_to_admin_consent(request, db, caller, integration.id)
+        return _redirect_to_admin_sign_in(request, db, caller, integration.id)
     reason = REASONS.get(integration.status_reason or "")
     return _redirect_to_sign_in(
         request,
