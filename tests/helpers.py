@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from m365sim import roles
 from m365sim.state import EmulatorState
 from m365sim.store import App, Message, Recipient, Tenant, User
 from m365sim.tokens import issue_access_token
@@ -104,7 +105,8 @@ class Org:
 
 
 def make_org(state: EmulatorState, *, consent: bool = True) -> Org:
-    """A tenant with an administrator, two users, a shared mailbox and the Postroom app."""
+    """A tenant with an administrator (Global Administrator), two users, a shared mailbox and
+    the Postroom app (``groupMembershipClaims`` "DirectoryRole")."""
     n = next(_counter)
     store = state.store
     domain = f"contoso{n}.test"
@@ -130,7 +132,7 @@ def make_org(state: EmulatorState, *, consent: bool = True) -> Org:
     shared = store.add_user(
         tenant, user_principal_name=f"orders@{domain}", display_name="Orders", shared=True
     )
-    admin.is_admin = True
+    admin.directory_roles.add(roles.GLOBAL_ADMINISTRATOR)
     shared.full_access.add(alice.id)
     app = store.add_app(
         display_name="Postroom",
@@ -139,6 +141,7 @@ def make_org(state: EmulatorState, *, consent: bool = True) -> Org:
         secret=SECRET,
         delegated_permissions=DELEGATED_ALL,
         application_permissions=APPLICATION_ALL,
+        group_membership_claims="DirectoryRole",  # wids in id tokens, as Postroom asks
     )
     if consent:
         store.grant_admin_consent(tenant, app)

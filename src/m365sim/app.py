@@ -1,8 +1,9 @@
 """The ASGI application: identity platform, Graph, control API and viewer on one origin.
 
 ``/v1.0/...`` goes straight to the Graph dispatcher (no framework on the hot path); everything
-else is a Starlette application. The notification dispatcher runs as a background task for the
-application's lifetime.
+else is a Starlette application, behind :class:`~m365sim.control.guard.AccessGuard` (the
+control token and cross-site refusals for ``/_emulator`` and ``/viewer``). The notification
+dispatcher runs as a background task for the application's lifetime.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
 from m365sim import control, viewer
+from m365sim.control.guard import AccessGuard
 from m365sim.graph import delta as graph_delta
 from m365sim.graph import routes as graph_routes
 from m365sim.graph.http import graph_asgi
@@ -31,6 +33,7 @@ class EmulatorApp:
 
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
+        self.guard = AccessGuard(state)
         graph_routes.load()
         notifier = Notifier(state)
         state.extensions["notifier"] = notifier
@@ -58,11 +61,14 @@ class EmulatorApp:
         self.web = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and (
-            scope["path"] == "/v1.0" or scope["path"].startswith("/v1.0/")
-        ):
-            await graph_asgi(self.state, scope, receive, send)
-            return
+        if scope["type"] == "http":
+            if scope["path"] == "/v1.0" or scope["path"].startswith("/v1.0/"):
+                await graph_asgi(self.state, scope, receive, send)
+                return
+            refusal = self.guard.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
         await self.web(scope, receive, send)
 
 

@@ -7,6 +7,10 @@ tenant (``{base}/{tenant id}``), the Graph base URL, the CA bundle, the viewer, 
 with their passwords and the app registrations with their secrets. Ctrl+C (or SIGTERM) stops
 it; with ``--save-on-exit`` the state is written to ``--state-file`` first.
 
+The control API and the viewer take an optional bearer token (``--control-token``, better
+``M365SIM_CONTROL_TOKEN`` or ``M365SIM_CONTROL_TOKEN_FILE``); without one the emulator only
+listens on loopback (:mod:`m365sim.control.guard`).
+
 ``--port 0`` picks a free port; ``--port-file`` then tells other processes (benchmarks,
 scripts) which one, written once the server accepts connections.
 """
@@ -25,7 +29,9 @@ import typer
 
 from m365sim import persist
 from m365sim.control.common import ControlError
+from m365sim.control.guard import TOKEN_ENV, listen_problem
 from m365sim.persist import StateFileError
+from m365sim.roles import role_name
 from m365sim.scenario import apply_scenario, builtin_names, read_scenario, validate
 from m365sim.server import EmulatorServer
 from m365sim.state import EmulatorState, new_state
@@ -56,6 +62,12 @@ def banner(state: EmulatorState, ca_file: Path) -> str:
         f"  Graph           {base}/v1.0",
         f"  Viewer          {base}/viewer",
         f"  Control API     {base}/_emulator/state",
+        "                  ("
+        + (
+            f"Authorization: Bearer ${TOKEN_ENV}; viewer sign-in at {base}/viewer/signin)"
+            if state.control_token
+            else "no control token: loopback only)"
+        ),
         f"  CA bundle       {ca_file}",
         f"                  (export REQUESTS_CA_BUNDLE={ca_file} SSL_CERT_FILE={ca_file})",
     ]
@@ -71,7 +83,8 @@ def banner(state: EmulatorState, ca_file: Path) -> str:
                 if user.is_shared_mailbox:
                     lines.append(f"  Shared mailbox  {user.user_principal_name}")
                     continue
-                admin = "  [administrator]" if user.is_admin else ""
+                held = ", ".join(sorted(role_name(r) for r in user.directory_roles))
+                admin = f"  [{held}]" if held else ""
                 lines.append(
                     f"  User            {user.user_principal_name}  {user.password}{admin}"
                 )
@@ -130,10 +143,33 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
     quiet: Annotated[bool, typer.Option(help="Do not print the banner.")] = False,
+    control_token: Annotated[
+        str,
+        typer.Option(
+            envvar=TOKEN_ENV,
+            show_default=False,
+            help="Bearer token for the control API and the viewer (prefer the environment "
+            "variable). Required when --host is not a loopback address.",
+        ),
+    ] = "",
+    control_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=f"{TOKEN_ENV}_FILE", help="Read the control token from this file instead."
+        ),
+    ] = None,
 ) -> None:
     """Run the emulator in the foreground."""
+    if control_token_file is not None:
+        try:
+            control_token = control_token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"cannot read the control token file {control_token_file}: {exc}")
+    problem = listen_problem(host, control_token)
+    if problem is not None:
+        _fail(problem)
     data_dir.mkdir(parents=True, exist_ok=True)
-    state = new_state(data_dir=data_dir)
+    state = new_state(data_dir=data_dir, control_token=control_token)
     if state_file is not None and state_file.exists():
         try:
             persist.load(state.store, state_file)

@@ -16,6 +16,14 @@ class EmulatorConfig:
     access_token_lifetime: int = 3599  # seconds; Entra issues 60-90 minute tokens
     code_lifetime: int = 600  # authorization codes live about ten minutes
     refresh_token_inactivity_days: int = 90  # AADSTS700082 after this long unused
+    # ``wids`` (directory role template ids) in delegated Graph access tokens. Graph access
+    # tokens are shaped by Graph's registration, not the client's groupMembershipClaims, and
+    # real ones carry ``wids``; clients must not read Graph tokens anyway. Off = leave it out.
+    graph_access_token_wids: bool = True
+    # Whether groupMembershipClaims "SecurityGroup" alone puts ``wids`` into id tokens: the
+    # optional-claims docs require "DirectoryRole" or "All"; Graph's application resource says
+    # SecurityGroup is "for security groups and Microsoft Entra roles". Unverified: a setting.
+    wids_with_security_group: bool = False
     # Graph
     default_page_size: int = 10  # messages and folders without $top
     max_page_size: int = 1000  # $top above this answers 400

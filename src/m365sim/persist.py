@@ -16,6 +16,9 @@ delta link issued before a save still works after the load. Loading fills the ex
 :class:`Store` in place (listeners such as the notification dispatcher stay attached) and only
 after the whole file has been decoded, so a bad file leaves the running state untouched.
 
+Files saved before users had directory roles carry ``is_admin``; such an administrator is
+loaded as a Global Administrator.
+
 The clock only moves forward: loading sets its offset to the saved one when that is larger.
 """
 
@@ -39,6 +42,7 @@ from m365sim.store import (
     RefreshToken,
     Store,
     Tenant,
+    User,
 )
 
 FORMAT = "m365sim-state"
@@ -136,6 +140,8 @@ def decode(tp: Any, raw: Any, where: str) -> Any:
         obj = tp(**kwargs)
         for name, value in late.items():
             setattr(obj, name, value)
+        if isinstance(obj, User) and raw.get("is_admin") is True and "directory_roles" not in raw:
+            obj.is_admin = True  # a file saved before directory roles: Global Administrator
         return obj
     if origin in (list, tuple, set, frozenset):
         if not isinstance(raw, list):

@@ -1,7 +1,7 @@
 """Scenario files: a whole Microsoft 365 organisation described in YAML (or JSON) and loaded
-in one go: tenants, users (passwords, administrators, MFA), shared mailboxes with FullAccess,
-groups, app registrations, consents, application access policies, folders, master categories
-and mail (written out, raw RFC 822, or generated from a seed).
+in one go: tenants, users (passwords, directory roles such as Global Administrator, MFA),
+shared mailboxes with FullAccess, groups, app registrations, consents, application access
+policies, folders, master categories and mail (written out, raw RFC 822, or generated from a seed).
 
 The format is documented in docs/m365sim/scenarios.md; ``scenarios/demo.yaml`` and
 ``scenarios/blank.yaml`` ship with the emulator and are loaded by name.
@@ -210,7 +210,8 @@ def load_scenario(store: Store, data: JsonDict, *, base_dir: Path | None = None)
                     "userPrincipalName": user.user_principal_name,
                     "displayName": user.display_name,
                     "password": user.password,
-                    "isAdmin": bool(user_spec.get("isAdmin", False)),
+                    "isAdmin": user.is_admin,
+                    "directoryRoles": sorted(user.directory_roles),
                     "mfaRequired": user.mfa_required,
                     "tenantId": tenant.id,
                     "id": user.id,

@@ -3,6 +3,7 @@
 :class:`EmulatorServer` binds uvicorn with the local CA's server certificate, learns the real
 port (``port=0`` picks a free one) and sets the state's public base URL before answering, so
 discovery documents and ``@odata.nextLink`` values carry the address clients actually use.
+It refuses (``ValueError``) to listen beyond loopback without ``state.control_token``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from m365sim.app import create_app
+from m365sim.control.guard import listen_problem
 from m365sim.state import EmulatorState
 from m365sim.tls import TlsFiles, ensure_tls
 
@@ -30,6 +32,9 @@ class EmulatorServer:
         tls_dir: Path | None = None,
         log_level: str = "warning",
     ) -> None:
+        problem = listen_problem(host, state.control_token)
+        if problem is not None:
+            raise ValueError(problem)
         tls_dir = tls_dir or state.data_dir or Path(".m365sim")
         self.tls: TlsFiles = ensure_tls(tls_dir)
         self.state = state

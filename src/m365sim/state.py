@@ -2,7 +2,8 @@
 
 :class:`EmulatorState` is what every handler receives. It holds the :class:`Store`, the
 configuration, the signing key, throttling and fault-injection state, the request log and
-counters, and the public base URL that links (``@odata.nextLink``, discovery documents) use.
+counters, the control token (:mod:`m365sim.control.guard`), and the public base URL that
+links (``@odata.nextLink``, discovery documents) use.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class EmulatorState:
     _token_cache: dict[str, AccessClaims] = field(default_factory=dict)
     extensions: dict[str, Any] = field(default_factory=dict)
     log_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Bearer token for the control API and the viewer ("" = none; m365sim.control.guard).
+    # Not in EmulatorConfig: the config is readable and changeable through the control API.
+    control_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         self.throttle = Throttle(self.config, self.store.clock)
@@ -82,6 +86,7 @@ def new_state(
     data_dir: Path | None = None,
     config: EmulatorConfig | None = None,
     base_url: str = "https://localhost",
+    control_token: str = "",
 ) -> EmulatorState:
     key = (
         SigningKey.load_or_create(data_dir / "signing-key.json")
@@ -94,4 +99,5 @@ def new_state(
         signing_key=key,
         base_url=base_url,
         data_dir=data_dir,
+        control_token=control_token,
     )

@@ -23,8 +23,11 @@ Observers
 
 Audits (read by tests through the control API)
   ``deletions`` — every delete, permanentDelete and move into Deleted Items or Recoverable
-  Items, with who did it; ``outbound`` — mail sent to recipients outside the emulator's
-  tenants; ``sent`` — every message sent or forwarded.
+  Items, with who did it. "Into" is decided by folder identity (:meth:`Mailbox.deletion_folder`):
+  a move into any folder beneath them counts, whatever it is called, and so does moving a
+  folder there (each message it holds is deleted, as Outlook deletes a folder);
+  ``outbound`` — mail sent to recipients outside the emulator's tenants; ``sent`` — every
+  message sent or forwarded.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from m365sim import ids
+from m365sim import ids, roles
 from m365sim.clock import Clock
 
 WELL_KNOWN_FOLDERS: dict[str, str] = {
@@ -220,6 +223,29 @@ class Mailbox:
     def root_id(self) -> str:
         return self.well_known["msgfolderroot"]
 
+    def deletion_folder(self, folder_id: str) -> str | None:
+        """The well-known name of the deletion folder (Deleted Items, Recoverable Items) that
+        is ``folder_id`` or one of its ancestors, by id; None outside them."""
+        seen: set[str] = set()
+        current = self.folders.get(folder_id)
+        while current is not None and current.id not in seen:
+            if current.well_known in DELETION_FOLDERS:
+                return current.well_known
+            seen.add(current.id)
+            current = self.folders.get(current.parent_id) if current.parent_id else None
+        return None
+
+    def subtree(self, folder_id: str) -> list[Folder]:
+        """The folder and every folder beneath it."""
+        out: dict[str, Folder] = {}
+        pending = [folder_id]
+        while pending:
+            folder = self.folders.get(pending.pop())
+            if folder is not None and folder.id not in out:
+                out[folder.id] = folder
+                pending.extend(f.id for f in self.children(folder.id, include_hidden=True))
+        return list(out.values())
+
 
 @dataclass
 class User:
@@ -248,12 +274,35 @@ class User:
     # configurable ``error`` per security event kind (``invalid_grant`` or
     # ``interaction_required``; Entra's choice varies, graph.md 1.5)
     error_overrides: dict[str, str] = field(default_factory=dict)
-    # may consent for the whole organization (Global/Application/Cloud Application Administrator)
-    is_admin: bool = False
+    # directory role template ids assigned to the user (m365sim.roles); the implicit "User"
+    # role of every member is not stored here
+    directory_roles: set[str] = field(default_factory=set)
 
     @property
     def mail(self) -> str:
         return self.user_principal_name
+
+    @property
+    def is_admin(self) -> bool:
+        """May grant tenant-wide admin consent (at least to delegated permissions): Global,
+        Privileged Role, Application or Cloud Application Administrator."""
+        return roles.may_consent_delegated(self.directory_roles)
+
+    @is_admin.setter
+    def is_admin(self, value: bool) -> None:
+        # The flag of older scenarios and tests: True = Global Administrator (unless the user
+        # already holds a role that may consent); False = none of the consent roles.
+        if value:
+            if not self.is_admin:
+                self.directory_roles.add(roles.GLOBAL_ADMINISTRATOR)
+        else:
+            self.directory_roles -= roles.DELEGATED_CONSENT_ROLES
+
+    @property
+    def may_consent_graph_app_roles(self) -> bool:
+        """May grant Microsoft Graph application permissions (Global or Privileged Role
+        Administrator only)."""
+        return roles.may_consent_graph_app_roles(self.directory_roles)
 
 
 @dataclass
@@ -299,6 +348,10 @@ class App:
     application_permissions: list[str] = field(default_factory=list)
     single_tenant: bool = False
     enabled: bool = True
+    # the manifest's groupMembershipClaims: "None", "SecurityGroup", "DirectoryRole",
+    # "ApplicationGroup", "All" or a comma-separated combination; "DirectoryRole" or "All"
+    # puts ``wids`` into the user's id tokens (m365sim.roles.emits_wids)
+    group_membership_claims: str = "None"
 
 
 @dataclass
@@ -545,6 +598,7 @@ class Store:
         delegated_permissions: list[str] | None = None,
         application_permissions: list[str] | None = None,
         public_client: bool = False,
+        group_membership_claims: str = "None",
     ) -> App:
         with self.lock:
             app = App(
@@ -555,6 +609,7 @@ class Store:
                 public_client=public_client,
                 delegated_permissions=list(delegated_permissions or []),
                 application_permissions=list(application_permissions or []),
+                group_membership_claims=group_membership_claims,
             )
             if secret:
                 app.secrets.append(Secret(value=secret, hint=secret[:3]))
@@ -655,6 +710,20 @@ class Store:
                 if sibling.display_name.lower() == low:
                     return None
             return self._new_folder(mailbox, display_name, parent_id, hidden=hidden)
+
+    def move_folder(self, mailbox: Mailbox, folder: Folder, destination: Folder) -> str | None:
+        """Move a folder (and everything in it) under ``destination``. Returns a refusal:
+        ``"exists"`` (a sibling has the name), ``"invalid"`` (a well-known folder, or into
+        itself or its own subtree), or None when moved."""
+        with self.lock:
+            if folder.well_known or destination.id in {f.id for f in mailbox.subtree(folder.id)}:
+                return "invalid"
+            low = folder.display_name.lower()
+            for sibling in mailbox.children(destination.id, include_hidden=True):
+                if sibling.id != folder.id and sibling.display_name.lower() == low:
+                    return "exists"
+            folder.parent_id = destination.id
+            return None
 
     def folder_path(self, mailbox: Mailbox, folder: Folder) -> list[Folder]:
         path = [folder]

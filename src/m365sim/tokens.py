@@ -152,9 +152,10 @@ def issue_access_token(
     name: str | None = None,
     upn: str | None = None,
     app_name: str = "",
+    wids: list[str] | None = None,
 ) -> str:
     """An access token for Graph: delegated (``scp``) when ``user_id`` is set, else app-only
-    (``roles``, ``idtyp=app``)."""
+    (``roles``, ``idtyp=app``). ``wids``: the user's directory role template ids, if given."""
     claims: dict[str, Any] = {
         "aud": GRAPH_RESOURCE,
         "iss": f"https://sts.windows.net/{tenant_id}/",
@@ -185,4 +186,6 @@ def issue_access_token(
         if upn:
             claims["upn"] = upn
             claims["unique_name"] = upn
+        if wids is not None:
+            claims["wids"] = list(wids)
     return key.sign(claims)

@@ -12,6 +12,8 @@ Server-rendered pages (Starlette + Jinja2, no JavaScript at all):
   (``POST .../move``). Both go through the store like a Graph PATCH or move: the change shows
   up in delta and in change notifications (how Postroom learns from a person's correction);
   cross-site posts (an ``Origin`` of another site) are refused;
+* ``/viewer/signin`` - only when the emulator has a control token: every viewer page then
+  needs it (a cookie derived from it, or the bearer header; :mod:`m365sim.control.guard`);
 * ``/viewer/outbound``, ``/viewer/deletions``, ``/viewer/requests`` - what left the mailboxes,
   what was deleted, and the Graph request log.
 
@@ -42,6 +44,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from m365sim.control.guard import (
+    VIEWER_COOKIE,
+    same_origin,
+    token_matches,
+    viewer_cookie_value,
+)
 from m365sim.state import EmulatorState
 from m365sim.store import Folder, Mailbox, Message, Store, Tenant, User
 
@@ -163,19 +171,6 @@ def folder_choices(mailbox: Mailbox) -> list[tuple[str, str]]:
 
     walk(folder_tree(mailbox), "")
     return out
-
-
-def _same_origin(request: Request) -> bool:
-    """A form post from the viewer itself. Browsers say so in ``Sec-Fetch-Site``; the viewer's
-    ``Referrer-Policy: no-referrer`` makes them send ``Origin: null``, so ``Origin`` only
-    counts when it names a site. Clients that send neither (scripts, tests) are let through."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return True
-    return origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
 _ORDER = ("inbox", "drafts", "sentitems", "deleteditems", "junkemail", "archive")
@@ -387,7 +382,7 @@ class Viewer:
 
     async def _change(self, request: Request, action: str) -> Response:
         """What the mailbox's owner does in Outlook, through the store as Graph would."""
-        if not _same_origin(request):
+        if not same_origin(request):
             return self.render(
                 "error.html", 403, title="Refused", message="Cross-site form posts are refused."
             )
@@ -477,6 +472,33 @@ class Viewer:
                 },
             )
 
+    async def signin(self, request: Request) -> Response:
+        """``/viewer/signin``: the control token, once, for a cookie (only when one is set)."""
+        token = self.state.control_token
+        if not token:
+            return RedirectResponse("/viewer", status_code=303)
+        if request.method == "GET":
+            return self.render("signin.html", title="Sign in to the viewer")
+        if not same_origin(request):
+            return self.render(
+                "error.html", 403, title="Refused", message="Cross-site form posts are refused."
+            )
+        form = await request.form()
+        if not token_matches(token, str(form.get("token", ""))):
+            return self.render(
+                "signin.html", 401, title="Sign in to the viewer", message="Wrong token."
+            )
+        response = RedirectResponse("/viewer", status_code=303)
+        response.set_cookie(
+            VIEWER_COOKIE,
+            viewer_cookie_value(token),
+            path="/viewer",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
     def _mailbox_names(self) -> dict[str, str]:
         return {user.id: user.user_principal_name for _, user in self.store.iter_mailboxes()}
 
@@ -519,6 +541,7 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
     return [
         Route("/viewer", viewer.index, methods=["GET"]),
         Route("/viewer/", viewer.index, methods=["GET"]),
+        Route("/viewer/signin", viewer.signin, methods=["GET", "POST"]),
         Route("/viewer/outbound", viewer.outbound, methods=["GET"]),
         Route("/viewer/deletions", viewer.deletions, methods=["GET"]),
         Route("/viewer/requests", viewer.requests, methods=["GET"]),

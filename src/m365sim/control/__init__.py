@@ -8,6 +8,7 @@ Modules:
   mail.py       deliver (RFC 822 or JSON), bulk delivery, folders, master categories
   audit.py      request counters, request log, throttled counts, outbound mail, deletions
   system.py     reset, state summary, scenarios, save / load / snapshot
+  guard.py      who may call it (and the viewer): optional bearer token, cross-site refusals
 
 Other modules add their own control routes (identity: clock and security events;
 notifications: faults, config, subscriptions). The reference is docs/m365sim/control-api.md.

@@ -16,7 +16,12 @@ Microsoft's rules kept here:
   mail-enabled security group, ``RestrictAccess`` or ``DenyAccess`` (graph.md 2.2); out-of-scope
   mailboxes then answer 403 ``ErrorAccessDenied`` "Access to OData is disabled.";
 * admin consent without explicit scopes consents everything in the app registration's required
-  permissions, delegated and application, as ``/.default`` does (graph.md 1.7).
+  permissions, delegated and application, as ``/.default`` does (graph.md 1.7);
+* a user's directory roles are role *template* ids (``directoryRoles``, :mod:`m365sim.roles`),
+  the ids Entra writes into ``wids``; the older ``isAdmin: true`` means Global Administrator.
+  ``PATCH /_emulator/tenants/{tid}/users/{uid}`` changes them; an app registration's
+  ``groupMembershipClaims`` (``PATCH /_emulator/apps/{client id}``) decides whether id tokens
+  carry ``wids``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from m365sim import ids
+from m365sim import ids, roles
 from m365sim.control.common import (
     ControlError,
     JsonDict,
@@ -66,6 +71,7 @@ USER_FIELDS = {
     "password",
     "mfaRequired",
     "isAdmin",
+    "directoryRoles",
     "givenName",
     "surname",
     "jobTitle",
@@ -83,12 +89,13 @@ APP_FIELDS = {
     "applicationPermissions",
     "publicClient",
     "singleTenant",
+    "groupMembershipClaims",
 }
+USER_PATCH_FIELDS = {"directoryRoles", "isAdmin"}
+APP_PATCH_FIELDS = {"groupMembershipClaims"}
 
 
 # ----------------------------------------------------------------------------- views
-def is_admin(user: User) -> bool:
-    return user.is_admin
 
 
 def tenant_json(tenant: Tenant, *, detail: bool = False) -> JsonDict:
@@ -119,7 +126,8 @@ def user_json(user: User) -> JsonDict:
         "isSharedMailbox": user.is_shared_mailbox,
         "accountEnabled": user.account_enabled,
         "mfaRequired": user.mfa_required,
-        "isAdmin": is_admin(user),
+        "isAdmin": user.is_admin,
+        "directoryRoles": sorted(user.directory_roles),
         "fullAccess": sorted(user.full_access),
     }
 
@@ -149,6 +157,7 @@ def app_json(app: App, *, reveal: list[str] | None = None) -> JsonDict:
         "singleTenant": app.single_tenant,
         "delegatedPermissions": list(app.delegated_permissions),
         "applicationPermissions": list(app.application_permissions),
+        "groupMembershipClaims": app.group_membership_claims,
         "secrets": secrets,
     }
 
@@ -202,6 +211,54 @@ def _permissions(data: JsonDict, name: str, ctx: str) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def directory_roles(spec: JsonDict, ctx: str) -> set[str]:
+    """``directoryRoles``: role template ids (GUIDs) or known role names such as "Global
+    Administrator"; the implicit "User" role may be named but is not stored."""
+    result: set[str] = set()
+    for i, value in enumerate(str_list(spec, "directoryRoles", ctx)):
+        template_id = roles.role_template_id(value)
+        if template_id is None:
+            known = ", ".join(sorted(roles.KNOWN_ROLES.values()))
+            raise bad(
+                f"{ctx}.directoryRoles[{i}]: {value!r} is not a role template id (a GUID) "
+                f"or one of: {known}"
+            )
+        if template_id != roles.USER:
+            result.add(template_id)
+    return result
+
+
+def user_roles(spec: JsonDict, ctx: str, current: set[str] | None = None) -> set[str]:
+    """The directory roles a create or patch asks for, with the older ``isAdmin`` flag:
+    ``true`` adds Global Administrator unless a role that may consent is named."""
+    chosen = directory_roles(spec, ctx) if "directoryRoles" in spec else set(current or ())
+    if "isAdmin" in spec:
+        admin = opt_bool(spec, "isAdmin", ctx)
+        may_consent = roles.may_consent_delegated(chosen)
+        if admin and not may_consent:
+            chosen.add(roles.GLOBAL_ADMINISTRATOR)
+        elif not admin and may_consent:
+            if "directoryRoles" in spec:
+                raise bad(
+                    f"{ctx}: isAdmin false contradicts directoryRoles, which name a role that "
+                    "may grant admin consent"
+                )
+            chosen -= roles.DELEGATED_CONSENT_ROLES
+    return chosen
+
+
+def group_membership_claims(spec: JsonDict, ctx: str, default: str = "None") -> str:
+    value = opt_str(spec, "groupMembershipClaims", ctx, default)
+    value = default if value is None else value
+    flags = roles.parse_group_membership_claims(value)
+    if flags is None:
+        raise bad(
+            f"{ctx}.groupMembershipClaims: {value!r} is not one of "
+            f"{', '.join(roles.GROUP_MEMBERSHIP_CLAIMS)} (or a comma-separated combination)"
+        )
+    return ", ".join(f for f in roles.GROUP_MEMBERSHIP_CLAIMS if f in flags)
+
+
 TENANT_FIELDS = {"id", "displayName", "domain", "userConsentAllowed"}
 
 
@@ -246,7 +303,7 @@ def create_user(
         user_id = _guid(user_id, f"{ctx}.id")
     password = ""
     extra: dict[str, Any] = {}
-    admin = False
+    assigned: set[str] = set()
     if not shared:
         password = req_str(spec, "password", ctx)
         extra["mfa_required"] = opt_bool(spec, "mfaRequired", ctx)
@@ -254,7 +311,7 @@ def create_user(
         extra["surname"] = opt_str(spec, "surname", ctx, "") or ""
         extra["job_title"] = opt_str(spec, "jobTitle", ctx)
         extra["account_enabled"] = opt_bool(spec, "accountEnabled", ctx, True)
-        admin = opt_bool(spec, "isAdmin", ctx)
+        assigned = user_roles(spec, ctx)
     full_access_keys = str_list(spec, "fullAccess", ctx) if shared else []
     with store.lock:
         domain = upn.rpartition("@")[2]
@@ -277,7 +334,7 @@ def create_user(
             user_id=user_id,
             **extra,
         )
-        user.is_admin = admin
+        user.directory_roles = assigned
         user.full_access.update(g.id for g in grantees)
         return user
 
@@ -345,6 +402,7 @@ def create_app(store: Store, spec: JsonDict, ctx: str = "app") -> tuple[App, lis
     application = _permissions(spec, "applicationPermissions", ctx)
     public_client = opt_bool(spec, "publicClient", ctx)
     single_tenant = opt_bool(spec, "singleTenant", ctx)
+    claims = group_membership_claims(spec, ctx)
     with store.lock:
         if client_id is not None and client_id in store.apps:
             raise conflict(f"{ctx}: an app with client id {client_id} already exists")
@@ -356,6 +414,7 @@ def create_app(store: Store, spec: JsonDict, ctx: str = "app") -> tuple[App, lis
             delegated_permissions=delegated,
             application_permissions=application,
             public_client=public_client,
+            group_membership_claims=claims,
         )
         app.single_tenant = single_tenant
         app.secrets.extend(secrets)
@@ -469,12 +528,29 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
 
     @endpoint
     async def user_detail(request: Request) -> Response:
+        spec = await read_json(request) if request.method == "PATCH" else {}
         with store.lock:
             tenant = find_tenant(store, request.path_params["tid"])
             user = lookup_user(tenant, request.path_params["uid"])
             if user is None:
                 raise not_found(f"user {request.path_params['uid']!r} not found")
+            if request.method == "PATCH":
+                check_keys(spec, USER_PATCH_FIELDS, "user")
+                if user.is_shared_mailbox:
+                    raise bad("a shared mailbox has a disabled account and holds no roles")
+                user.directory_roles = user_roles(spec, "user", user.directory_roles)
             return ok(user_json(user))
+
+    @endpoint
+    async def role_templates(request: Request) -> Response:
+        return ok(
+            {
+                "value": [
+                    {"id": tid, "displayName": name, "implicit": tid == roles.USER}
+                    for tid, name in roles.KNOWN_ROLES.items()
+                ]
+            }
+        )
 
     @endpoint
     async def shared_mailboxes(request: Request) -> Response:
@@ -603,8 +679,15 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
 
     @endpoint
     async def app_detail(request: Request) -> Response:
+        spec = await read_json(request) if request.method == "PATCH" else {}
         with store.lock:
-            return ok(app_json(_app(request.path_params["cid"])))
+            app = _app(request.path_params["cid"])
+            if request.method == "PATCH":
+                check_keys(spec, APP_PATCH_FIELDS, "app")
+                app.group_membership_claims = group_membership_claims(
+                    spec, "app", app.group_membership_claims
+                )
+            return ok(app_json(app))
 
     @endpoint
     async def app_secrets(request: Request) -> Response:
@@ -621,7 +704,8 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
         Route(f"{prefix}/tenants", tenants, methods=["GET", "POST"]),
         Route(f"{prefix}/tenants/{{tid}}", tenant_detail, methods=["GET"]),
         Route(f"{prefix}/tenants/{{tid}}/users", users, methods=["GET", "POST"]),
-        Route(f"{prefix}/tenants/{{tid}}/users/{{uid}}", user_detail, methods=["GET"]),
+        Route(f"{prefix}/tenants/{{tid}}/users/{{uid}}", user_detail, methods=["GET", "PATCH"]),
+        Route(f"{prefix}/directoryRoles", role_templates, methods=["GET"]),
         Route(
             f"{prefix}/tenants/{{tid}}/sharedMailboxes", shared_mailboxes, methods=["GET", "POST"]
         ),
@@ -642,7 +726,7 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
             f"{prefix}/tenants/{{tid}}/accessPolicies/{{pid}}", policy_remove, methods=["DELETE"]
         ),
         Route(f"{prefix}/apps", apps, methods=["GET", "POST"]),
-        Route(f"{prefix}/apps/{{cid}}", app_detail, methods=["GET"]),
+        Route(f"{prefix}/apps/{{cid}}", app_detail, methods=["GET", "PATCH"]),
         Route(f"{prefix}/apps/{{cid}}/secrets", app_secrets, methods=["POST"]),
         Route(f"{prefix}/mailboxes/{{key}}/fullAccess", full_access, methods=["GET", "POST"]),
         Route(

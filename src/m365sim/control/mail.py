@@ -468,7 +468,7 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
         tenant, user = find_mailbox(store, request.path_params["key"])
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         config = state.config
-        if content_type in ("message/rfc822", "text/plain", "application/octet-stream"):
+        if content_type in ("message/rfc822", "application/octet-stream"):
             limit = config.deliver_max_bytes
             raw = await read_body(
                 request,

@@ -19,7 +19,14 @@ A sibling with the same name, compared case-insensitively and including hidden f
 ``ErrorFolderExists`` "A folder with the specified name already exists., Could not create
 folder '<name>'." with ``config.folder_exists_status`` (reported as 409 by some and 400 by
 others). An empty ``displayName`` answers 400 ``ErrorInvalidRequest`` (Exchange's exact wording
-for that case is not documented). Renaming, moving and deleting folders are not emulated.
+for that case is not documented).
+
+Moving a folder (``POST /mailFolders/{id}/move`` ``{"destinationId"}``) answers 201 with the
+folder, its id unchanged (container ids are stable). A well-known folder, or a move into the
+folder's own subtree, answers 400 ``ErrorMoveCopyFailed`` (the emulator's choice; Exchange's
+wording is not documented); a sibling with the same name ``ErrorFolderExists``. Moving a folder
+into Deleted Items or Recoverable Items is how Outlook deletes it: every message it holds is
+recorded in the deletion audit. Renaming and deleting folders are not emulated.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from m365sim.graph.serialize import (
     FOLDER_ENTITY,
     FOLDER_PROPERTIES,
     FOLDER_TYPE,
+    action_parameters,
     body_read_error,
     collection_response,
     context_url,
@@ -230,3 +238,34 @@ def create_folder(ctx: Ctx) -> GraphResponse:
 def create_child_folder(ctx: Ctx) -> GraphResponse:
     parent = find_folder(ctx.mailbox_user.mailbox, ctx.params["folder"])
     return _create(ctx, parent, f"mailFolders('{parent.id}')/childFolders")
+
+
+@route("POST", "/mailFolders/{folder}/move", mailbox=True, op="write")
+def move_folder(ctx: Ctx) -> GraphResponse:
+    mailbox = ctx.mailbox_user.mailbox
+    folder = find_folder(mailbox, ctx.params["folder"])
+    params = action_parameters(ctx.json(), ["DestinationId"], "move")
+    key = read_string(params.get("destinationid"))
+    if not key:
+        raise invalid_id()
+    destination = find_folder(mailbox, key)
+    store = ctx.state.store
+    with store.lock:
+        was_deleted = mailbox.deletion_folder(folder.id)
+        refused = store.move_folder(mailbox, folder, destination)
+        if refused == "exists":
+            raise GraphError(
+                ctx.state.config.folder_exists_status,
+                "ErrorFolderExists",
+                "A folder with the specified name already exists.",
+            )
+        if refused is not None:
+            raise GraphError(400, "ErrorMoveCopyFailed", "The folder can't be moved there.")
+        deleted_in = mailbox.deletion_folder(destination.id)
+        if deleted_in is not None and was_deleted is None:
+            for moved in mailbox.subtree(folder.id):
+                for message_id in moved.messages:
+                    store.record_deletion(
+                        ctx.tenant, mailbox, message_id, f"move:{deleted_in}", ctx.caller.client_id
+                    )
+    return _single(ctx, folder, "mailFolders", status=201)

@@ -111,7 +111,6 @@ from m365sim.graph.serialize import (
     unknown_body_property,
 )
 from m365sim.store import (
-    DELETION_FOLDERS,
     Attachment,
     Folder,
     Mailbox,
@@ -463,9 +462,12 @@ def move_to(ctx: Ctx, msg: Message, destination: Folder) -> Message:
 def move_message(ctx: Ctx) -> GraphResponse:
     msg = find_message(ctx)
     destination = _destination(ctx, "move")
+    # A deletion is decided by identity: any folder beneath Deleted Items or Recoverable
+    # Items, whatever its name, is where Outlook empties and retention purges mail.
+    deleted_in = ctx.mailbox_user.mailbox.deletion_folder(destination.id)
     move_to(ctx, msg, destination)
-    if destination.well_known in DELETION_FOLDERS:
-        _audit(ctx, msg, f"move:{destination.well_known}")
+    if deleted_in is not None:
+        _audit(ctx, msg, f"move:{deleted_in}")
     return message_response(ctx, msg, status=201)
 
 

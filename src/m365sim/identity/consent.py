@@ -8,8 +8,9 @@ Once the user is known (signed in, MFA done, password current), :func:`finish` d
   ``prompt=consent``) → an authorization code right away. Otherwise the consent screen; but
   permissions the tenant reserves for administrators (``tenant.admin_only_scopes``, or all of
   them when ``tenant.user_consent_allowed`` is off) that an administrator has not granted
-  stop a non-administrator at "Need admin approval" (AADSTS90094). An administrator sees a
-  "Consent on behalf of your organization" box that grants the permissions tenant-wide.
+  stop a non-administrator at "Need admin approval" (AADSTS90094). An administrator (any role
+  that may grant delegated permissions, ``User.is_admin``) sees a "Consent on behalf of your
+  organization" box that grants the permissions tenant-wide.
   Cancel → ``error=access_denied&error_subcode=cancel`` with AADSTS65004. With ``prompt=none``
   nothing is shown: ``consent_required`` (AADSTS65001) goes back instead.
 
@@ -20,7 +21,11 @@ Once the user is known (signed in, MFA done, password current), :func:`finish` d
   (legacy: without ``scope``); cancel redirects ``error=access_denied&error_subcode=cancel``
   (legacy: ``error=permission_denied&error_description=The admin canceled the request``, with no
   ``state``, exactly as Microsoft's documentation shows it). A non-administrator is sent back
-  with ``error=consent_required`` and AADSTS90094.
+  with ``error=consent_required`` and AADSTS90094 — and so is an Application or Cloud
+  Application Administrator when the request includes Microsoft Graph application
+  permissions, which only a Global or Privileged Role Administrator may grant
+  (:mod:`m365sim.roles`; whether Entra shows its own page for this case first is not known, so
+  the emulator answers as it does for a non-administrator).
 
 The authorization code (single use, ``config.code_lifetime`` seconds) is stored with the PKCE
 challenge, nonce, redirect URI, scopes and whether MFA was done; the redirect carries ``code``,
@@ -139,10 +144,19 @@ def _admin_sets(flow: AuthFlow, app: App) -> tuple[set[str], set[str]]:
     return set(flow.scopes.graph), set()
 
 
-def _admin_consent(ex: Exchange, flow: AuthFlow, app: App, tenant: Tenant, user: User) -> Response:
+def _may_grant(user: User, application: set[str]) -> bool:
+    """Global and Privileged Role Administrators grant everything; Application and Cloud
+    Application Administrators everything except Microsoft Graph application permissions
+    (m365sim.roles)."""
     if not user.is_admin:
-        return error_to_app(ex, flow, "admin_consent_required")
+        return False
+    return not application or user.may_consent_graph_app_roles
+
+
+def _admin_consent(ex: Exchange, flow: AuthFlow, app: App, tenant: Tenant, user: User) -> Response:
     delegated, application = _admin_sets(flow, app)
+    if not _may_grant(user, application):
+        return error_to_app(ex, flow, "admin_consent_required")
     return render(
         ex,
         "admin_consent.html",
@@ -185,7 +199,8 @@ def answer(ex: Exchange, flow: AuthFlow, form: dict[str, str]) -> Response:
                 tenant.admin_delegated_grants.setdefault(app.client_id, set()).update(requested)
         return issue_code(ex, flow, tenant, user)
     # admin consent (v2 or legacy)
-    if not user.is_admin:
+    delegated, application = _admin_sets(flow, app)
+    if not _may_grant(user, application):
         return error_to_app(ex, flow, "admin_consent_required")
     if action != "accept":
         ex.ids.flows.pop(flow.id, None)
@@ -200,7 +215,6 @@ def answer(ex: Exchange, flow: AuthFlow, form: dict[str, str]) -> Response:
                 ],
             )
         return error_to_app(ex, flow, "admin_declined", subcode="cancel")
-    delegated, application = _admin_sets(flow, app)
     with store.lock:
         tenant.admin_delegated_grants.setdefault(app.client_id, set()).update(delegated)
         roles = tenant.app_role_grants.setdefault(app.client_id, set())

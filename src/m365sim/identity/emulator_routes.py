@@ -118,6 +118,7 @@ def _user_json(state: EmulatorState, user: User) -> dict[str, Any]:
         "userPrincipalName": user.user_principal_name,
         "accountEnabled": user.account_enabled,
         "isAdmin": user.is_admin,
+        "directoryRoles": sorted(user.directory_roles),
         "mfaRequired": user.mfa_required,
         "passwordExpired": user.password_expired,
         "tokensValidFrom": _time(user.tokens_valid_from),

@@ -40,7 +40,10 @@ scopes granted), ``expires_in``, ``ext_expires_in``, ``access_token``, then ``re
 (only with ``offline_access``), ``id_token`` (only with ``openid``) and ``client_info`` (only
 when the request had ``client_info=1``). The access token's ``scp`` is the consented Graph
 permissions asked for plus the OpenID scopes (``openid profile email``), as real Graph tokens
-show. Errors are :func:`m365sim.errors.identity_error_body` bodies, 400 (401 for
+show, plus ``wids`` (the user's directory role template ids, :mod:`m365sim.roles`; setting
+``graph_access_token_wids``). The id token carries ``wids`` only when the app registration's
+``groupMembershipClaims`` includes ``DirectoryRole`` or ``All``, as Entra's optional-claims
+reference says. Errors are :func:`m365sim.errors.identity_error_body` bodies, 400 (401 for
 ``invalid_client``); the ``suberror``/``error`` of user-state errors follow the user's
 configured overrides (:func:`m365sim.identity.events.set_error_shape`).
 """
@@ -61,7 +64,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from m365sim import ids
+from m365sim import ids, roles
 from m365sim.clock import iso7
 from m365sim.errors import IdentityError, identity_error_body
 from m365sim.identity.permissions import OIDC_SCOPES, Scopes, parse_scopes, response_scope
@@ -518,6 +521,7 @@ def _issue_user_tokens(
         name=user.display_name,
         upn=user.user_principal_name,
         app_name=app.display_name,
+        wids=roles.wids(user.directory_roles) if state.config.graph_access_token_wids else None,
     )
     result: dict[str, Any] = {
         "token_type": "Bearer",
@@ -585,4 +589,9 @@ def _id_token(
         claims["email"] = user.mail
     if nonce is not None:
         claims["nonce"] = nonce
+    if roles.emits_wids(
+        app.group_membership_claims,
+        security_group_includes_roles=state.config.wids_with_security_group,
+    ):
+        claims["wids"] = roles.wids(user.directory_roles)
     return state.signing_key.sign(claims)
