@@ -16,7 +16,7 @@ from sqlalchemy import select, text
 from m365sim.identity import events
 from m365sim.state import EmulatorState
 from postroom.integrations.models import Integration, Mailbox
-from postroom.processing.executor import message_key
+from postroom.processing.message_keys import message_key
 from postroom.processing.models import LedgerEntry
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_editor import finished
@@ -39,7 +39,7 @@ def add_entry(
                 integration_id=mailbox.integration_id,
                 mailbox_id=mailbox.id,
                 message_id=message_id,
-                message_key=message_key(f"<{message_id}@test>"),
+                message_key=message_key(f"<{message_id}@test>", b"k" * 32),
                 state=state,
                 plan=plan,
                 actions_done=actions or [],

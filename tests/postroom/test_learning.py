@@ -29,7 +29,7 @@ from postroom.sync.models import FolderSync
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_sync import folder_of, setup_personal, wait_for_jobs
-from tests.postroom.webtools import csrf, post_form, sign_up
+from tests.postroom.webtools import add_member, csrf, post_form, sign_up
 
 SUPPORT = [
     "My printer is broken and shows an error. Please help me fix it.",
@@ -373,7 +373,7 @@ def test_decisions_nobody_corrected_become_examples_and_a_correction_replaces_th
 ) -> None:
     from postroom.classify import message_number
     from postroom.learning.models import PendingExample
-    from postroom.processing.executor import message_key
+    from postroom.processing.message_keys import message_key
     from postroom.sync.jobs import reconcile_now
     from tests.postroom.test_sync import _run
 
@@ -422,9 +422,12 @@ def test_decisions_nobody_corrected_become_examples_and_a_correction_replaces_th
         loaded = learning.load_model(db, integration_id)
         assert loaded is not None
         by_key = {e.key: e for e in loaded.classifier.examples if e.key}
-    kept_key = message_number(message_key(org.alice.mailbox.messages[kept].internet_message_id))
+    secret = postroom.app.state.box.derive(b"message-key")
+    kept_key = message_number(
+        message_key(org.alice.mailbox.messages[kept].internet_message_id, secret)
+    )
     fixed_key = message_number(
-        message_key(org.alice.mailbox.messages[corrected].internet_message_id)
+        message_key(org.alice.mailbox.messages[corrected].internet_message_id, secret)
     )
     assert (by_key[kept_key].origin, by_key[kept_key].category) == ("decision", "Support")
     assert (by_key[fixed_key].origin, by_key[fixed_key].category) == ("correction", "Sales")
@@ -556,12 +559,7 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
 
     with httpx.Client(base_url=postroom.url, trust_env=False) as member:
         sign_up(member, email="member@acme.test", name="Max Member", workspace="Max's own")
-        post_form(
-            web,
-            "/workspace/members",
-            "/workspace/members",
-            {"email": "member@acme.test", "role": "member"},
-        )
+        add_member(web, member, "member@acme.test")
         post_form(
             member,
             "/signin",
@@ -609,6 +607,7 @@ def test_corrections_alone_lead_to_a_retrain_through_the_reconcile(
                 view=view,
                 correction=learning.Correction("Support", "Sales", "model"),
                 config=config,
+                key_secret=b"k" * 32,
             )
             due = learning.state_row(db, integration_id).retrain_due
         if due:

@@ -37,6 +37,7 @@ SALES = [
     "Kunt u mij een offerte sturen voor 50 licenties? Wat is de prijs?",
 ]
 CONFIG = ClassifierConfig()  # the default: n-grams only (POSTROOM_CLASSIFIER_EMBEDDER unset)
+KEY_SECRET = b"message-key-secret-for-the-tests"
 PROBES = [
     "The printer shows an error again",
     "What is the price of a subscription?",
@@ -100,6 +101,7 @@ def _correct(
             view=view or _view(n, subject, f"{subject}. Kind regards, someone"),
             correction=learning.Correction("Support", category, "model"),
             config=CONFIG,
+            key_secret=KEY_SECRET,
         )
 
 
@@ -313,6 +315,7 @@ def test_two_encoders_learn_through_the_update_log_and_hand_their_e5_half_to_e5(
             view=_view(1, "Quixotic toner quote for the drum", "Quixotic toner. Regards"),
             correction=learning.Correction("Support", "Sales", "model"),
             config=two,
+            key_secret=KEY_SECRET,
         )
     incremental = _loaded(clean_db, integration_id)
     learning._cache.clear()
@@ -442,6 +445,7 @@ def test_a_reset_does_not_block_a_correction_of_a_pending_decision(
             classifier=loaded.classifier,
             view=view,
             category="Support",
+            key_secret=KEY_SECRET,
         )
         learning.request_refit(db, integration_id=integration_id, reset=True)
     during: list[int] = []

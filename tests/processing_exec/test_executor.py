@@ -41,6 +41,7 @@ from postroom.processing.executor import (
     claim,
     execute,
 )
+from postroom.processing.message_keys import message_key
 from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import Forward, Plan
 from tests.helpers import Org
@@ -49,6 +50,7 @@ SUBJECT = "Invoice 2024-117 from Fabrikam"
 BODY = "Please pay EUR 1,234.56 to IBAN NL00TEST0123456789"
 SENDER = "billing@fabrikam.test"
 COLORS = {"Invoices": "preset7"}
+KEY_SECRET = b"message-key-secret-for-the-tests"
 
 # every mailbox the tests touched: none may ever see a deletion (invariant 1)
 _TOUCHED: set[str] = set()
@@ -106,6 +108,7 @@ class Env:
                 message_id=msg.immutable_id,
                 internet_message_id=msg.internet_message_id,
                 historical=False,
+                key_secret=KEY_SECRET,
             )
 
     def run(
@@ -283,7 +286,9 @@ def test_labels_files_and_forwards_once_keeping_the_users_categories(env: Env) -
     row = env.entry(entry_id)
     assert row.state == "done" and row.done_at is not None and row.last_error is None
     assert row.message_id == original_id
-    assert row.message_key == hashlib.sha256(msg.internet_message_id.encode()).hexdigest()
+    plain = hashlib.sha256(msg.internet_message_id.encode()).hexdigest()
+    assert row.message_key == message_key(msg.internet_message_id, KEY_SECRET) != plain
+    assert not row.legacy_key
     assert row.forward_draft_id is not None
     sent = env.user.mailbox.messages[row.forward_draft_id]
     assert not sent.is_draft
@@ -692,6 +697,7 @@ def test_concurrent_claims_make_exactly_one_row(env: Env) -> None:
                 message_id=msg.immutable_id,
                 internet_message_id=msg.internet_message_id,
                 historical=False,
+                key_secret=KEY_SECRET,
             )
             assert entry is not None
             with lock:

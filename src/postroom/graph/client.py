@@ -13,8 +13,14 @@ What every request gets, in one place:
   PATCH, DELETE-free by construction). A non-idempotent POST (createForward, send, folder
   create) that fails transiently is reported, not repeated: the ledger decides.
 
-The client holds no state about mailboxes except the ids of their deletion folders (for the
-guard). It is the only code that knows Graph URLs and JSON shapes.
+The never-delete guard is decided by folder identity: before a request that moves mail or a
+folder, or creates a folder, leaves, the destination's ancestry is resolved by id up to
+``msgfolderroot`` and refused if it passes Deleted Items or Recoverable Items (whatever the
+folders are called; :mod:`postroom.graph.guard`). The ids it needs are cached per process in a
+:class:`~postroom.graph.ancestry.FolderAncestry`: the root and protected ids once per mailbox
+(one ``$batch``), each folder's parent for a short while, learned for free from listings,
+folder reads and the folders Postroom creates. That cache is the only state the client keeps
+about mailboxes. It is the only code that knows Graph URLs and JSON shapes.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from urllib.parse import quote
 import httpx
 
 from postroom.graph import guard
+from postroom.graph.ancestry import DEFAULT_ANCESTRY, FolderAncestry, MailboxAnchors
 from postroom.graph.budget import DEFAULT_BUDGET, MailboxBudget
 from postroom.graph.errors import (
+    AccessDenied,
     AuthFailed,
+    DeletionRefused,
     GraphError,
     NotFound,
-    PermanentError,
     Throttled,
     TransientError,
     from_response,
@@ -43,6 +51,11 @@ from postroom.graph.errors import (
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 PREFER_IMMUTABLE = 'IdType="ImmutableId"'
+FOLDER_SELECT = "id,parentFolderId"
+# Resolved once per mailbox for the guard: the root its ancestry walks end at, and the folders
+# whose subtrees are refused (Recoverable Items lies outside the root, so any folder there
+# fails to reach it and is refused as well).
+ANCHOR_NAMES = ("msgfolderroot", "deleteditems", "recoverableitemsdeletions")
 MESSAGE_SELECT = (
     "id,internetMessageId,conversationId,parentFolderId,receivedDateTime,categories,"
     "isRead,hasAttachments,importance"
@@ -90,6 +103,7 @@ class GraphClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_attempts: int = 5,
         max_backoff: float = 60.0,
+        folders: FolderAncestry = DEFAULT_ANCESTRY,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
@@ -100,7 +114,9 @@ class GraphClient:
         self._budget = budget
         self._max_attempts = max_attempts
         self._max_backoff = max_backoff
-        self._deletion_ids: dict[str, set[str]] = {}
+        self._folders = folders
+        # "me" names a different mailbox per token: never share what it learned.
+        self._own_folders = FolderAncestry(ttl=folders.ttl)
 
     async def aclose(self) -> None:
         if self._own_http:
@@ -197,31 +213,95 @@ class GraphClient:
     async def _guard(self, method: str, path: str, body: Any, mailbox: str | None) -> None:
         # Names and methods first: refusing those needs no I/O at all.
         guard.check_request(method, path, body)
-        needs_ids = method == "POST" and path.rstrip("/").lower().endswith(("/move", "$batch"))
-        if needs_ids and mailbox is not None:
-            deletion_ids = await self._deletion_folder_ids(mailbox)
-            guard.check_request(method, path, body, deletion_folder_ids=deletion_ids)
+        for named, folder in guard.folder_destinations(method, path, body):
+            box = named or mailbox
+            if box is None:
+                raise DeletionRefused(f"refused {path}: no mailbox to check the folder against")
+            await self._check_destination(box, folder)
 
-    async def _deletion_folder_ids(self, mailbox: str) -> set[str]:
-        """Ids of Deleted Items and Recoverable Items for the guard, resolved once."""
-        cached = self._deletion_ids.get(mailbox)
+    def _ancestry(self, mailbox: str) -> FolderAncestry:
+        return self._own_folders if mailbox.lower() == "me" else self._folders
+
+    async def _check_destination(self, mailbox: str, folder: str) -> None:
+        """Refuse unless ``folder`` lies under ``msgfolderroot`` and outside Deleted Items and
+        Recoverable Items, decided by id: its parent chain, read from Graph where not known."""
+        if folder.lower() in guard.SAFE_FOLDER_NAMES:
+            return
+        anchors = await self.mailbox_anchors(mailbox)
+        chain: list[str] = []
+        current = folder
+        for _ in range(guard.MAX_FOLDER_DEPTH):
+            chain.append(current)
+            if current in anchors.protected or current == anchors.root:
+                break
+            parent = await self._parent(mailbox, current, is_destination=len(chain) == 1)
+            if parent is None or parent in chain:
+                chain = []
+                break
+            current = parent
+        else:
+            chain = []
+        guard.check_ancestry(folder, chain, anchors.protected)
+        if not chain or chain[-1] != anchors.root:
+            raise DeletionRefused(
+                f"refused to put mail into folder {folder!r}: it could not be shown to lie "
+                "outside Deleted Items and Recoverable Items"
+            )
+
+    async def _parent(self, mailbox: str, folder_id: str, *, is_destination: bool) -> str | None:
+        ancestry = self._ancestry(mailbox)
+        known, parent = ancestry.parent(mailbox, folder_id)
+        if known:
+            return parent
+        try:
+            folder = await self.folder(mailbox, folder_id, select=FOLDER_SELECT)
+        except (NotFound, AccessDenied):
+            if is_destination:
+                raise  # no such folder: the request would fail the same way
+            return None  # an ancestor Graph will not show: not provably safe
+        parent = folder.get("parentFolderId")
+        return parent if isinstance(parent, str) else None
+
+    async def mailbox_anchors(self, mailbox: str) -> MailboxAnchors:
+        """The ids of ``msgfolderroot``, Deleted Items and Recoverable Items (Deletions) of a
+        mailbox, resolved once per process in one ``$batch``."""
+        ancestry = self._ancestry(mailbox)
+        cached = ancestry.anchors(mailbox)
         if cached is not None:
             return cached
-        found: set[str] = set()
-        for name in ("deleteditems", "recoverableitemsdeletions"):
-            try:
-                _, body, _ = await self.request(
-                    "GET",
-                    f"{self.mailbox_path(mailbox)}/mailFolders/{name}",
-                    mailbox=mailbox,
-                    params={"$select": "id"},
-                )
-            except (NotFound, PermanentError):
-                continue
-            if isinstance(body, dict) and isinstance(body.get("id"), str):
-                found.add(body["id"])
-        self._deletion_ids[mailbox] = found
-        return found
+        base = self.mailbox_path(mailbox)
+        results = await self.batch(
+            [
+                {
+                    "id": name,
+                    "method": "GET",
+                    "url": f"{base}/mailFolders/{name}?$select={FOLDER_SELECT}",
+                }
+                for name in ANCHOR_NAMES
+            ],
+            mailbox=mailbox,
+        )
+        found: dict[str, str] = {}
+        for result in results:
+            if (
+                result.ok
+                and isinstance(result.body, dict)
+                and isinstance(result.body.get("id"), str)
+            ):
+                found[result.id] = result.body["id"]
+            elif result.status not in (400, 404):
+                # Throttled, transient or denied: decide nothing now, the caller retries.
+                raise from_response(result.status, result.body, result.headers)
+        anchors = MailboxAnchors(
+            root=found.get("msgfolderroot"),
+            protected=frozenset(v for k, v in found.items() if k != "msgfolderroot"),
+        )
+        ancestry.set_anchors(mailbox, anchors)
+        return anchors
+
+    async def protected_folder_ids(self, mailbox: str) -> frozenset[str]:
+        """Ids of the folders whose subtrees Postroom never puts mail into."""
+        return (await self.mailbox_anchors(mailbox)).protected
 
     async def _pages(
         self, path_or_url: str, *, mailbox: str | None, params: dict[str, str] | None = None
@@ -250,10 +330,14 @@ class GraphClient:
         return [u async for u in self._pages("/users", mailbox=None, params={"$select": select})]
 
     # ------------------------------------------------------------------ folders
-    async def folder(self, mailbox: str, key: str) -> dict[str, Any]:
+    async def folder(self, mailbox: str, key: str, *, select: str | None = None) -> dict[str, Any]:
         _, body, _ = await self.request(
-            "GET", f"{self.mailbox_path(mailbox)}/mailFolders/{quote(key)}", mailbox=mailbox
+            "GET",
+            f"{self.mailbox_path(mailbox)}/mailFolders/{quote(key)}",
+            mailbox=mailbox,
+            params={"$select": select} if select else None,
         )
+        self._ancestry(mailbox).learn_folder(mailbox, body)
         return dict(body)
 
     async def child_folders(self, mailbox: str, parent: str | None = None) -> list[Any]:
@@ -261,7 +345,10 @@ class GraphClient:
         path = (
             f"{base}/mailFolders/{quote(parent)}/childFolders" if parent else f"{base}/mailFolders"
         )
-        return [f async for f in self._pages(path, mailbox=mailbox, params={"$top": "100"})]
+        found = [f async for f in self._pages(path, mailbox=mailbox, params={"$top": "100"})]
+        for folder in found:
+            self._ancestry(mailbox).learn_folder(mailbox, folder)
+        return found
 
     async def create_folder(
         self, mailbox: str, display_name: str, parent: str | None = None
@@ -273,6 +360,7 @@ class GraphClient:
         _, body, _ = await self.request(
             "POST", path, mailbox=mailbox, json={"displayName": display_name}, idempotent=False
         )
+        self._ancestry(mailbox).learn_folder(mailbox, body)
         return dict(body)
 
     # ------------------------------------------------------------------ messages

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from postroom.processing import folder_paths
+
 STEPS = {1: "account", 2: "sync", 3: "processing", 4: "backfill", 5: "review"}
 TITLES = {
     1: "Confirm account",
@@ -147,18 +149,17 @@ def parse_categories(
         if color not in COLOUR_NAMES:
             errors.append(f"{label}: choose one of Outlook's colours.")
             continue
-        if folder and (
-            not FOLDER_RE.match(folder) or any(not p.strip() for p in folder.split("/"))
-        ):
+        if folder and (not FOLDER_RE.match(folder) or folder_paths.has_blank_segment(folder)):
             errors.append(f"{label}: the folder path is not valid (use Parent/Child).")
             continue
-        if folder and folder.split("/")[0].lower() in (
-            "deleted items",
-            "deleteditems",
-            "recoverable items",
-        ):
-            errors.append(f"{label}: Postroom never moves mail into Deleted Items.")
+        protected = folder_paths.protected_folder(folder) if folder else None
+        if protected is not None:
+            errors.append(
+                f"{label}: “{_shown(folder)}” is in {protected}. Postroom never moves mail into "
+                "Deleted Items or Recoverable Items, where Outlook empties and purges it."
+            )
             continue
+        folder = folder_paths.clean_path(folder)
         try:
             forward_to = parse_emails(forward_raw)
         except StepError as exc:
@@ -176,6 +177,12 @@ def parse_categories(
     if errors:
         raise StepError(errors)
     return result
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A typed value for a message: cleaned (no invisible characters), shortened."""
+    shown = folder_paths.clean_path(text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def parse_backfill(mode: str, since: str, forward_history: bool, *, today: date) -> dict[str, Any]:

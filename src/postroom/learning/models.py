@@ -8,13 +8,14 @@ Invariant 2 (no message content stored) holds as follows:
 * :class:`ModelUpdate` keeps a correction learned since the last snapshot the same way: the
   example's hashed features and embedding vectors, and a category name.
 * :class:`LearningEvent` records that a person gave an example or corrected a decision: category
-  names (configuration), what the model had said, and for a correction the sha256 of the
-  message's internetMessageId. Never a subject, body, sender or recipient.
+  names (configuration), what the model had said, and for a correction the keyed hash of the
+  message's internetMessageId (:mod:`postroom.processing.message_keys`). Never a subject, body,
+  sender or recipient.
 * :class:`ConversationMemory` keeps, per conversation, a keyed hash (HMAC-SHA256 of the
   conversation id or normalized subject, 16 bytes) and the category its mail went to last.
 * :class:`PendingExample` is a decision waiting to become an example: hashed features (and an
   embedding vector) as :func:`postroom.classify.dump_state` bytes, a category name and the
-  sha256 of the internetMessageId. Folded into the model state after it stood uncorrected.
+  keyed hash of the internetMessageId. Folded into the model state after it stood uncorrected.
 * :class:`CategoryExample` is text a person *typed or pasted* into the category editor as an
   example. It is configuration, like a rule's value, kept so the editor can show it again and a
   retrain can rebuild the model; text of mail Postroom processed never goes here.
@@ -36,6 +37,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -102,6 +105,9 @@ class ModelUpdate(Base):
 
 class LearningEvent(Base):
     __tablename__ = "learning_events"
+    __table_args__ = (
+        Index("ix_learning_events_legacy_key", "id", postgresql_where=text("legacy_key")),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     integration_id: Mapped[str] = mapped_column(
@@ -111,7 +117,9 @@ class LearningEvent(Base):
     category: Mapped[str] = mapped_column(String(255))
     predicted: Mapped[str | None] = mapped_column(String(255), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    message_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 hex
+    message_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # message_keys
+    legacy_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
+    """``message_key`` still holds the pre-0011 plain sha256 (until rekeyed)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -135,13 +143,18 @@ class PendingExample(Base):
     """A decision nobody has corrected yet (see :func:`postroom.learning.service.fold`)."""
 
     __tablename__ = "pending_examples"
-    __table_args__ = (UniqueConstraint("integration_id", "message_key"),)
+    __table_args__ = (
+        UniqueConstraint("integration_id", "message_key"),
+        Index("ix_pending_examples_legacy_key", "id", postgresql_where=text("legacy_key")),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     integration_id: Mapped[str] = mapped_column(
         ForeignKey("integrations.id", ondelete="CASCADE"), index=True
     )
-    message_key: Mapped[str] = mapped_column(String(64))  # sha256 hex of internetMessageId
+    message_key: Mapped[str] = mapped_column(String(64))  # keyed, see message_keys
+    legacy_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
+    """``message_key`` still holds the pre-0011 plain sha256 (until rekeyed)."""
     category: Mapped[str] = mapped_column(String(255))
     features: Mapped[bytes] = mapped_column(LargeBinary)  # dump_state bytes: numbers only
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

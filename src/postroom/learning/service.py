@@ -72,7 +72,7 @@ from postroom.learning.models import (
     PendingExample,
 )
 from postroom.processing.decide import Prediction
-from postroom.processing.executor import message_key
+from postroom.processing.message_keys import lookup_keys, message_key
 from postroom.processing.models import LedgerEntry
 from postroom.processing.view import MessageView
 from postroom.settings import Settings
@@ -699,6 +699,7 @@ def record_correction(
     view: MessageView,
     correction: Correction,
     config: ClassifierConfig,
+    key_secret: bytes,
     conversation_secret: bytes | None = None,
 ) -> int:
     """Learn ``correction`` from ``view`` (in memory), save the state and mark the ledger row.
@@ -709,10 +710,11 @@ def record_correction(
     """
     row = state_row(db, integration_id, lock=True)
     classifier = _private_copy(db, row, config)
-    key = message_key(view.internet_message_id)
+    key, legacy = lookup_keys(view.internet_message_id, key_secret)
     db.execute(
         delete(PendingExample).where(
-            PendingExample.integration_id == integration_id, PendingExample.message_key == key
+            PendingExample.integration_id == integration_id,
+            PendingExample.message_key.in_((key, legacy)),  # legacy: not rekeyed yet
         )
     )
     example = classifier.make_example(
@@ -732,7 +734,8 @@ def record_correction(
             category=correction.category,
             predicted=predicted,
             decided_by=correction.decided_by,
-            message_key=message_key(view.internet_message_id),
+            message_key=key,
+            legacy_key=False,
         )
     )
     entry = db.get(LedgerEntry, entry_id, with_for_update=True)
@@ -743,11 +746,17 @@ def record_correction(
 
 # ---------------------------------------------------------------------- decisions
 def record_decision(
-    db: Session, *, integration_id: str, classifier: Classifier, view: MessageView, category: str
+    db: Session,
+    *,
+    integration_id: str,
+    classifier: Classifier,
+    view: MessageView,
+    category: str,
+    key_secret: bytes,
 ) -> None:
     """Keep a decision as a pending example (hashed features only) until it has stood long
     enough without a correction to be learned (:func:`fold`). Once per message."""
-    key = message_key(view.internet_message_id)
+    key = message_key(view.internet_message_id, key_secret)
     example = classifier.make_example(
         classify_view(view), category, "decision", key=message_number(key)
     )
@@ -757,6 +766,7 @@ def record_decision(
             id=new_id(),
             integration_id=integration_id,
             message_key=key,
+            legacy_key=False,
             category=category,
             features=dump_state(example_state(example)),
             created_at=datetime.now(UTC),

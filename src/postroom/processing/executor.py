@@ -20,8 +20,9 @@ stopped, at least once — rests on three rules:
    * ``label`` — read-modify-write: re-read the message's categories just before the PATCH
      (Graph replaces the array) and write the union. The user's own categories are never
      removed; a label already there is not written again.
-   * ``folder`` — find by display name (case-insensitive) before creating;
-     ``ErrorFolderExists`` (another worker, or the user, was faster) means re-list and use it.
+   * ``folder`` — find by display name (compared after :mod:`.folder_paths` normalization:
+     NFKC, any whitespace, case) before creating; ``ErrorFolderExists`` (another worker, or
+     the user, was faster) means re-list and use it.
    * ``move`` — skipped when ``parentFolderId`` already is the target; with immutable ids the
      message keeps its id, so a repeated move is harmless anyway.
    * ``forward`` — the one action that cannot be undone or repeated harmlessly, so it is split
@@ -47,6 +48,15 @@ Crash windows of the forward, and what a resumed run does:
   and sent. With it, the draft may have gone out; at most once beats at least once: no new
   forward, the row ends ``done`` with ``last_error = "forward_unconfirmed"`` for the UI.
 
+Never-delete (invariant 1): a plan whose folder path starts in Deleted Items or Recoverable
+Items by name (:func:`~postroom.processing.folder_paths.protected_folder`) is refused before any
+request; while resolving a path, a folder whose id is one of the mailbox's protected folders is
+refused (a localized or renamed Deleted Items found by its display name); and the Graph
+client's guard refuses every folder creation and move whose destination's ancestry, by id,
+passes Deleted Items or Recoverable Items (a folder a person created beneath Deleted Items,
+or a category folder a person deleted since). Each ends the row ``failed`` with
+``last_error = "DeletionRefused"``: nothing moved, visible in the activity page.
+
 Errors: :class:`~postroom.graph.Throttled` is a delay inside the client. A
 :class:`~postroom.graph.TransientError` leaves the row ``claimed`` (``attempts`` + 1,
 ``last_error`` = the code) and is re-raised so the job retries; :class:`AuthFailed` and
@@ -60,7 +70,6 @@ configured forward addresses) — never a subject, body, sender or recipient of 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -72,7 +81,6 @@ from sqlalchemy.orm import Session
 
 from postroom.accounts.models import new_id, utcnow
 from postroom.db import Database
-from postroom.graph import guard
 from postroom.graph.client import GraphClient
 from postroom.graph.errors import (
     AccessDenied,
@@ -84,6 +92,8 @@ from postroom.graph.errors import (
     PermanentError,
     TransientError,
 )
+from postroom.processing import folder_paths
+from postroom.processing.message_keys import message_key
 from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import Plan
 
@@ -101,11 +111,6 @@ FINAL_STATES = ("done", "skipped", "failed")
 
 
 # --------------------------------------------------------------------------- claim
-def message_key(internet_message_id: str) -> str:
-    """sha256 hex of the internetMessageId: finds duplicates without storing the header."""
-    return hashlib.sha256(internet_message_id.encode("utf-8")).hexdigest()
-
-
 def claim(
     db_session: Session,
     *,
@@ -114,10 +119,13 @@ def claim(
     message_id: str,
     internet_message_id: str,
     historical: bool,
+    key_secret: bytes,
 ) -> LedgerEntry | None:
     """Claim a message: its new ledger row, the unfinished row to resume, or None when the
     message was already dealt with (done, skipped or failed). Safe across any number of
-    workers: the unique key makes exactly one INSERT create the row."""
+    workers: the unique key makes exactly one INSERT create the row. The row keeps a keyed
+    hash of the internetMessageId under ``key_secret`` (:mod:`.message_keys`), never the
+    header nor its plain hash."""
     inserted = db_session.execute(
         pg_insert(LedgerEntry)
         .values(
@@ -125,7 +133,8 @@ def claim(
             integration_id=integration_id,
             mailbox_id=mailbox_id,
             message_id=message_id,
-            message_key=message_key(internet_message_id),
+            message_key=message_key(internet_message_id, key_secret),
+            legacy_key=False,
             state="claimed",
             actions_done=[],
             historical=historical,
@@ -157,7 +166,7 @@ class FolderCache:
 
     @staticmethod
     def _key(mailbox: str, path: str) -> tuple[str, str]:
-        return mailbox.lower(), "/".join(s.strip().lower() for s in path.split("/") if s.strip())
+        return mailbox.lower(), folder_paths.path_key(path)
 
     def get(self, mailbox: str, path: str) -> str | None:
         return self._folders.get(self._key(mailbox, path))
@@ -434,11 +443,13 @@ class _Run:
         self.record("label")
 
     async def ensure_folder(self, path: str) -> str:
-        segments = [s.strip() for s in path.split("/") if s.strip()]
+        segments = folder_paths.segments(path)
         if not segments:
             raise PermanentError(f"empty folder path {path!r}", code="InvalidFolderPath")
-        if len(segments) == 1 and segments[0].lower() in guard.DELETION_FOLDER_NAMES:
-            raise DeletionRefused("a plan may not file mail into a deletion folder")
+        if folder_paths.protected_folder(segments) is not None:
+            raise DeletionRefused(
+                "a plan may not file mail into Deleted Items or Recoverable Items"
+            )
         cached = self.cache.get(self.mailbox, path)
         if cached is not None:
             return cached
@@ -455,15 +466,20 @@ class _Run:
                 known = await self.find_child(parent, name)
                 if known is None:
                     known = await self.create_child(parent, name)
+                elif known in await self.graph.protected_folder_ids(self.mailbox):
+                    # Deleted Items under another display name (a localized mailbox).
+                    raise DeletionRefused(
+                        "a plan may not file mail into Deleted Items or Recoverable Items"
+                    )
                 self.cache.put(self.mailbox, prefix, known)
             parent = known
         assert parent is not None
         return parent
 
     async def find_child(self, parent: str | None, name: str) -> str | None:
-        wanted = name.lower()
+        wanted = folder_paths.segment_key(name)
         for folder in await self.graph.child_folders(self.mailbox, parent):
-            if str(folder.get("displayName", "")).lower() == wanted:
+            if folder_paths.segment_key(str(folder.get("displayName", ""))) == wanted:
                 return str(folder["id"])
         return None
 
@@ -490,6 +506,18 @@ class _Run:
             await self.read_message()
             self.cache.forget(self.mailbox, path)
             folder_id = await self.ensure_folder(path)
+            moved = await self.on_message(self.graph.move(self.mailbox, self.message_id, folder_id))
+        except DeletionRefused:
+            # The guard found the (cached) folder inside Deleted Items: a person deleted it.
+            # Never file there; resolve the path once more from the root (which makes the
+            # folder again, as for a folder that vanished), else the row fails.
+            refused = folder_id
+            log.warning("ledger %s: folder of %r lies in Deleted Items now", self.entry_id, path)
+            top = folder_paths.segments(path)[0]
+            self.cache.forget(self.mailbox, top)  # the deleted folder may be any ancestor
+            folder_id = await self.ensure_folder(path)
+            if folder_id == refused:
+                raise
             moved = await self.on_message(self.graph.move(self.mailbox, self.message_id, folder_id))
         if moved.get("id") not in (None, self.message_id):
             log.warning("ledger %s: move changed the message id (not immutable?)", self.entry_id)

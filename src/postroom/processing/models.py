@@ -7,8 +7,8 @@ skipping what is recorded. A forward is made as a draft first (``forward_draft_i
 then sent, so a retry can never send twice.
 
 Invariant 2: no subject, body, sender or recipient of the message is stored — only its
-immutable id, a hash of its internetMessageId, the plan (category names, folder path, and the
-configured forward addresses) and times.
+immutable id, a keyed hash of its internetMessageId (:mod:`.message_keys`), the plan (category
+names, folder path, and the configured forward addresses) and times.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
+    text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -44,7 +47,10 @@ ACTIONS = (
 
 class LedgerEntry(Base):
     __tablename__ = "ledger"
-    __table_args__ = (UniqueConstraint("mailbox_id", "message_id"),)
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "message_id"),
+        Index("ix_ledger_legacy_key", "id", postgresql_where=text("legacy_key")),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     integration_id: Mapped[str] = mapped_column(
@@ -52,7 +58,9 @@ class LedgerEntry(Base):
     )
     mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     message_id: Mapped[str] = mapped_column(String(512))  # immutable Graph id
-    message_key: Mapped[str] = mapped_column(String(64), index=True)  # sha256(internetMessageId)
+    message_key: Mapped[str] = mapped_column(String(64), index=True)  # see message_keys
+    legacy_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=true())
+    """``message_key`` still holds the pre-0011 plain sha256 (until rekeyed)."""
     state: Mapped[str] = mapped_column(String(20), default="claimed")
     plan: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     actions_done: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -289,6 +289,7 @@ async def process_message(
             message_id=view.id,
             internet_message_id=view.internet_message_id,
             historical=historical,
+            key_secret=runtime.message_key_secret,
         )
         entry_id = entry.id if entry is not None else None
         correction = None
@@ -343,6 +344,7 @@ async def process_message(
                     classifier=model.classifier,
                     view=view,
                     category=plan.category,
+                    key_secret=runtime.message_key_secret,
                 )
     if model is not None and plan.folder:
         await _watch_folder(runtime, work, plan.folder)
@@ -457,6 +459,7 @@ async def _learn_correction(
             view=view,
             correction=correction,
             config=learning.classifier_config(runtime.settings),
+            key_secret=runtime.message_key_secret,
             conversation_secret=runtime.conversation_secret,
         )
     log.info(

@@ -4,6 +4,7 @@
   across every worker; ``queueing_lock`` per folder: a burst of notifications is one job);
 * ``setup_integration`` — after Finish: folder syncs, subscriptions (or polling), first sync;
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
+* ``resume_integration`` — after a reconnect: renew every subscription and catch up at once;
 * ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
   the reconcile interval (a lost notification or job costs at most one interval), renews
   subscriptions at half their lifetime, and queues ``fold_decisions`` for integrations with
@@ -29,6 +30,7 @@ from sqlalchemy import or_, select
 from postroom.graph import TransientError
 from postroom.integrations.models import Integration, Mailbox
 from postroom.learning import service as learning
+from postroom.processing import message_keys
 from postroom.sync import engine
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
@@ -139,6 +141,33 @@ async def renew_subscription(folder_sync_id: str) -> None:
     await engine.renew_subscription(current(), folder_sync_id)
 
 
+async def defer_resume(runtime: Runtime, integration_id: str) -> None:
+    await _defer(
+        runtime,
+        "resume_integration",
+        queueing_lock=f"resume:{integration_id}",
+        integration_id=integration_id,
+    )
+
+
+async def resume_integration(integration_id: str) -> None:
+    """After a reconnect (or a repair by Check connection): real time again at once. Every
+    folder's subscription is renewed (a renewal also answers a ``reauthorizationRequired``
+    challenge, and one Graph forgot is created again), then a catch-up sync runs."""
+    runtime = current()
+    with runtime.database.session() as db:
+        rows = db.execute(
+            select(FolderSync.id, FolderSync.mailbox_id).where(
+                FolderSync.integration_id == integration_id, FolderSync.active.is_(True)
+            )
+        ).all()
+    for sync_id, mailbox_id in rows:
+        mode = await engine.renew_subscription(runtime, sync_id)
+        if mode == "paused":
+            return  # the token failed again: a status, never a retry storm
+        await defer_sync(runtime, sync_id, mailbox_id)
+
+
 async def reconcile(timestamp: int) -> None:
     await reconcile_now(current())
 
@@ -213,6 +242,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="setup_integration", retry=RETRY)(setup_integration)
     blueprint.task(name="backfill_folder", retry=RETRY)(backfill_folder)
     blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
+    blueprint.task(name="resume_integration", retry=RETRY)(resume_integration)
     blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
     blueprint.task(name="refit_model", retry=RETRY)(refit_model)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
@@ -227,7 +257,10 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     poll_due = now - timedelta(seconds=settings.poll_interval_seconds)
     reconcile_due = now - timedelta(minutes=settings.reconcile_minutes)
     renew_due = now + engine.RENEW_WHEN_LEFT
-    counts = {"sync": 0, "renew": 0, "fold": 0, "refit": 0}
+    counts = {"sync": 0, "renew": 0, "fold": 0, "refit": 0, "rekeyed": 0}
+    with runtime.database.session() as db:
+        # Message keys written before migration 0011 (plain sha256) become keyed ones.
+        counts["rekeyed"] = message_keys.rekey_legacy(db, runtime.message_key_secret)
     with runtime.database.session() as db:
         rows = db.execute(
             select(

@@ -52,6 +52,11 @@ class Runtime:
         """HMAC key of the conversation memory's hashes (derived from the secret key)."""
         return self.box.derive(b"conversation-memory")
 
+    @property
+    def message_key_secret(self) -> bytes:
+        """HMAC key of stored internetMessageId hashes (postroom.processing.message_keys)."""
+        return self.box.derive(b"message-key")
+
     def client_state_hash(self, client_state: str) -> str:
         return hmac.new(self.hmac_key, client_state.encode(), hashlib.sha256).hexdigest()
 
