@@ -387,3 +387,7 @@ def test_refused_admin_consent_is_a_status_with_retry(
     )
     assert again == f"{target}/setup"
     assert _integration(postroom).status == "setup"
+    # issue 19, item 8: the tenant is named on the confirm step and the detail page
+    assert org.tenant.id in web.get(f"{target}/setup/1").text
+    assert "Tenant None" not in web.get(f"{target}/setup/1").text
+    assert org.tenant.id in web.get(target).text

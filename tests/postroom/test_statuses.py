@@ -115,6 +115,12 @@ def test_a_users_own_password_change_does_not_disconnect(
             "consent_missing",
         ),
         ({"error": "something_new"}, False, "unknown"),
+        (
+            {"error": "access_denied", "error_description": "AADSTS65004: x"},
+            False,
+            "consent_declined",
+        ),
+        ({"error": "access_denied"}, False, "consent_declined"),
     ],
 )
 def test_identity_error_mapping(error: dict[str, object], organization: bool, reason: str) -> None:

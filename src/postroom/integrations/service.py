@@ -144,6 +144,40 @@ def find_organization(*, db: Session, workspace_id: str, tenant_id: str) -> Inte
     )
 
 
+def mailboxes_taken(
+    *, db: Session, integration: Integration, wanted: list[dict[str, Any]]
+) -> list[str]:
+    """Why any of ``wanted`` (wizard mailbox choices) cannot be chosen: each mailbox belongs
+    to one integration at most, in any workspace; two would both label the same email and
+    move it to whichever folder was written last."""
+    ids = {str(m.get("id") or "").lower() for m in wanted} - {""}
+    addresses = {str(m.get("address") or "").lower() for m in wanted} - {""}
+    rows = db.execute(
+        select(Mailbox.address, Mailbox.graph_user_id, Integration.workspace_id, Integration.name)
+        .join(Integration, Integration.id == Mailbox.integration_id)
+        .where(
+            Mailbox.integration_id != integration.id,
+            (
+                func.lower(Mailbox.graph_user_id).in_(ids)
+                | func.lower(Mailbox.address).in_(addresses)
+            ),
+        )
+    ).all()
+    problems = []
+    for address, _graph_id, workspace_id, name in rows:
+        where = (
+            f"the integration “{name}” in this workspace"
+            if workspace_id == integration.workspace_id
+            else "an integration in another Postroom workspace"
+        )
+        problems.append(
+            f"{address} is already processed by {where}. A mailbox can belong to one "
+            "integration only (two would both label each email and fight over its folder): "
+            "remove it there first, or leave it out here."
+        )
+    return problems
+
+
 def connected_elsewhere(*, db: Session, workspace_id: str, tenant_id: str) -> bool:
     """Whether another workspace has an organization-wide connection to this tenant (its
     administrator must then confirm again before this workspace gets one too)."""

@@ -133,6 +133,16 @@ REASONS: dict[str, Reason] = {
             "Give the account Full Access to the mailbox in Exchange, then retry.",
         ),
         Reason(
+            "consent_declined",
+            NEEDS_RECONNECT,
+            "You declined the permissions on Microsoft's consent page, so Postroom was not "
+            "connected.",
+            "Connect again and select Accept on Microsoft's page. If your organization does not "
+            "let you accept, ask a Microsoft 365 administrator to connect an organization-wide "
+            "account instead.",
+            prompt_consent=True,
+        ),
+        Reason(
             "unknown",
             NEEDS_RECONNECT,
             "Microsoft refused the saved sign-in.",
@@ -153,6 +163,7 @@ _BY_CODE = {
     50079: "mfa_required",
     50072: "mfa_required",
     65001: "consent_revoked",
+    65004: "consent_declined",
     90094: "admin_consent_required",
     90008: "admin_consent_required",
     50057: "user_disabled",
@@ -186,6 +197,8 @@ def from_identity_error(error: dict[str, Any], *, organization: bool = False) ->
         return REASONS[reason]
     kind = str(error.get("error") or "")
     suberror = str(error.get("suberror") or "")
+    if kind == "access_denied" and not organization:
+        return REASONS["consent_declined"]  # the person cancelled on Microsoft's page
     if suberror == "consent_required":
         return REASONS["consent_missing" if organization else "consent_revoked"]
     if suberror in ("basic_action", "additional_action"):

@@ -10,19 +10,22 @@ a clear page and changes nothing.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from postroom.crypto import DecryptionFailed, SecretBox
 from postroom.graph import AccessDenied, GraphClient, GraphError, NotFound
 from postroom.integrations import service, wizard
 from postroom.integrations.graph_access import Connection, TokenFailure, run_graph
-from postroom.integrations.models import Integration
+from postroom.integrations.models import Integration, Mailbox
 from postroom.integrations.oauth import (
     GRAPH,
     AdministratorProof,
@@ -43,6 +46,7 @@ from postroom.web.app import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
 router = APIRouter()
+log = logging.getLogger("postroom.integrations")
 
 Field = Annotated[str, Form(max_length=5000)]
 FieldList = Annotated[list[str], Form(max_length=5000)]
@@ -430,6 +434,8 @@ def personal_callback(
     target = f"/integrations/{integration.id}"
     if integration.finished_at is None:
         target += "/setup"
+    else:
+        _resume(request, db, integration)
     return RedirectResponse(target, status_code=303)
 
 
@@ -624,6 +630,7 @@ def admin_consent_callback(
                 "scope": f"{GRAPH}/.default",
             }
             service.restore_after_reconnect(db=db, integration=integration)
+            _resume(request, db, integration)
             target = f"/integrations/{integration.id}"
             return RedirectResponse(
                 target + ("" if integration.finished_at else "/setup"), status_code=303
@@ -669,6 +676,34 @@ def reconnect(
     )
 
 
+@dataclass
+class CheckLine:
+    """One thing Check connection looked at, in people's words."""
+
+    what: str
+    ok: bool
+    detail: str
+    repaired: str = ""
+
+
+def _resume(request: Request, db: Session, integration: Integration) -> bool:
+    """After a reconnect or a repair: renew every subscription and catch up now, instead of
+    waiting for the reconcile sweep. Commits first: the job reads the new token cache."""
+    if integration.finished_at is None:
+        return False
+    db.commit()
+    from anyio import from_thread
+
+    from postroom.sync.jobs import defer_resume
+
+    try:
+        from_thread.run(defer_resume, request.app.state.runtime, integration.id)
+    except Exception:  # saved anyway: the reconcile sweep catches up within minutes
+        log.warning("integration %s: could not queue the resume now", integration.id)
+        return False
+    return True
+
+
 @router.post("/integrations/{integration_id}/check")
 def check_connection(
     request: Request,
@@ -677,20 +712,91 @@ def check_connection(
     db: DbSession,
     csrf_token: Field = "",
 ) -> Response:
-    """Ask Microsoft now whether the connection still works, and show the result as status."""
+    """Ask Microsoft now whether the connection works: the sign-in (token), each mailbox's
+    access, each folder's subscription. Show what was checked and what was repaired."""
     check_csrf(request, csrf_token)
     integration = load_integration(db, caller, integration_id)
+    from postroom.sync.models import FolderSync
+
+    boxes = service.mailboxes(db=db, integration=integration)
+    folders = list(
+        db.scalars(
+            select(FolderSync).where(
+                FolderSync.integration_id == integration.id, FolderSync.active.is_(True)
+            )
+        )
+    )
+    addresses = {m.id: m.address for m in boxes}
+    lines: list[CheckLine] = []
+    reachable: set[str] = set()
+    subscription_trouble = False
 
     async def probe(client: GraphClient) -> None:
+        nonlocal subscription_trouble
         if integration.kind == "organization":
             await client.request("GET", "/users", mailbox=None, params={"$top": "1"})
         else:
             await client.me()
+        lines.append(CheckLine("Sign-in", True, "Microsoft issued a token for this connection."))
+        for box in boxes:
+            try:
+                await client.folder(box.graph_user_id, "inbox", select="id")
+            except AccessDenied:
+                lines.append(
+                    CheckLine(f"Mailbox {box.address}", False, "Microsoft refused access.")
+                )
+                continue
+            except NotFound:
+                lines.append(
+                    CheckLine(f"Mailbox {box.address}", False, "Microsoft does not find it.")
+                )
+                continue
+            reachable.add(box.id)
+            lines.append(CheckLine(f"Mailbox {box.address}", True, "Postroom can read it."))
+        for fs in folders:
+            where = f"{fs.folder_key} in {addresses.get(fs.mailbox_id, '?')}"
+            if fs.mode != "webhook" or not fs.subscription_id:
+                lines.append(
+                    CheckLine(
+                        f"Folder {where}",
+                        True,
+                        "Checked on a timer (polling): " + polling_reason(fs, boxes),
+                    )
+                )
+                continue
+            try:
+                _, body, _ = await client.request(
+                    "GET", f"/subscriptions/{fs.subscription_id}", mailbox=None
+                )
+            except NotFound:
+                subscription_trouble = True
+                lines.append(
+                    CheckLine(
+                        f"Folder {where}",
+                        False,
+                        "Microsoft no longer sends its notifications (the subscription is gone).",
+                    )
+                )
+                continue
+            lines.append(
+                CheckLine(
+                    f"Folder {where}",
+                    True,
+                    "Real-time notifications on, until "
+                    + str(body.get("expirationDateTime", "?"))[:16].replace("T", " ")
+                    + " UTC (renewed automatically).",
+                )
+            )
 
     try:
         graph_call(request, db, integration, probe, verify=True)
-    except TokenFailure:
-        return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+    except TokenFailure as failure:
+        lines.insert(
+            0, CheckLine("Sign-in", False, failure.reason.words + " " + failure.reason.fix)
+        )
+        return render(
+            request, "integrations/check.html", nav="integrations", item=integration, lines=lines
+        )
     except GraphError as exc:
         return render(
             request,
@@ -699,9 +805,45 @@ def check_connection(
             title="Microsoft did not answer as expected",
             message=f"Try again in a minute. ({exc.code or exc.status})",
         )
-    if integration.status in ("needs_reconnect", "admin_consent_missing", "access_denied"):
+    was_failed = integration.status in ("needs_reconnect", "admin_consent_missing", "access_denied")
+    if was_failed:
         service.restore_after_reconnect(db=db, integration=integration)
-    return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+        lines[0].repaired = "The status was set back to " + LABELS[integration.status] + "."
+    for box in boxes:
+        if box.id in reachable and box.status == "access_denied":
+            box.status, box.status_reason = "connected", None
+            for line in lines:
+                if line.what == f"Mailbox {box.address}":
+                    line.repaired = "Processing of this mailbox resumes."
+    if (was_failed or subscription_trouble) and _resume(request, db, integration):
+        for line in lines:
+            if line.what.startswith("Folder") and not line.ok:
+                line.repaired = "A new subscription is being created; missed mail is caught up."
+        if was_failed:
+            lines.append(
+                CheckLine(
+                    "Catch-up",
+                    True,
+                    "Subscriptions are renewed and mail that arrived meanwhile is processed now.",
+                    repaired="Queued.",
+                )
+            )
+    return render(
+        request, "integrations/check.html", nav="integrations", item=integration, lines=lines
+    )
+
+
+def polling_reason(fs: Any, boxes: list[Mailbox]) -> str:
+    """Why a folder is polled instead of notified, in plain words."""
+    kind = next((b.kind for b in boxes if b.id == fs.mailbox_id), "")
+    if fs.subscription_error:
+        return f"Microsoft refused real-time notifications ({fs.subscription_error})."
+    if kind == "shared":
+        return (
+            "Microsoft does not send notifications for a shared mailbox on a personal "
+            "connection; an organization-wide connection gets them."
+        )
+    return "real-time notifications are turned off for this installation."
 
 
 # ---------------------------------------------------------------------- setup wizard
@@ -1034,6 +1176,9 @@ def _parse_sync(
             selected += [{"id": a, "address": a, "name": "", "kind": "shared"} for a in addresses]
         if not selected:
             raise wizard.StepError(["Choose at least one mailbox to process."])
+    taken = service.mailboxes_taken(db=db, integration=integration, wanted=selected)
+    if taken:
+        raise wizard.StepError(taken)
     to_check = [m for m in selected if m["kind"] != "own"]
     problems = graph_call(request, db, integration, lambda c: _verify_mailboxes(c, to_check))
     if problems:
