@@ -23,6 +23,16 @@ app = typer.Typer(
 )
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM ends the process like Ctrl+C does, through ``sys.exit``: ``finally`` blocks and
+    exit hooks run (pgserver's stops the embedded PostgreSQL). uvicorn catches SIGTERM for its
+    graceful shutdown, then restores this handler and raises the signal again."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
 @app.command()
 def version() -> None:
     """Print Postroom's version."""
@@ -41,8 +51,18 @@ def serve(
     from postroom.web.app import create_app
 
     settings = _settings_or_exit(load_settings)
+    _exit_on_sigterm()
     typer.echo(f"Postroom on {settings.public_base_url} (listening on {host}:{port})")
+    _warn_when_mail_is_printed(settings)
     uvicorn.run(create_app(settings, run_worker=True), host=host, port=port, log_level="info")
+
+
+def _warn_when_mail_is_printed(settings: Any) -> None:
+    from postroom.mail import console_warning
+
+    warning = console_warning(settings)
+    if warning:
+        typer.echo(warning, err=True)
 
 
 @app.command()
@@ -57,6 +77,8 @@ def web(
     from postroom.web.app import create_app
 
     settings = _settings_or_exit(load_settings)
+    _exit_on_sigterm()
+    _warn_when_mail_is_printed(settings)
     uvicorn.run(create_app(settings, run_worker=False), host=host, port=port, log_level="info")
 
 
@@ -104,7 +126,10 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
                 await job_loop
 
     typer.echo(f"Postroom worker on {database.url.split('@')[-1]}")
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        database.dispose()
 
 
 backfill_app = typer.Typer(help="Historical mail: progress of backfills.", no_args_is_help=True)
@@ -149,6 +174,35 @@ def backfill_status() -> None:
     database.dispose()
 
 
+@app.command("create-user")
+def create_user(
+    email: str = typer.Option(..., help="The person's email address (their sign-in)."),
+    name: str = typer.Option(..., help="The person's name."),
+    workspace: str = typer.Option(..., help="The name of their new workspace (they own it)."),
+) -> None:
+    """Create an account and its workspace without the emailed link, for an operator who
+    vouches for the address. The password is asked for (twice), never taken as an option."""
+    from postroom.accounts import service
+    from postroom.db import migrate, open_database
+    from postroom.settings import load_settings
+
+    settings = _settings_or_exit(load_settings)
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    database = open_database(settings)
+    try:
+        migrate(database.engine)
+        with database.session() as db:
+            user, space = service.sign_up(
+                db=db, email=email, name=name, password=password, workspace_name=workspace
+            )
+            typer.echo(f"Created {user.email}, owner of the workspace {space.name!r}.")
+    except service.AccountError as exc:
+        typer.echo(f"Not created: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.dispose()
+
+
 def _settings_or_exit(loader: Any) -> Any:
     """Settings from the environment, or exit 2 with what is wrong: also when the classifier
     recipe they choose needs a model that is not installed (rather than failing every sync)."""
@@ -188,6 +242,7 @@ def demo(
     from postroom.settings import Settings
     from postroom.web.app import create_app
 
+    _exit_on_sigterm()
     sim_dir = data_dir / "m365sim"
     state = new_state(data_dir=sim_dir)
     data, base_dir = read_scenario("demo")
@@ -229,7 +284,9 @@ def demo(
     typer.echo(banner(state, sim.ca_file).replace("Press Ctrl+C to stop.", ""))
     typer.echo(
         f"Postroom is starting on {public}\n"
-        f"  1. Open {public}/signup and create your Postroom account.\n"
+        f"  1. Open {public}/signup and create your Postroom account. The demo sends no\n"
+        '     email: the confirmation link is printed here ("Open this link to finish\n'
+        '     signing up: ..."); open it to finish. Invitations appear here the same way.\n'
         "  2. Integrations -> Connect Integration -> Outlook, and sign in at the emulator with\n"
         "     one of the users above (organization-wide: the administrator).\n"
         f"  3. Watch what Postroom does to the mail in the viewer: {sim.base_url}/viewer\n"

@@ -2,7 +2,7 @@
 
 * :func:`open_database` uses ``settings.database_url`` when set; otherwise it starts an embedded
   PostgreSQL from the ``pgserver`` wheel in ``<data_dir>/pg`` (the same engine as production,
-  nothing to install) and stops it when the process exits.
+  nothing to install) and :meth:`Database.dispose` stops it (so does the process's exit).
 * :func:`session_scope` is the one way to talk SQL: commit on success, roll back on error, and
   never held across a network call (read from Graph first, then open a short session to write).
 * :func:`migrate` brings the schema to the newest Alembic revision.
@@ -54,7 +54,12 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        """Close the connections and let go of the embedded PostgreSQL: pgserver stops it when
+        the last process that started or joined it lets go (also on SIGTERM: see the CLI)."""
         self.engine.dispose()
+        if self.embedded is not None:
+            embedded, self.embedded = self.embedded, None
+            embedded.cleanup()
 
 
 @contextlib.contextmanager
@@ -115,7 +120,11 @@ def open_database(settings: Settings) -> Database:
         url = normalize_url(settings.database_url)
     else:
         url, embedded = start_embedded(settings.data_dir)
-    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # hide_parameters: an error's text (in a log or a traceback) never carries the values bound
+    # to the statement, which may be a person's input or a token cache.
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
     return Database(
         engine=engine,
         sessions=sessionmaker(engine, expire_on_commit=False),

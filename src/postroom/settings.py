@@ -24,8 +24,14 @@ CATEGORY_COLOUR_SCOPE = "MailboxSettings.ReadWrite"
 
 
 class Settings(BaseSettings):
+    # hide_input_in_errors: a configuration error never echoes a value (an SMTP URL or a
+    # database URL may carry a password)
     model_config = SettingsConfigDict(
-        env_prefix="POSTROOM_", extra="ignore", case_sensitive=False, frozen=True
+        env_prefix="POSTROOM_",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path(".postroom")
@@ -65,8 +71,32 @@ class Settings(BaseSettings):
     # and corrections): a model that has seen little teaches itself its own mistakes
     learn_minimum_examples: int = Field(default=20, ge=0, le=10_000)
 
-    session_max_age: int = 14 * 24 * 3600
+    # Postroom's own email (sign-up links, invitations): SMTP when set, e.g.
+    # smtp://user:pass@mail.example.com:587 (STARTTLS) or smtps://...:465; without it the emails
+    # are printed to the terminal (the demo). The password may come apart, as a secret.
+    smtp_url: SecretStr | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mail_from: str = Field(default="Postroom <postroom@localhost>", min_length=3, max_length=320)
+    # how long an invitation link and a sign-up link can be used (once)
+    invitation_days: int = Field(default=7, ge=1, le=90)
+    signup_link_hours: int = Field(default=24, ge=1, le=7 * 24)
+
+    # sign-in sessions live in the database (postroom.accounts.sessions): a session ends at
+    # sign-out, on a password change (the others), when revoked, after this long unused (idle)
+    # and at the latest this long after sign-in (absolute; also the cookie's max age)
+    session_idle_seconds: int = Field(default=24 * 3600, ge=60, le=90 * 24 * 3600)
+    session_max_age: int = Field(default=14 * 24 * 3600, ge=60, le=365 * 24 * 3600)
     cookie_secure: bool = False  # set true behind https
+    # sign-in throttling (postroom.accounts.throttle): after this many failures in the window an
+    # account, or a client address, waits; an account's wait grows with further failures, up to
+    # signin_lockout_max_seconds
+    signin_window_seconds: int = Field(default=15 * 60, ge=10, le=24 * 3600)
+    signin_account_failures: int = Field(default=5, ge=1, le=1000)
+    signin_address_failures: int = Field(default=50, ge=1, le=100_000)
+    signin_lockout_max_seconds: int = Field(default=24 * 3600, ge=10, le=7 * 24 * 3600)
+    # /openapi.json describes every route; off unless an operator wants it (POSTROOM_API_DOCS)
+    api_docs: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +106,14 @@ class Settings(BaseSettings):
 
         if not isinstance(data, dict):
             return data
-        for name in ("ms_client_secret", "secret_key", "token_key", "database_url"):
+        for name in (
+            "ms_client_secret",
+            "secret_key",
+            "token_key",
+            "database_url",
+            "smtp_url",
+            "smtp_password",
+        ):
             env = f"POSTROOM_{name.upper()}_FILE"
             path = data.get(f"{name}_file") or os.environ.get(env)
             if path and not data.get(name):
@@ -85,6 +122,22 @@ class Settings(BaseSettings):
                 except OSError as exc:
                     raise ValueError(f"{env}: cannot read {path}: {exc.strerror}") from exc
         return data
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value.get_secret_value())
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...") from None
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...")
+        return value
 
     @field_validator("public_base_url", "authority_host", "graph_base_url")
     @classmethod

@@ -18,6 +18,7 @@ import pytest
 
 from m365sim.state import EmulatorState
 from tests.postroom.conftest import Postroom
+from tests.postroom.webtools import finish_sign_up_in_browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -78,7 +79,7 @@ def test_personal_connect_in_a_real_browser(
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_label("Organization").fill("Acme Logistics")
     page.get_by_role("button", name="Create account").click()
-    page.wait_for_url("**/integrations")
+    finish_sign_up_in_browser(page, "olga@acme.test")
     shot(page, "01-integrations-empty")
 
     page.get_by_role("link", name="Connect Integration").click()
@@ -156,6 +157,7 @@ def test_accepting_the_reset_warning_clears_later_steps(
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_label("Organization").fill("Acme")
     page.get_by_role("button", name="Create account").click()
+    finish_sign_up_in_browser(page, "rita@acme.test")
     page.goto(f"{postroom.url}/integrations/new/outlook/personal")
     page.get_by_role("button", name="Connect Account").click()
     page.locator("#login").fill(org.bob.user_principal_name)

@@ -27,7 +27,7 @@ from tests.helpers import Org
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_connect import connect_personal, finish_wizard
 from tests.postroom.test_sync import wait_for_jobs
-from tests.postroom.webtools import csrf, post_form, sign_up
+from tests.postroom.webtools import add_member, csrf, post_form, sign_up
 
 CATEGORIES_PATH = "/integrations/{integration_id}/categories"
 
@@ -348,12 +348,7 @@ def test_every_kind_of_bad_input_is_explained_and_nothing_saved(
     # A member of the workspace sees the categories but cannot change them.
     with httpx.Client(base_url=postroom.url, trust_env=False) as member:
         sign_up(member, email="member@acme.test", name="Max Member", workspace="Max's own")
-        post_form(
-            web,
-            "/workspace/members",
-            "/workspace/members",
-            {"email": "member@acme.test", "role": "member"},
-        )
+        add_member(web, member, "member@acme.test")
         post_form(
             member,
             "/signin",

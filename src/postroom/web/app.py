@@ -25,12 +25,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from postroom import __version__
-from postroom.accounts import service as accounts
+from postroom.accounts import sessions
+from postroom.accounts.switcher import workspace_choices
 from postroom.crypto import SecretBox, load_or_create_key, load_or_create_text_secret
 from postroom.db import Database, migrate, open_database
 from postroom.settings import Settings, load_settings
 from postroom.web import logs
-from postroom.web.security import BadCsrf, Caller, Forbidden, NotSignedIn, csrf_token
+from postroom.web.headers import SecurityHeaders, security_headers
+from postroom.web.inputs import refuse_nul
+from postroom.web.security import (
+    BadCsrf,
+    Caller,
+    Forbidden,
+    NotSignedIn,
+    csrf_token,
+    session_lifetimes,
+)
 
 log = logging.getLogger("postroom.web")
 HERE = Path(__file__).parent
@@ -39,6 +49,7 @@ HERE = Path(__file__).parent
 def templates() -> Jinja2Templates:
     env_templates = Jinja2Templates(directory=str(HERE / "templates"))
     env_templates.env.globals["version"] = __version__
+    env_templates.env.globals["workspace_choices"] = workspace_choices
     return env_templates
 
 
@@ -60,30 +71,35 @@ DbSession = Annotated[Session, Depends(db_session, scope="function")]
 
 
 def current_caller(request: Request) -> Caller:
-    """The signed-in user and their current workspace, or :class:`NotSignedIn`."""
+    """The signed-in user and their current workspace, or :class:`NotSignedIn`: the cookie's
+    session token must name a live server-side session (not signed out, revoked or expired)
+    of a member of the cookie's workspace. One indexed query."""
+    token = request.session.get("sid")
     user_id = request.session.get("uid")
     workspace_id = request.session.get("wid")
-    if not isinstance(user_id, str) or not isinstance(workspace_id, str):
+    if not (isinstance(token, str) and isinstance(user_id, str) and isinstance(workspace_id, str)):
+        request.session.clear()  # e.g. a cookie from before server-side sessions
         raise NotSignedIn()
     database: Database = request.app.state.db
     with database.session() as session:
-        user = accounts.get_user(db=session, user_id=user_id)
-        member = (
-            accounts.membership(db=session, user_id=user_id, workspace_id=workspace_id)
-            if user
-            else None
+        who = sessions.find_signed_in(
+            db=session,
+            token=token,
+            workspace_id=workspace_id,
+            lifetimes=session_lifetimes(request.app.state.settings),
         )
-        if user is None or member is None:
-            request.session.clear()
-            raise NotSignedIn()
-        caller = Caller(
-            user_id=user.id,
-            user_name=user.name,
-            user_email=user.email,
-            workspace_id=member.workspace_id,
-            workspace_name=member.workspace_name,
-            role=member.role,
-        )
+    if who is None or who.user_id != user_id or who.workspace_id is None:
+        request.session.clear()
+        raise NotSignedIn()
+    caller = Caller(
+        user_id=who.user_id,
+        user_name=who.user_name,
+        user_email=who.user_email,
+        workspace_id=who.workspace_id,
+        workspace_name=who.workspace_name or "",
+        role=who.role or "member",
+        session_id=who.session_id,
+    )
     request.state.caller = caller
     return caller
 
@@ -143,7 +159,13 @@ def create_app(
                 app.state.db.dispose()
 
     app = FastAPI(
-        title="Postroom", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="Postroom",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+        dependencies=[Depends(refuse_nul)],
     )
     app.state.settings = settings
     app.state.db = database
@@ -157,6 +179,7 @@ def create_app(
         same_site="lax",
         https_only=settings.cookie_secure,
     )
+    app.add_middleware(SecurityHeaders, settings=settings)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from postroom.accounts import views as account_views
@@ -243,12 +266,15 @@ def create_app(
             request.url.path,
             type(exc).__name__,
         )
-        return render(
+        response = render(
             request,
             "error.html",
             500,
             title="Something went wrong",
             message=f"Nothing was saved. If it happens again, report reference {reference}.",
         )
+        # This handler runs outside the middleware stack: add the headers here too.
+        response.headers.update(security_headers(settings))
+        return response
 
     return app

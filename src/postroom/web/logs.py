@@ -1,10 +1,11 @@
 """Keep credentials out of logs.
 
 The OAuth callbacks carry an authorization code, ``state``, ``client_info`` and
-``session_state`` in their query string, and web servers log request lines. The filter here
-rewrites those values to ``[redacted]`` in every record of the loggers it is installed on
-(uvicorn's access and error loggers; Postroom's own never log them). MSAL's logger is held
-at WARNING, because its debug output contains token requests verbatim.
+``session_state`` in their query string, sign-up and invitation links a ``token`` (also inside
+``next=``), and web servers log request lines. The filter here rewrites those values to
+``[redacted]`` in every record of the loggers it is installed on (uvicorn's access and error
+loggers; Postroom's own never log them). MSAL's logger is held at WARNING, because its debug
+output contains token requests verbatim.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import re
 
 SENSITIVE = re.compile(
     r"(?i)\b(code|state|session_state|client_info|id_token|access_token|refresh_token|"
-    r"client_secret|code_verifier|admin_consent_token)=([^&\s\"']+)"
+    r"client_secret|code_verifier|admin_consent_token|token)=([^&\s\"']+)"
 )
+# a sign-up or invitation link's token inside another URL's query (``/signin?next=...``)
+ENCODED_TOKEN = re.compile(r"(?i)((?:%3F|%26)token)%3D([A-Za-z0-9_\-]+)")
 JSON_SENSITIVE = re.compile(
     r"(?i)(\"(?:code|code_verifier|client_secret|refresh_token|access_token|id_token|"
     r"client_assertion)\"\s*:\s*\")([^\"]+)"
@@ -25,6 +28,7 @@ BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
 
 def redact(text: str) -> str:
     text = SENSITIVE.sub(r"\1=[redacted]", text)
+    text = ENCODED_TOKEN.sub(r"\1%3D[redacted]", text)
     text = JSON_SENSITIVE.sub(r"\1[redacted]", text)
     return BEARER.sub("Bearer [redacted]", text)
 
