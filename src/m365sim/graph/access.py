@@ -6,7 +6,10 @@ for one operation on one mailbox:
 
 * delegated, own mailbox: the ``scp`` claim must hold a permission for the operation;
 * delegated, another mailbox (shared, delegate): the ``.Shared`` permission **and** an
-  Exchange FullAccess grant for the signed-in user, else 403 ``ErrorAccessDenied``;
+  Exchange FullAccess grant for the signed-in user, else 403 ``ErrorAccessDenied``; mailbox
+  settings (the master category list) have no ``.Shared`` permission, so they are always
+  refused there (403 ``ErrorAccessDenied``, as Graph answers a personal connection that tries
+  to manage a shared mailbox's category colours);
 * app-only: the ``roles`` claim must hold the permission, and the tenant's application access
   policies must include the mailbox, else 403 ``ErrorAccessDenied`` "Access to OData is
   disabled." (Exchange's answer for a mailbox outside the policy).

@@ -1,7 +1,10 @@
 """``/outlook/masterCategories``: the mailbox's master category list (graph.md 3.7).
 
 An outlookCategory is ``{id (GUID), displayName, color}``. Reading needs MailboxSettings.Read,
-changing MailboxSettings.ReadWrite (operations ``settings_read`` / ``settings_write``).
+changing MailboxSettings.ReadWrite (operations ``settings_read`` / ``settings_write``). A
+delegated token may only reach its own user's list: another user's (a shared mailbox's) answers
+403 ``ErrorAccessDenied`` even with FullAccess, there being no ``MailboxSettings.*.Shared``
+permission (:mod:`.access`); app-only tokens reach any mailbox the access policies allow.
 
 * ``GET`` lists every category in creation order (the list is not paged).
 * ``POST {"displayName", "color"}`` -> 201. ``color`` is ``none`` or ``preset0`` ..

@@ -44,9 +44,10 @@ from postroom.integrations.oauth import GRAPH
 from postroom.integrations.statuses import LABELS, REASONS, Reason
 from postroom.integrations.views import graph_call, load_integration
 from postroom.learning import service as learning
-from postroom.learning.views import defer_refit_from_thread
+from postroom.learning.views import defer_refit_from_thread, status_words
 from postroom.processing.decide import decide
 from postroom.processing.models import LEDGER_STATES
+from postroom.processing.outcomes import outcome_words
 from postroom.processing.plan import CategoryConfig, Plan
 from postroom.processing.rules import (
     FIELD_KINDS,
@@ -231,6 +232,11 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _has_control(text: str) -> bool:
+    """Control characters other than tab and line breaks (NUL cannot even be stored)."""
+    return any(ord(c) < 32 and c not in "\t\n\r" for c in text)
+
+
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -273,8 +279,8 @@ def parse_rules(form: CategoryForm) -> tuple[RuleGroup | None, list[str]]:
         items.append(condition.to_json())
     for number, raw in enumerate(form.groups, start=1):
         try:
-            items.append(RuleGroup.from_json(json.loads(raw)).to_json())
-        except (ValueError, RuleError):
+            items.append(RuleGroup.from_text(raw).to_json())
+        except RuleError:
             problems.append(f"Group {number} could not be read; remove it.")
     if problems:
         return None, problems
@@ -318,6 +324,10 @@ def parse_category(
         problems.append(f"An integration has at most {wizard.MAX_CATEGORIES} categories.")
     if len(form.description) > MAX_DESCRIPTION:
         problems.append(f"The description may be at most {MAX_DESCRIPTION} characters.")
+    elif _has_control(form.description):
+        problems.append("The description may not contain control characters.")
+    if _has_control(form.examples):
+        problems.append("The examples may not contain control characters.")
     comment = form.forward_comment.replace("\r\n", "\n").strip()
     if len(comment) > MAX_FORWARD_COMMENT:
         problems.append(f"The forward comment may be at most {MAX_FORWARD_COMMENT} characters.")
@@ -747,6 +757,7 @@ def _categories_page(
         can_write_colours=_can_write_colours(integration),
         forwarding_allowed=_forwarding_allowed(integration),
         status_notice=_status_notice(integration),
+        model_off=status_words(learning.model_status(db, integration.id)),
         labels=LABELS,
         max_conditions=MAX_CONDITIONS,
     )
@@ -754,8 +765,8 @@ def _categories_page(
 
 def _group_text(raw: str) -> str:
     try:
-        return describe(RuleGroup.from_json(json.loads(raw)))
-    except (ValueError, RuleError):
+        return describe(RuleGroup.from_text(raw))
+    except RuleError:
         return "(a group that cannot be read)"
 
 
@@ -793,8 +804,9 @@ def categories_page(
     if saved:
         category = service.get_category(db=db, integration=integration, category_id=saved[:64])
         notice = f"Saved “{category.name}”." if category else None
-        if notice and learning.refit_pending(db, integration.id):
-            notice += " The learned model is being retrained in the background."
+        status = learning.model_status(db, integration.id) if notice else None
+        if status is not None and status.on and status.rebuilding:  # (off: the page says why)
+            notice = f"{notice} The learned model is being retrained in the background."
     coloured = request.query_params.get("coloured")
     if coloured and coloured.isdigit():
         count = int(coloured)
@@ -1135,6 +1147,11 @@ def activity_page(
                     " (same conversation)"
                     if "via:conversation" in (plan.get("reasons") or ())
                     else ""
+                )
+                + (
+                    " (none of the categories)"
+                    if plan.get("decided_by") == "model" and not name
+                    else ""
                 ),
                 category=str(name) if name else None,
                 color=hexes.get(colours.get(str(name), "")) if name else None,
@@ -1143,7 +1160,13 @@ def activity_page(
                 if isinstance(confidence, int | float)
                 else "—",
                 actions=[ACTION_WORDS[a] for a in entry.actions_done or [] if a in ACTION_WORDS],
-                error=entry.last_error,
+                error=outcome_words(
+                    state=entry.state,
+                    last_error=entry.last_error,
+                    plan=entry.plan,
+                    actions_done=entry.actions_done,
+                    attempts=entry.attempts,
+                ),
                 live=live.get((box.graph_user_id, entry.message_id)),
             )
         )

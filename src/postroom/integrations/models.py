@@ -79,6 +79,9 @@ class Mailbox(Base):
     folders: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(30), default="connected")
     status_reason: Mapped[str | None] = mapped_column(String(60), nullable=True)
+    # Lasting facts about the mailbox that are not a stop, by code (statuses.MAILBOX_NOTES)
+    # -> ISO time recorded; e.g. "colors_refused": its master category list is off limits.
+    notes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

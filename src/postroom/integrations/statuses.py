@@ -179,6 +179,55 @@ _BY_CODE = {
 }
 
 
+# ---------------------------------------------------------------------- mailboxes
+ACTIVE = ("connected", "syncing", "backfilling")
+COLORS_REFUSED = "colors_refused"  # a Mailbox.notes code: its master category list is refused
+
+
+def colors_refusal_lasts(*, integration_kind: str, mailbox_kind: str) -> bool:
+    """True when Microsoft never lets this connection manage the mailbox's category colours:
+    delegated colour management (MailboxSettings.ReadWrite) has no ``.Shared`` variant, so a
+    personal connection is refused another person's (a shared) mailbox's master list."""
+    return integration_kind == "personal" and mailbox_kind == "shared"
+
+
+def mailbox_note_words(code: str, *, integration_kind: str, mailbox_kind: str) -> str | None:
+    """A :attr:`Mailbox.notes` code in people's words (None for a code this version does not
+    know)."""
+    if code != COLORS_REFUSED:
+        return None
+    if colors_refusal_lasts(integration_kind=integration_kind, mailbox_kind=mailbox_kind):
+        return (
+            "Colours can't be managed in this mailbox: Microsoft does not let a personal "
+            "connection manage a shared mailbox's category colours. Add them in Outlook, or use "
+            "an organization-wide connection."
+        )
+    return (
+        "Colours can't be managed in this mailbox: Microsoft refused access to its category "
+        "list. Emails are still labelled and filed. Add the colours in Outlook; Postroom tries "
+        "again once a day."
+    )
+
+
+def notes_words(
+    notes: dict[str, str] | None, *, integration_kind: str, mailbox_kind: str
+) -> list[str]:
+    """A mailbox's notes (:attr:`Mailbox.notes`), each in people's words."""
+    found = (
+        mailbox_note_words(code, integration_kind=integration_kind, mailbox_kind=mailbox_kind)
+        for code in sorted(notes or {})
+    )
+    return [words for words in found if words]
+
+
+def shown_status(status: str, mailbox_statuses: list[str]) -> str:
+    """The status a person sees for an integration: its own, unless it is running while one of
+    its mailboxes stopped (access denied), which must not hide behind "Connected"."""
+    if status in ACTIVE and ACCESS_DENIED in mailbox_statuses:
+        return ACCESS_DENIED
+    return status
+
+
 def aadsts_codes(error: dict[str, Any]) -> list[int]:
     codes = [int(c) for c in error.get("error_codes") or [] if isinstance(c, int)]
     description = str(error.get("error_description") or "")

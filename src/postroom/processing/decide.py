@@ -5,7 +5,9 @@ The order of precedence is fixed, so a person can always say why an email got it
 1. **Rules.** The first category, in configured order, whose rules match wins
    (``decided_by="rule"``, confidence 1.0). Later categories are not consulted.
 2. **The classifier**, when one is given: its category is used when its confidence is at or
-   above ``threshold`` *and* it names a configured category (``decided_by="model"``).
+   above ``threshold`` *and* it names a configured category (``decided_by="model"``). A
+   prediction of none of the categories (``none_of_these``: a person took the category off
+   similar mail), that sure, leaves the message alone (``decided_by="model"``, no category).
 3. **Needs review.** Otherwise, when a classifier was asked, the message only gets the
    ``needs_review`` category: no folder, no forward (``decided_by="needs_review"``). With
    ``needs_review=None``, or without a classifier, the plan is empty (``decided_by="none"``).
@@ -43,6 +45,8 @@ class Prediction:
     confidence: float
     via: str | None = None
     """How the classifier got there when it is worth showing, e.g. ``"conversation"``."""
+    none_of_these: bool = False
+    """The message belongs to none of the categories (``category`` names none)."""
 
 
 class Classifier(Protocol):
@@ -98,7 +102,14 @@ def decide(
                 forward_allowed=allow_forward,
                 historical=historical and not forward_historical,
             )
-        if chosen is None:
+        if prediction.none_of_these and prediction.confidence >= threshold:
+            return Plan(
+                category=None,
+                decided_by="model",
+                confidence=prediction.confidence,
+                reasons=(f"model:none-of-these:{shown[0]}>={shown[1]}",),
+            )
+        if chosen is None and not prediction.none_of_these:
             why = "model:unknown-category"
         else:
             why = f"model:{shown[0]}<{shown[1]}"

@@ -57,12 +57,26 @@ passes Deleted Items or Recoverable Items (a folder a person created beneath Del
 or a category folder a person deleted since). Each ends the row ``failed`` with
 ``last_error = "DeletionRefused"``: nothing moved, visible in the activity page.
 
-Errors: :class:`~postroom.graph.Throttled` is a delay inside the client. A
-:class:`~postroom.graph.TransientError` leaves the row ``claimed`` (``attempts`` + 1,
-``last_error`` = the code) and is re-raised so the job retries; :class:`AuthFailed` and
-:class:`AccessDenied` likewise, for the caller to turn into a status. A message that is gone
-(404 on the message itself) makes the row ``skipped``. Any other Graph error (a bug, bad input,
-a refused deletion) makes it ``failed`` with the code, so one bad message cannot wedge a sync.
+Decorating never blocks: ``master_category`` only gives a label its colour. When Microsoft
+refuses that step for good (a personal connection may not touch a shared mailbox's master
+list: 403 ``ErrorAccessDenied``), the message is still labelled, filed and forwarded, the
+result carries ``colors_refused`` (the sync engine notes it once on the mailbox and stops asking
+there), and ``master_category`` is not recorded.
+
+Errors: no email stays ``claimed`` for good. :class:`~postroom.graph.Throttled` is a delay
+inside the client. A :class:`~postroom.graph.TransientError` leaves the row ``claimed``
+(``attempts`` + 1, ``last_error`` = the code) and is re-raised so the job retries — until the
+row has failed :data:`MAX_ATTEMPTS` times, then it ends ``failed`` (a message Microsoft keeps
+answering 5xx for must not wedge its mailbox); a throttled answer never counts toward that.
+:class:`AuthFailed` leaves the row ``claimed`` and is re-raised for the caller to turn into a
+status. :class:`AccessDenied` on a step is read once more against the message: when the mailbox
+itself is refused (that read is refused too, or an application access policy answered), the
+row stays ``claimed`` and the error is re-raised — the mailbox stops with its status and the row
+resumes once access is back; when only the step is refused, the row ends ``failed``. A message
+that is gone (404 on the message itself) makes the row ``skipped``. Any other Graph error (a
+bug, bad input, a refused deletion) makes it ``failed`` with the code, so one bad message cannot
+wedge a sync. :func:`settle` ends a row the same way when a failure came before the executor
+(the sync reading the message's body).
 
 Invariant 2: the ledger and the logs get ids, codes and the plan (category names, folder path,
 configured forward addresses) — never a subject, body, sender or recipient of the message.
@@ -90,6 +104,7 @@ from postroom.graph.errors import (
     GraphError,
     NotFound,
     PermanentError,
+    Throttled,
     TransientError,
 )
 from postroom.processing import folder_paths
@@ -108,6 +123,8 @@ WELL_KNOWN_TARGETS = frozenset({"archive", "inbox", "junkemail"})
 SEND_ATTEMPTED = "forward_send_attempted"  # marker: a send of the recorded draft was requested
 FORWARD_UNCONFIRMED = "forward_unconfirmed"
 FINAL_STATES = ("done", "skipped", "failed")
+MAX_ATTEMPTS = 10  # transient failures of one message before its row ends failed
+DECIDE_FAILED = "decide_failed"  # last_error when deciding raised (a bug; logged, not retried)
 
 
 # --------------------------------------------------------------------------- claim
@@ -200,10 +217,20 @@ class ExecutionResult:
     performed: tuple[str, ...] = ()  # actions recorded during this run
     actions_done: tuple[str, ...] = ()  # everything recorded for the message so far
     last_error: str | None = None
+    colors_refused: str | None = None  # Microsoft's code refusing the mailbox's master list
 
 
 class _MessageGone(Exception):
     """The message itself answered 404: the user deleted it or moved it out of reach."""
+
+
+class _StepRefused(Exception):
+    """A step answered 403 while the message itself can still be read: only that step is
+    refused (a folder the account may not create, a send it may not make)."""
+
+    def __init__(self, error: AccessDenied) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -214,6 +241,7 @@ class _Entry:
     forward_draft_id: str | None
     plan: dict[str, Any] | None
     last_error: str | None
+    attempts: int
 
 
 # --------------------------------------------------------------------------- ledger writes
@@ -238,6 +266,7 @@ def _load(database: Database, entry_id: str) -> _Entry:
             forward_draft_id=row.forward_draft_id,
             plan=dict(row.plan) if row.plan is not None else None,
             last_error=row.last_error,
+            attempts=row.attempts,
         )
 
 
@@ -249,6 +278,23 @@ def _append(row: LedgerEntry, action: str) -> None:
 def _error_code(exc: GraphError) -> str:
     code = exc.code or (f"http_{exc.status}" if exc.status else type(exc).__name__)
     return code[:200]
+
+
+def settle(database: Database, entry_id: str, state: str, code: str | None) -> None:
+    """End a still-claimed row in a final state (``failed`` or ``skipped``) with its reason,
+    for a failure that came before the plan was executed. A final row is left alone."""
+    assert state in FINAL_STATES
+
+    def change(row: LedgerEntry) -> None:
+        if row.state != "claimed":
+            return
+        row.state = state
+        row.last_error = code
+        row.done_at = utcnow()
+        if state == "failed":
+            row.attempts += 1
+
+    _locked(database, entry_id, change)
 
 
 # --------------------------------------------------------------------------- execute
@@ -297,15 +343,35 @@ async def execute(
         cache=folder_cache,
     )
     try:
-        await run.steps(current_categories, colors if manage_colors else None)
+        try:
+            await run.steps(current_categories, colors if manage_colors else None)
+        except AccessDenied as denied:
+            if denied.by_policy or not await run.message_readable():
+                raise  # the mailbox is refused, not this step: a status, not a failed row
+            raise _StepRefused(denied) from denied
     except _MessageGone:
         log.info("ledger %s: message %s is gone; skipped", entry_id, entry.message_id)
         return run.finish("skipped", None)
-    except (TransientError, AuthFailed, AccessDenied) as exc:
+    except TransientError as exc:
         code = _error_code(exc)
+        counted = not isinstance(exc, Throttled)
+        if counted and entry.attempts + 1 >= MAX_ATTEMPTS:
+            log.warning("ledger %s: %s again; gave up and marked failed", entry_id, code)
+            run.fail("failed", code)
+            return run.result("failed", code)
         log.warning("ledger %s: %s; left claimed for a retry", entry_id, code)
+        run.fail("claimed", code, count=counted)
+        raise
+    except (AuthFailed, AccessDenied) as exc:
+        code = _error_code(exc)
+        log.warning("ledger %s: %s; left claimed until access is back", entry_id, code)
         run.fail("claimed", code)
         raise
+    except _StepRefused as refused:
+        code = _error_code(refused.error)
+        log.warning("ledger %s: a step was refused (%s); marked failed", entry_id, code)
+        run.fail("failed", code)
+        return run.result("failed", code)
     except GraphError as exc:
         code = _error_code(exc)
         level = logging.ERROR if isinstance(exc, DeletionRefused) else logging.WARNING
@@ -329,6 +395,7 @@ class _Run:
     performed: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None  # the message as Graph last showed it (this run)
     warning: str | None = None
+    colors_refused: str | None = None
 
     # ------------------------------------------------------------------ bookkeeping
     def record(self, action: str) -> None:
@@ -341,10 +408,10 @@ class _Run:
             self.performed.append(action)
         log.info("ledger %s: %s recorded for message %s", self.entry_id, action, self.message_id)
 
-    def fail(self, state: str, code: str) -> None:
+    def fail(self, state: str, code: str, *, count: bool = True) -> None:
         def change(row: LedgerEntry) -> None:
             row.state = state
-            row.attempts += 1
+            row.attempts += int(count)
             row.last_error = code
             if state in FINAL_STATES:
                 row.done_at = utcnow()
@@ -362,7 +429,14 @@ class _Run:
 
     def result(self, state: str, last_error: str | None) -> ExecutionResult:
         ordered = tuple(sorted(self.done, key=_action_order))
-        return ExecutionResult(self.entry_id, state, tuple(self.performed), ordered, last_error)
+        return ExecutionResult(
+            self.entry_id,
+            state,
+            tuple(self.performed),
+            ordered,
+            last_error,
+            colors_refused=self.colors_refused,
+        )
 
     # ------------------------------------------------------------------ message access
     async def on_message(self, call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -378,12 +452,21 @@ class _Run:
         )
         return self.snapshot
 
+    async def message_readable(self) -> bool:
+        """After a 403 on a step: may the message itself still be read? False when that is
+        refused too (the mailbox, not the step, is off limits)."""
+        try:
+            await self.read_message()
+        except AccessDenied:
+            return False
+        return True
+
     # ------------------------------------------------------------------ steps
     async def steps(self, current_categories: list[str], colors: dict[str, str] | None) -> None:
         plan = self.plan
         if plan.add_categories:
             if colors and "master_category" not in self.done:
-                await self.ensure_master_categories(colors)
+                await self.decorate(colors)
             if "label" not in self.done:
                 await self.label(current_categories)
         if plan.folder and not {"folder", "move"} <= self.done:
@@ -394,6 +477,21 @@ class _Run:
                 await self.move(plan.folder, folder_id)
         if plan.forward is not None and plan.forward.to and "forward_sent" not in self.done:
             await self.forward()
+
+    async def decorate(self, colors: dict[str, str]) -> None:
+        """Give the labels their colours; a lasting refusal never blocks the label and the
+        move (only a transient error or a token failure propagates)."""
+        try:
+            await self.ensure_master_categories(colors)
+        except (TransientError, AuthFailed):
+            raise
+        except GraphError as exc:
+            self.colors_refused = _error_code(exc)
+            log.warning(
+                "ledger %s: colours cannot be managed in this mailbox (%s); labelling without",
+                self.entry_id,
+                self.colors_refused,
+            )
 
     async def ensure_master_categories(self, colors: dict[str, str]) -> None:
         lowered = {k.lower(): v for k, v in colors.items()}

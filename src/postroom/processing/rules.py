@@ -38,7 +38,8 @@ Invariants:
 * Everything is immutable and validated on construction; :meth:`RuleGroup.from_json` reports
   *all* problems of a stored rule at once, in plain words, as :class:`RuleError`.
 * At most :data:`MAX_DEPTH` nested groups, :data:`MAX_CONDITIONS` conditions in one tree and
-  :data:`MAX_VALUE_LENGTH` characters per value, so a rule is cheap to evaluate.
+  :data:`MAX_VALUE_LENGTH` characters per value, so a rule is cheap to evaluate; parsing is
+  bounded too (:meth:`RuleGroup.from_text`: size first, then nesting, never a RecursionError).
 * An empty group never matches (neither ``"all"`` nor ``"any"``): a half-built rule in the
   editor must not catch every email.
 * Evaluation is pure: no I/O, no logging; message content never ends up in an error.
@@ -46,6 +47,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -121,6 +123,9 @@ _OPERATOR_ALIASES: Mapping[str, Operator] = {"EQUALS": "EQUAL", "NOT_EQUAL": "NO
 MAX_DEPTH = 5
 MAX_CONDITIONS = 50
 MAX_VALUE_LENGTH = 1000
+# the JSON text of one submitted group: MAX_CONDITIONS conditions of MAX_VALUE_LENGTH characters
+# fit with room to spare; anything longer is refused before it is parsed
+MAX_JSON_CHARS = 2 * MAX_CONDITIONS * (MAX_VALUE_LENGTH + 100)
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -229,6 +234,8 @@ def _check_condition(name: str, operator: str, value: object) -> tuple[Value, li
     text = value.strip()
     if len(text) > MAX_VALUE_LENGTH:
         return None, [f"the value for {name} is longer than {MAX_VALUE_LENGTH} characters"]
+    if "\x00" in text:  # no field of an email holds one; PostgreSQL cannot store it in text
+        return None, [f"the value for {name} may not contain the NUL character"]
     if kind == "importance":
         if text.lower() not in IMPORTANCES:
             return None, [f"Importance must be one of {', '.join(IMPORTANCES)}"]
@@ -379,6 +386,20 @@ class RuleGroup:
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "items": [item.to_json() for item in self.items]}
+
+    @classmethod
+    def from_text(cls, raw: str) -> RuleGroup:
+        """Parse a rule submitted as JSON text (a nested group in the editor): bounded in size
+        and nesting whatever arrives; raises :class:`RuleError`."""
+        if len(raw) > MAX_JSON_CHARS:
+            raise RuleError([f"the rule is longer than {MAX_JSON_CHARS} characters"])
+        try:
+            data = json.loads(raw)
+        except RecursionError:  # nesting beyond the interpreter's limit
+            raise RuleError([f"groups are nested more than {MAX_DEPTH} deep"]) from None
+        except ValueError:
+            raise RuleError(["the rule is not valid JSON"]) from None
+        return cls.from_json(data)
 
     @classmethod
     def from_json(cls, data: object) -> RuleGroup:

@@ -11,20 +11,30 @@
 
 ``decide`` gets the integration's learned classifier once it is trained
 (:mod:`postroom.learning.service`). A message already done that comes back re-categorized by a
-person is a *correction*: learned at once, never acted on again. Category folders the model
-files into are synced in *watch* mode (corrections only), so corrections of filed mail and moves
-between category folders are seen too.
+person is a *correction*: learned at once, never acted on again; one whose category a person
+took off, or that they moved back here from its category's folder, is "none of these" (also a
+correction). Category folders Postroom files into are synced in *watch* mode (corrections
+only; also while the model is off, once there are two categories), so corrections of filed
+mail and moves between category folders are seen too.
 
 A 410 ``SyncStateNotFound`` restarts the delta from the baseline: nothing already done is
 repeated (the ledger). A token failure pauses the integration with its status and returns:
-no retry loop. Subscriptions (``ensure_subscription``/``renew``) fall back to polling where
-Graph cannot notify (delegated shared mailboxes, no public URL).
+no retry loop. A mailbox Microsoft refuses (403 on its delta or on a message Postroom reads)
+stops with status ``access_denied`` and its reason, which the integration's page and list show
+(:func:`stopped_mailboxes`); its other mailboxes carry on. A step that only decorates never
+stops anything: when a mailbox refuses its master category list, the email is labelled and
+filed without the colour and the mailbox gets the note ``colors_refused`` (once), after which
+its master list is not asked for again (for a day, or for good where Microsoft never allows
+it: a shared mailbox on a personal connection). Subscriptions (``ensure_subscription``/
+``renew``) fall back to polling where Graph cannot notify (delegated shared mailboxes, no
+public URL).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,18 +44,26 @@ from sqlalchemy.orm import Session
 
 from postroom.graph import (
     AccessDenied,
+    AuthFailed,
     GraphClient,
     GraphError,
     NotFound,
     SyncStateExpired,
+    Throttled,
+    TransientError,
 )
 from postroom.integrations import service as integrations
 from postroom.integrations.graph_access import Connection, IntegrationTokens, TokenFailure
 from postroom.integrations.models import Category, Integration, Mailbox
-from postroom.integrations.statuses import REASONS
+from postroom.integrations.statuses import (
+    ACCESS_DENIED,
+    COLORS_REFUSED,
+    REASONS,
+    colors_refusal_lasts,
+)
 from postroom.learning import service as learning
 from postroom.processing.decide import decide
-from postroom.processing.executor import claim, execute
+from postroom.processing.executor import DECIDE_FAILED, MAX_ATTEMPTS, claim, execute, settle
 from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
@@ -61,6 +79,7 @@ SYNC_SELECT = (
     "receivedDateTime,categories,parentFolderId,hasAttachments,importance,bodyPreview,isDraft"
 )
 SUBSCRIPTION_LIFETIME = timedelta(days=2)
+COLORS_RETRY = timedelta(days=1)  # a refused master list is asked for again after this
 RENEW_WHEN_LEFT = timedelta(days=1)  # renew at half the lifetime
 
 
@@ -84,6 +103,7 @@ class FolderWork:
     allow_forward: bool
     status: str
     watch: bool = False  # a category folder: corrections only, nothing is processed
+    colors_noted: bool = False  # the mailbox has the note "colors_refused"
 
 
 @dataclass
@@ -145,6 +165,13 @@ def load_work(runtime: Runtime, sync_id: str) -> FolderWork | None:
             )
         )
         scopes = integration.granted_scopes or []
+        colors_noted = COLORS_REFUSED in (mailbox.notes or {})
+        colors_refused = _colors_refused(
+            mailbox.notes,
+            lasting=colors_refusal_lasts(
+                integration_kind=integration.kind, mailbox_kind=mailbox.kind
+            ),
+        )
         return FolderWork(
             sync_id=fs.id,
             integration_id=integration.id,
@@ -158,13 +185,48 @@ def load_work(runtime: Runtime, sync_id: str) -> FolderWork | None:
             connection=_connection(runtime, integration),
             categories=category_configs(rows),
             colors={r.name: r.color for r in rows},
-            manage_colors=integration.kind == "organization"
-            or any(s.endswith("/MailboxSettings.ReadWrite") for s in scopes),
+            manage_colors=(
+                integration.kind == "organization"
+                or any(s.endswith("/MailboxSettings.ReadWrite") for s in scopes)
+            )
+            and not colors_refused,
             allow_forward=integration.kind == "organization"
             or any(s.endswith(("/Mail.Send", "/Mail.Send.Shared")) for s in scopes),
             status=integration.status,
             watch=fs.watch,
+            colors_noted=colors_noted,
         )
+
+
+def _colors_refused(notes: dict[str, str] | None, *, lasting: bool) -> bool:
+    """Whether to leave the mailbox's master category list alone: it was refused, for good
+    (``lasting``) or within the last :data:`COLORS_RETRY`."""
+    stamp = (notes or {}).get(COLORS_REFUSED)
+    if stamp is None:
+        return False
+    if lasting:
+        return True
+    noted = _parse_time(stamp)
+    return noted is not None and datetime.now(UTC) - noted < COLORS_RETRY
+
+
+def _note_colors(runtime: Runtime, work: FolderWork, *, refused: bool) -> None:
+    """Record (or, once colours work again, clear) the mailbox's note that its category
+    colours cannot be managed. Recorded once: later emails do not ask for the list again."""
+    with runtime.database.session() as db:
+        mailbox = db.get(Mailbox, work.mailbox_row_id, with_for_update=True)
+        if mailbox is None:
+            return
+        notes = dict(mailbox.notes or {})
+        if refused:
+            notes[COLORS_REFUSED] = datetime.now(UTC).isoformat()
+        else:
+            notes.pop(COLORS_REFUSED, None)
+        mailbox.notes = notes  # a new dict: the JSON change is seen
+    work.colors_noted = refused
+    if refused:
+        work.manage_colors = False
+        log.info("mailbox %s: category colours cannot be managed; noted", work.mailbox_row_id)
 
 
 def message_view(data: dict[str, Any]) -> MessageView:
@@ -250,6 +312,23 @@ def _mailbox_status(runtime: Runtime, mailbox_row_id: str, status: str, reason: 
         if mailbox is not None:
             mailbox.status = status
             mailbox.status_reason = reason
+    log.warning("mailbox %s stopped: %s (%s)", mailbox_row_id, status, reason)
+
+
+def stopped_mailboxes(db: Session, integration_ids: list[str]) -> dict[str, list[Mailbox]]:
+    """Each integration's stopped mailboxes (status access_denied), for its page and the list:
+    a mailbox that stops must not hide behind an integration that says Connected."""
+    if not integration_ids:
+        return {}
+    rows = db.scalars(
+        select(Mailbox)
+        .where(Mailbox.integration_id.in_(integration_ids), Mailbox.status == ACCESS_DENIED)
+        .order_by(Mailbox.address)
+    )
+    found: dict[str, list[Mailbox]] = {}
+    for mailbox in rows:
+        found.setdefault(mailbox.integration_id, []).append(mailbox)
+    return found
 
 
 async def process_message(
@@ -301,18 +380,43 @@ async def process_message(
     if entry_id is None:
         return False  # done before (our own move/label shows up in delta too)
     if model is not None or _needs_body(work.categories):
-        view = await _with_body(graph, work, data)
-    plan = decide(
-        view,
-        work.categories,
-        classifier=model.adapter_for(remembered) if model is not None else None,
-        threshold=model.threshold if model is not None else 0.6,
-        needs_review=model.needs_review if model is not None else None,
-        allow_forward=work.allow_forward,
-        historical=historical,
-        forward_historical=forward_historical,
-    )
-    await execute(
+        try:
+            view = await _with_body(graph, work, data)
+        except NotFound:
+            settle(runtime.database, entry_id, "skipped", None)  # gone since the delta page
+            return False
+        except TransientError as exc:
+            if isinstance(exc, Throttled) or not _count_attempt(runtime, entry_id, exc):
+                raise  # throttling is a delay; the job retries
+            return False
+        except (AccessDenied, AuthFailed):
+            raise  # the mailbox or the token: a status; the row resumes when it is back
+        except GraphError as exc:
+            settle(runtime.database, entry_id, "failed", _code(exc))
+            return False
+    try:
+        plan = decide(
+            view,
+            work.categories,
+            classifier=model.adapter_for(remembered) if model is not None else None,
+            threshold=model.threshold if model is not None else 0.6,
+            needs_review=model.needs_review if model is not None else None,
+            allow_forward=work.allow_forward,
+            historical=historical,
+            forward_historical=forward_historical,
+        )
+    except Exception as exc:  # a bug must not wedge the mailbox: this one email fails, visibly
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error(  # the type and the place only: an exception's text may quote the email
+            "ledger %s: deciding failed (%s at %s:%s); marked failed",
+            entry_id,
+            type(exc).__name__,
+            where.filename.rsplit("/", 1)[-1],
+            where.lineno,
+        )
+        settle(runtime.database, entry_id, "failed", DECIDE_FAILED)
+        return False
+    result = await execute(
         graph=graph,
         database=runtime.database,
         entry_id=entry_id,
@@ -323,6 +427,12 @@ async def process_message(
         manage_colors=work.manage_colors,
         folder_cache=runtime.folder_cache,
     )
+    if result.colors_refused is not None:
+        _note_colors(runtime, work, refused=True)
+    elif work.colors_noted and "master_category" in result.performed:
+        _note_colors(runtime, work, refused=False)  # a retry after a day worked
+    if result.state != "done":
+        return False  # failed or skipped, with its reason in the ledger: nothing to learn
     if model is not None and plan.category and plan.decided_by in ("rule", "model"):
         settings = runtime.settings
         learn = settings.learn_from_decisions and (plan.confidence or 0.0) >= (
@@ -346,8 +456,8 @@ async def process_message(
                     category=plan.category,
                     key_secret=runtime.message_key_secret,
                 )
-    if model is not None and plan.folder:
-        await _watch_folder(runtime, work, plan.folder)
+    if plan.folder and (model is not None or len(work.categories) >= 2):
+        await _watch_folder(runtime, work, plan.folder)  # (see there: also while it is off)
     return True
 
 
@@ -356,7 +466,10 @@ WATCH_PREFIX = "watch:"
 
 async def _watch_folder(runtime: Runtime, work: FolderWork, path: str) -> None:
     """Sync a category folder in watch mode (once it exists), so that corrections of filed
-    mail — category changes there, or moving mail between category folders — are learned."""
+    mail — category changes there, a category taken off, or moving mail between category
+    folders — are learned. Also while the model is off (rules file the mail), as soon as there
+    are two categories a correction could choose between: corrections are kept and used once
+    the model turns on."""
     folder_id = runtime.folder_cache.get(work.mailbox, path)
     key = f"{WATCH_PREFIX}{path}"[:255]
     if folder_id is None or folder_id == work.folder_id:
@@ -399,16 +512,42 @@ async def _watched(
         ).one_or_none()
         if row is None or row.state != "done":
             return
-        found = learning.detect_correction(
-            row.plan, view, [c.name for c in work.categories]
-        ) or learning.detect_move(
-            row.plan,
-            work.folder_key.removeprefix(WATCH_PREFIX),
-            [(c.name, c.folder) for c in work.categories],
+        configured = [c.name for c in work.categories]
+        found = (
+            learning.detect_correction(row.plan, view, configured)
+            or learning.detect_move(
+                row.plan,
+                work.folder_key.removeprefix(WATCH_PREFIX),
+                [(c.name, c.folder) for c in work.categories],
+            )
+            or learning.detect_rejection(
+                row.plan, view, configured, actions=list(row.actions_done or [])
+            )
         )
         entry_id = row.id
     if found is not None:
         await _learn_correction(runtime, graph, work, data, entry_id, found)
+
+
+def _code(exc: GraphError) -> str:
+    return (exc.code or (f"http_{exc.status}" if exc.status else type(exc).__name__))[:200]
+
+
+def _count_attempt(runtime: Runtime, entry_id: str, exc: TransientError) -> bool:
+    """Count a transient failure before the plan ran; True when the row has now failed
+    :data:`MAX_ATTEMPTS` times and was ended ``failed`` (the sync then goes on)."""
+    with runtime.database.session() as db:
+        row = db.get(LedgerEntry, entry_id, with_for_update=True)
+        if row is None or row.state != "claimed":
+            return True
+        row.attempts += 1
+        row.last_error = _code(exc)
+        if row.attempts < MAX_ATTEMPTS:
+            return False
+        row.state = "failed"
+        row.done_at = datetime.now(UTC)
+    log.warning("ledger %s: %s again; gave up and marked failed", entry_id, _code(exc))
+    return True
 
 
 async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any]) -> MessageView:
@@ -426,7 +565,8 @@ async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any])
 def _correction(
     db: Session, work: FolderWork, view: MessageView
 ) -> tuple[str, learning.Correction] | None:
-    """A done ledger row whose message a person re-categorized since (see learning.service)."""
+    """A done ledger row whose message a person re-categorized since, took its category off,
+    or moved back here from its category's folder (see learning.service)."""
     row = db.scalars(
         select(LedgerEntry).where(
             LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
@@ -434,7 +574,14 @@ def _correction(
     ).one_or_none()
     if row is None or row.state != "done":
         return None
-    found = learning.detect_correction(row.plan, view, [c.name for c in work.categories])
+    configured = [c.name for c in work.categories]
+    actions = list(row.actions_done or [])
+    back = learning.moved_back(
+        row.plan, actions, folder_key=work.folder_key, folder_id=work.folder_id, view=view
+    )
+    found = learning.detect_correction(row.plan, view, configured) or learning.detect_rejection(
+        row.plan, view, configured, actions=actions, moved_back=back
+    )
     return (row.id, found) if found is not None else None
 
 
@@ -466,7 +613,7 @@ async def _learn_correction(
         "ledger %s: corrected %s -> %s; model version %d",
         entry_id,
         correction.previous,
-        correction.category,
+        "(none of these)" if correction.rejected else correction.category,
         version,
     )
 
@@ -642,27 +789,30 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                 _, page, _ = await graph.request("GET", url, mailbox=work.mailbox, params=params)
                 params = None
                 pages += 1
-                acted = 0
+                seen = 0
                 last = cursor
                 for data in page.get("value", []):
-                    if await process_message(
+                    # Mail already in the ledger (a run before, or real-time processing) is
+                    # passed over by the claim: never acted on twice.
+                    await process_message(
                         runtime,
                         graph,
                         work,
                         data,
                         historical=True,
                         forward_historical=forward_history,
-                    ):
-                        acted += 1
+                    )
+                    seen += 1
                     received = message_view(data).received
                     if received is not None and received > last:
                         last = received
                 url = page.get("@odata.nextLink")
+                # progress counts the emails looked at, so done reaches total on a second run
                 _save(
                     runtime,
                     sync_id,
                     backfill_cursor=last,
-                    backfill_done=FolderSync.backfill_done + acted,
+                    backfill_done=FolderSync.backfill_done + seen,
                 )
             if url is None:
                 more = False
@@ -680,16 +830,89 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
 def _backfill_finished(runtime: Runtime, integration_id: str) -> None:
     """Back to Connected once every folder's backfill is done."""
     with runtime.database.session() as db:
-        pending = db.scalar(
-            select(FolderSync.id).where(
+        settle_backfill_status(db, integration_id)
+
+
+def settle_backfill_status(db: Session, integration_id: str) -> None:
+    """ "Backfilling" ends when no folder in use has a backfill left (finished, or its folder
+    was taken out of the integration)."""
+    integration = db.get(Integration, integration_id)
+    if (
+        integration is not None
+        and integration.status == "backfilling"
+        and not backfill_pending(db, integration_id)
+    ):
+        integrations.set_status(db=db, integration=integration, status="connected")
+
+
+def backfill_pending(db: Session, integration_id: str) -> bool:
+    """Whether a run of "Apply to existing mail" is still going in a folder in use."""
+    return (
+        db.scalar(
+            select(FolderSync.id)
+            .where(
                 FolderSync.integration_id == integration_id,
+                FolderSync.active.is_(True),
+                FolderSync.watch.is_(False),
                 FolderSync.backfill_since.is_not(None),
                 FolderSync.backfill_finished_at.is_(None),
             )
+            .limit(1)
         )
-        integration = db.get(Integration, integration_id)
-        if pending is None and integration is not None and integration.status == "backfilling":
-            integrations.set_status(db=db, integration=integration, status="connected")
+        is not None
+    )
+
+
+class BackfillRunning(Exception):
+    """A run of "Apply to existing mail" is still going; start the next when it is done."""
+
+
+def start_backfill(db: Session, integration_id: str, since: datetime) -> list[tuple[str, str]]:
+    """Start "Apply to existing mail" from ``since`` in every folder in use: each folder's
+    window is [``since``, its baseline) — everything older than real-time processing — read
+    oldest first from a fresh cursor. Mail already in the ledger (from an earlier run or from
+    real-time processing) is passed over by the claim, so running it again is exactly once.
+    Returns the (folder sync id, mailbox row id) pairs to queue. Raises
+    :class:`BackfillRunning` while an earlier run is unfinished (its cursor would be lost)."""
+    if backfill_pending(db, integration_id):
+        raise BackfillRunning()
+    rows = list(
+        db.scalars(
+            select(FolderSync).where(
+                FolderSync.integration_id == integration_id,
+                FolderSync.active.is_(True),
+                FolderSync.watch.is_(False),
+            )
+        )
+    )
+    for fs in rows:
+        fs.backfill_since = since
+        fs.backfill_cursor = None
+        fs.backfill_total = None
+        fs.backfill_done = 0
+        fs.backfill_started_at = None
+        fs.backfill_finished_at = None
+    db.flush()
+    return [(fs.id, fs.mailbox_id) for fs in rows]
+
+
+def unfinished_backfills(db: Session) -> list[tuple[str, str]]:
+    """Folders in use whose backfill is unfinished, in integrations that run (the reconcile
+    queues them again: a lost job or a pause resumes from the cursor)."""
+    return [
+        (sync_id, mailbox_id)
+        for sync_id, mailbox_id in db.execute(
+            select(FolderSync.id, FolderSync.mailbox_id)
+            .join(Integration, Integration.id == FolderSync.integration_id)
+            .where(
+                FolderSync.active.is_(True),
+                FolderSync.watch.is_(False),
+                FolderSync.backfill_since.is_not(None),
+                FolderSync.backfill_finished_at.is_(None),
+                Integration.status.in_(ACTIVE),
+            )
+        ).all()
+    ]
 
 
 def folder_progress(runtime_db: Any, integration_id: str) -> list[tuple[FolderSync, str, Any]]:
@@ -811,35 +1034,85 @@ def _parse_time(value: Any) -> datetime | None:
 
 # ---------------------------------------------------------------------- setup
 def create_folder_syncs(runtime: Runtime, integration_id: str) -> list[str]:
-    """One folder sync per (mailbox, folder) of a finished setup; existing ones are kept."""
-    ids: list[str] = []
+    """The folder syncs of a finished setup (see :func:`apply_folder_syncs`)."""
     with runtime.database.session() as db:
-        integration = db.get(Integration, integration_id)
-        since = None
-        if integration is not None and integration.backfill_since is not None:
-            since = datetime.combine(integration.backfill_since, datetime.min.time(), UTC)
-        mailboxes = list(
-            db.scalars(select(Mailbox).where(Mailbox.integration_id == integration_id))
-        )
-        for mailbox in mailboxes:
-            for folder in mailbox.folders or [{"key": "inbox"}]:
-                key = str(folder.get("key") or "inbox")
-                existing = db.scalar(
-                    select(FolderSync).where(
-                        FolderSync.mailbox_id == mailbox.id, FolderSync.folder_key == key
-                    )
+        return apply_folder_syncs(db, integration_id)
+
+
+def apply_folder_syncs(db: Session, integration_id: str) -> list[str]:
+    """Make the folder syncs follow the mailboxes' chosen folders; returns the ids of those in
+    use (not watch folders).
+
+    One folder sync per (mailbox in use, chosen folder): a new one starts with mail arriving
+    from now on; one no longer chosen (or whose mailbox was removed) is deactivated, never
+    deleted, and one chosen again is reactivated from now (its delta starts afresh; the gap is
+    what "Apply to existing mail" is for). Watch folders follow their mailbox. Nothing here
+    starts a backfill. Subscriptions are made (and dropped) by the setup job."""
+    now = datetime.now(UTC)
+    ids: list[str] = []
+    mailboxes = list(db.scalars(select(Mailbox).where(Mailbox.integration_id == integration_id)))
+    for mailbox in mailboxes:
+        in_use = mailbox.status != integrations.REMOVED
+        wanted = [str(f.get("key") or "inbox") for f in (mailbox.folders or [{"key": "inbox"}])]
+        wanted = list(dict.fromkeys(wanted)) if in_use else []
+        existing = {
+            fs.folder_key: fs
+            for fs in db.scalars(select(FolderSync).where(FolderSync.mailbox_id == mailbox.id))
+        }
+        for key, fs in existing.items():
+            keep = in_use if fs.watch else key in wanted
+            if keep and not fs.active:
+                fs.active = True
+                fs.baseline_at = now
+                fs.delta_link = None
+            elif not keep and fs.active:
+                fs.active = False
+        for key in wanted:
+            fs = existing.get(key)
+            if fs is None:
+                fs = FolderSync(
+                    integration_id=integration_id, mailbox_id=mailbox.id, folder_key=key
                 )
-                if existing is None:
-                    existing = FolderSync(
-                        integration_id=integration_id,
-                        mailbox_id=mailbox.id,
-                        folder_key=key,
-                        backfill_since=since,
-                    )
-                    db.add(existing)
-                    db.flush()
-                ids.append(existing.id)
+                db.add(fs)
+                db.flush()
+            ids.append(fs.id)
+    db.flush()
     return ids
+
+
+def subscriptions_to_drop(db: Session, integration_id: str) -> list[str]:
+    """Folder syncs taken out of use that still hold a subscription."""
+    return list(
+        db.scalars(
+            select(FolderSync.id).where(
+                FolderSync.integration_id == integration_id,
+                FolderSync.active.is_(False),
+                FolderSync.subscription_id.is_not(None),
+            )
+        )
+    )
+
+
+async def drop_subscription(runtime: Runtime, sync_id: str) -> None:
+    """Delete the subscription of a folder no longer in use (best effort: one Graph has
+    already forgotten, or that cannot be reached now, expires by itself within two days;
+    notifications for an inactive folder are ignored meanwhile)."""
+    with runtime.database.session() as db:
+        fs = db.get(FolderSync, sync_id)
+        integration = db.get(Integration, fs.integration_id) if fs else None
+        if fs is None or integration is None or fs.active or fs.subscription_id is None:
+            return
+        subscription_id = fs.subscription_id
+        tokens = IntegrationTokens(runtime.identity, _connection(runtime, integration))
+    try:
+        async with _graph(runtime, tokens) as graph:
+            await graph.delete_subscription(subscription_id)
+    except (GraphError, TokenFailure) as exc:
+        log.info("folder sync %s: subscription not deleted now (%s)", sync_id, type(exc).__name__)
+    finally:
+        if tokens.new_cache:
+            _store_cache(runtime, integration.id, tokens.new_cache)
+    _save(runtime, sync_id, subscription_id=None, client_state_hash=None, subscription_expires=None)
 
 
 def reason_words(code: str | None) -> str:
