@@ -34,6 +34,34 @@ class EmulatorConfig:
     # (graph.md 3.7), so both the status and the error code are settings.
     category_exists_status: int = 409
     category_exists_code: str = "ErrorDuplicateCategory"
+    # createForward (and createReply/createReplyAll) without recipients: Microsoft's first
+    # documented example posts no body at all and gets 201 with the draft; the same page also
+    # lists a 400 when no recipients are given. Off = the documented example (a draft without
+    # recipients, to be completed by PATCH); on = 400 ErrorInvalidRecipients.
+    create_forward_requires_recipients: bool = False
+    # JSON request bodies nested deeper than this answer 400 (ODataLib's MaxNestingDepth
+    # default is 100). Values above ~900 cannot be honoured: Python's parser stops first,
+    # which is answered with the same 400.
+    json_max_depth: int = 100
+    # $filter limits. ODataLib stops at a recursion limit (the emulator counts nesting levels:
+    # brackets, not, lambdas); how many terms Exchange accepts in one restriction is not
+    # documented. Both answer 400, the code and wording are the emulator's (not verified).
+    filter_max_depth: int = 100
+    filter_max_terms: int = 500
+    # PATCH of a message with a stale change key (If-Match, or changeKey in the body): Exchange
+    # answers ErrorIrresolvableConflict; the HTTP status Graph uses for it is reported as 412
+    # (Precondition Failed) and, less often, 409. A setting.
+    stale_change_key_status: int = 412
+    # A changeKey in a message PATCH body: on = a concurrency check like If-Match (EWS sends
+    # the change key with the item id; whether Graph honours it in the body is not verified);
+    # off = refused as a read-only property (ErrorInvalidPropertySet).
+    patch_change_key_in_body: bool = True
+    # Content-Type of GET /messages/{id}/$value (the MIME of a message). Graph's docs show the
+    # MIME text but not the header; "text/plain" is what clients report seeing.
+    mime_value_content_type: str = "text/plain"
+    # POST /messages/{id}/attachments takes attachments up to this size (3 MB, documented;
+    # larger files need an upload session, which the emulator does not offer).
+    attachment_max_bytes: int = 3 * 1024 * 1024
     # Throttling, per (application, mailbox): on by default, as in Microsoft 365
     throttling_enabled: bool = True
     mailbox_requests_per_window: int = 10_000

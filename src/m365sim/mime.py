@@ -29,6 +29,7 @@ which callers get with ``received="now"``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import mimetypes
 import re
@@ -44,6 +45,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from typing import Literal
 
 from m365sim import ids
+from m365sim.jsonbody import has_lone_surrogate
 from m365sim.store import Attachment, Recipient
 
 # Charsets that are really Windows-1252 when mail says them (WHATWG encoding standard).
@@ -148,9 +150,11 @@ def decode_text(raw: bytes, declared: str | None = None) -> str:
     candidates += ["utf-8", "cp1252"]
     for charset in candidates:
         try:
-            return raw.decode(charset)
-        except (LookupError, UnicodeDecodeError):
+            text = raw.decode(charset)
+        except (LookupError, ValueError):  # unknown label, bad bytes, NUL in the label
             continue
+        if not has_lone_surrogate(text):  # utf-7, unicode_escape... can produce them
+            return text
     return raw.decode("latin-1")
 
 
@@ -165,7 +169,49 @@ def _fix_text(value: str) -> str:
     """Undo ``surrogateescape`` (raw 8-bit bytes in headers) by decoding those bytes."""
     if not _has_raw_bytes(value):
         return value
-    return decode_text(value.encode("utf-8", "surrogateescape"))
+    try:
+        return decode_text(value.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # other surrogates too (an encoded word's odd charset)
+        return scrub(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every lone UTF-16 surrogate replaced by U+FFFD: what is stored must be
+    encodable as UTF-8, or every later response that shows it fails."""
+    if not has_lone_surrogate(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _scrub_recipient(recipient: Recipient | None) -> Recipient | None:
+    if recipient is None:
+        return None
+    return Recipient(scrub(recipient.name), scrub(recipient.address))
+
+
+def _scrubbed(mail: ParsedMail) -> ParsedMail:
+    """Every string of a parsed mail, safe to store (see :func:`scrub`)."""
+
+    def people(items: list[Recipient]) -> list[Recipient]:
+        return [r for r in map(_scrub_recipient, items) if r is not None]
+
+    for attachment in mail.attachments:
+        attachment.name = scrub(attachment.name)
+        attachment.content_type = scrub(attachment.content_type)
+        attachment.content_id = scrub(attachment.content_id) if attachment.content_id else None
+    return dataclasses.replace(
+        mail,
+        subject=scrub(mail.subject),
+        from_=_scrub_recipient(mail.from_),
+        sender=_scrub_recipient(mail.sender),
+        to=people(mail.to),
+        cc=people(mail.cc),
+        bcc=people(mail.bcc),
+        reply_to=people(mail.reply_to),
+        internet_message_id=scrub(mail.internet_message_id),
+        body=scrub(mail.body),
+        headers=[(scrub(k), scrub(v)) for k, v in mail.headers],
+    )
 
 
 def _unfold(value: str) -> str:
@@ -190,6 +236,12 @@ def _decode_words(raw: str) -> str:
 
 
 def _header(msg: Message, raw: dict[str, str], name: str) -> str | None:
+    """A header's decoded value (without lone surrogates, see :func:`scrub`)."""
+    value = _header_text(msg, raw, name)
+    return scrub(value) if value is not None else None
+
+
+def _header_text(msg: Message, raw: dict[str, str], name: str) -> str | None:
     """A header's decoded value, falling back to our own decoding if the parser trips."""
     key = name.lower()
     if key not in raw:
@@ -413,7 +465,21 @@ def _header_section_size(data: bytes) -> int:
 
 
 def parse_rfc822(data: bytes, *, max_bytes: int, max_header_bytes: int) -> ParsedMail:
-    """Parse one message; raise :class:`MimeError` for input Exchange would not accept."""
+    """Parse one message; raise :class:`MimeError` for input Exchange would not accept.
+
+    Whatever the bytes, nothing else escapes: a failure the tolerant readers above did not
+    foresee is a 400 naming the exception, never a 500."""
+    try:
+        return _parse_rfc822(data, max_bytes=max_bytes, max_header_bytes=max_header_bytes)
+    except MimeError:
+        raise
+    except Exception as exc:
+        raise MimeError(
+            400, f"the message could not be read ({type(exc).__name__}); it is not valid MIME"
+        ) from exc
+
+
+def _parse_rfc822(data: bytes, *, max_bytes: int, max_header_bytes: int) -> ParsedMail:
     if len(data) > max_bytes:
         raise MimeError(
             413,
@@ -477,20 +543,22 @@ def parse_rfc822(data: bytes, *, max_bytes: int, max_header_bytes: int) -> Parse
         body, body_type = walk.text or "", "text"
     body_kind: Literal["text", "html"] = "html" if body_type == "html" else "text"
 
-    return ParsedMail(
-        subject=_header(msg, raw, "Subject") or "",
-        from_=from_,
-        sender=sender,
-        to=_recipients(msg, raw, "To"),
-        cc=_recipients(msg, raw, "Cc"),
-        bcc=_recipients(msg, raw, "Bcc"),
-        reply_to=_recipients(msg, raw, "Reply-To"),
-        internet_message_id=message_id,
-        conversation_id=conversation_id_for(root),
-        sent=_date(raw.get("date") and _unfold(_fix_text(raw["date"]))),
-        body=body,
-        body_type=body_kind,
-        importance=_importance(msg, raw),
-        headers=headers,
-        attachments=walk.attachments,
+    return _scrubbed(
+        ParsedMail(
+            subject=_header(msg, raw, "Subject") or "",
+            from_=from_,
+            sender=sender,
+            to=_recipients(msg, raw, "To"),
+            cc=_recipients(msg, raw, "Cc"),
+            bcc=_recipients(msg, raw, "Bcc"),
+            reply_to=_recipients(msg, raw, "Reply-To"),
+            internet_message_id=message_id,
+            conversation_id=conversation_id_for(root),
+            sent=_date(raw.get("date") and _unfold(_fix_text(raw["date"]))),
+            body=body,
+            body_type=body_kind,
+            importance=_importance(msg, raw),
+            headers=headers,
+            attachments=walk.attachments,
+        )
     )

@@ -123,6 +123,8 @@ class Message:
     flag_status: str = "notFlagged"
     # For drafts made by createForward: the message being forwarded and the comment.
     forward_of: str | None = None
+    # For replies (createReply, createReplyAll, reply, replyAll): the message answered.
+    reply_of: str | None = None
     # followupFlag dates as Graph writes them: {"dueDateTime": {"dateTime", "timeZone"}, ...}
     flag_dates: dict[str, dict[str, str]] = field(default_factory=dict)
     is_read_receipt_requested: bool = False
@@ -196,6 +198,9 @@ class Mailbox:
     seq: int = 0
     # Delta tokens issued before this epoch answer 410 SyncStateNotFound.
     sync_state_epoch: int = 0
+    # The folder hierarchy's change log (folder ids: created, renamed, moved, deleted), the
+    # basis of GET /mailFolders/delta; numbered by the same ``seq`` as the folder logs.
+    folder_log: FolderLog = field(default_factory=FolderLog)
 
     def folder(self, key: str) -> Folder | None:
         """A folder by id or well-known name (case-insensitive, as Graph accepts them)."""
@@ -698,7 +703,15 @@ class Store:
         mailbox.logs[folder.id] = FolderLog()
         if well_known:
             mailbox.well_known[well_known] = folder.id
+        self.log_folder(mailbox, folder.id, "upsert")
         return folder
+
+    def log_folder(
+        self, mailbox: Mailbox, folder_id: str, kind: Literal["upsert", "removed"]
+    ) -> None:
+        """Record a change to the folder hierarchy (for folder delta)."""
+        mailbox.seq += 1
+        mailbox.folder_log.append(mailbox.seq, folder_id, kind)
 
     def create_folder(
         self, mailbox: Mailbox, display_name: str, parent_id: str, *, hidden: bool = False
@@ -723,7 +736,30 @@ class Store:
                 if sibling.id != folder.id and sibling.display_name.lower() == low:
                     return "exists"
             folder.parent_id = destination.id
+            self.log_folder(mailbox, folder.id, "upsert")
             return None
+
+    def rename_folder(self, mailbox: Mailbox, folder: Folder, display_name: str) -> bool:
+        """Rename a folder; False when a sibling (hidden or not) already has the name."""
+        with self.lock:
+            low = display_name.lower()
+            if folder.parent_id is not None:
+                for sibling in mailbox.children(folder.parent_id, include_hidden=True):
+                    if sibling.id != folder.id and sibling.display_name.lower() == low:
+                        return False
+            folder.display_name = display_name
+            self.log_folder(mailbox, folder.id, "upsert")
+            return True
+
+    def free_name(self, mailbox: Mailbox, parent_id: str, display_name: str) -> str:
+        """``display_name``, or ``display_name (2)``, ``(3)``... when a child of
+        ``parent_id`` has it (a deleted folder whose name Deleted Items already holds)."""
+        taken = {f.display_name.lower() for f in mailbox.children(parent_id, include_hidden=True)}
+        name, n = display_name, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{display_name} ({n})"
+        return name
 
     def folder_path(self, mailbox: Mailbox, folder: Folder) -> list[Folder]:
         path = [folder]

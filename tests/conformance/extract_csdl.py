@@ -38,6 +38,7 @@ ENTITY_TYPES = (
     "outlookUser",
     "attachment",
     "fileAttachment",
+    "itemAttachment",
     "subscription",
 )
 COMPLEX_TYPES = (

@@ -34,12 +34,13 @@ def test_patch_categories_replaces_the_whole_array(http: httpx.Client, org: Org)
 def test_patch_read_flag_importance_and_inference(http: httpx.Client, org: Org) -> None:
     msg = org.deliver(org.alice)
     due = {"dateTime": "2024-06-01T10:00:00.0000000", "timeZone": "UTC"}
+    start = {"dateTime": "2024-05-31T10:00:00.0000000", "timeZone": "UTC"}
     body = {
         "@odata.type": "#microsoft.graph.message",
         "isRead": True,
         "importance": "HIGH",
         "inferenceClassification": "other",
-        "flag": {"flagStatus": "flagged", "dueDateTime": due},
+        "flag": {"flagStatus": "flagged", "startDateTime": start, "dueDateTime": due},
         "id": msg.rest_id,
     }
     response = _patch(http, org, msg.rest_id, body)
@@ -47,7 +48,7 @@ def test_patch_read_flag_importance_and_inference(http: httpx.Client, org: Org) 
     data = response.json()
     assert data["isRead"] is True and data["importance"] == "high"
     assert data["inferenceClassification"] == "other"
-    assert data["flag"] == {"flagStatus": "flagged", "dueDateTime": due}
+    assert data["flag"] == {"flagStatus": "flagged", "dueDateTime": due, "startDateTime": start}
     cleared = _patch(http, org, msg.rest_id, {"flag": {"flagStatus": "notFlagged"}}).json()
     assert cleared["flag"] == {"flagStatus": "notFlagged"}
 
@@ -63,7 +64,6 @@ def test_patch_read_flag_importance_and_inference(http: httpx.Client, org: Org) 
         ({"importance": "urgent"}, "RequestBodyRead", "Requested value 'urgent' was not found."),
         ({"flag": {"flagStatus": "maybe"}}, "RequestBodyRead", "Requested value 'maybe'"),
         ({"receivedDateTime": "2024-01-01T00:00:00Z"}, "ErrorInvalidPropertySet", "Set action"),
-        ({"changeKey": "x"}, "ErrorInvalidPropertySet", "Set action is invalid for property."),
         ({"id": "AAMkADsomethingelse000000000000="}, "ErrorInvalidPropertySet", "Set action"),
         ({"toRecipients": []}, "ErrorInvalidPropertySet", "Message is not draft."),
         ({"body": {"contentType": "text", "content": "x"}}, "ErrorInvalidPropertySet", "draft"),
@@ -240,7 +240,8 @@ def test_create_draft(http: httpx.Client, org: Org) -> None:
     assert response.status_code == 201
     draft = response.json()
     assert draft["isDraft"] is True
-    assert draft["body"] == {"contentType": "html", "content": "<p>hi</p>"}
+    assert draft["body"]["contentType"] == "html"
+    assert "<body>\r\n<p>hi</p>\r\n</body>" in draft["body"]["content"]
     assert draft["toRecipients"] == [
         {"emailAddress": {"name": "x@fabrikam.test", "address": "x@fabrikam.test"}}
     ]

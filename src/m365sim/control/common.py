@@ -9,7 +9,6 @@ so no request ever ends in a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from m365sim import jsonbody
 from m365sim.clock import Clock, iso, parse_iso
 from m365sim.store import Recipient, Store, Tenant, User
 
@@ -93,9 +93,9 @@ def parse_json(raw: bytes) -> JsonDict:
     if not raw.strip():
         raise bad("a JSON object is required in the request body")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"the request body is not valid JSON: {exc}") from exc
+        data = jsonbody.load(raw)
+    except jsonbody.JsonBodyError as exc:
+        raise bad(f"the request body is not valid JSON: {exc.message}") from exc
     if not isinstance(data, dict):
         raise bad("the request body must be a JSON object")
     return data

@@ -10,7 +10,6 @@ machine; ``GET``/``POST /_emulator/snapshot`` carry the same document over HTTP 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from m365sim import jsonbody
 from m365sim.clock import iso
 from m365sim.control.common import (
     ControlError,
@@ -145,9 +145,9 @@ def build_routes(state: EmulatorState) -> list[BaseRoute]:
             return JSONResponse(snapshot(state.store))
         raw = await read_body(request, MAX_SNAPSHOT)
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise bad(f"the snapshot is not valid JSON: {exc}") from exc
+            data = jsonbody.load(raw)
+        except jsonbody.JsonBodyError as exc:
+            raise bad(f"the snapshot is not valid JSON: {exc.message}") from exc
         try:
             restore(state.store, data)
         except StateFileError as exc:

@@ -48,6 +48,7 @@ from m365sim.graph.dispatch import (
     GraphResponse,
     error_response,
     handle,
+    read_json_body,
     route,
     throttle_key_for,
 )
@@ -241,6 +242,7 @@ def _item_json(item_id: str, response: GraphResponse) -> dict[str, Any]:
         if isinstance(response.body, bytes | bytearray):
             out["body"] = base64.b64encode(bytes(response.body)).decode()
         else:
+            headers.setdefault("OData-Version", "4.0")
             out["body"] = response.body
     return out
 
@@ -258,8 +260,10 @@ def _failed_dependency(ctx: Ctx, item: _Item) -> GraphResponse:
 @route("POST", "/$batch")
 async def batch(ctx: Ctx) -> GraphResponse:
     try:
-        payload = json.loads(ctx.req.body) if ctx.req.body.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
+        payload = read_json_body(ctx.state, ctx.req.body) if ctx.req.body.strip() else None
+    except GraphError as exc:
+        if exc.code != "BadRequest":
+            raise  # too deep, lone surrogates: the body reader's own 400
         raise _invalid() from exc
     if not isinstance(payload, dict):
         raise _invalid()

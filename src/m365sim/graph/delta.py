@@ -260,11 +260,16 @@ def _well_formed_options(data: dict[str, Any]) -> bool:
     return True
 
 
-def _link_base(ctx: Ctx, folder: Folder) -> str:
+def _link_base_for(ctx: Ctx, tail: str) -> str:
+    """``https://.../v1.0/me<tail>`` or ``.../users/{key}<tail>``, as the client addressed it."""
     split = split_mailbox(normalize_path(ctx.req.path))
     key = split[0] if split else "me"
     prefix = "/me" if key == "me" else f"/users/{quote(key, safe='@')}"
-    return ctx.link(f"{prefix}/mailFolders('{folder.id}')/messages/delta")
+    return ctx.link(f"{prefix}{tail}")
+
+
+def _link_base(ctx: Ctx, folder: Folder) -> str:
+    return _link_base_for(ctx, f"/mailFolders('{folder.id}')/messages/delta")
 
 
 @route("GET", "/mailFolders/{folder}/messages/delta", mailbox=True, op="read")

@@ -15,7 +15,6 @@ are), OData key syntax ``mailFolders('inbox')`` is accepted as ``mailFolders/inb
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import uuid
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from m365sim import jsonbody
 from m365sim.errors import GraphError, graph_error_body
 from m365sim.graph.access import Caller, Operation, authenticate, authorize_mailbox, resolve_user
 from m365sim.state import EmulatorState, RequestRecord
@@ -110,21 +110,28 @@ class Ctx:
         """The request body as a JSON object, or 400 as Graph answers malformed payloads."""
         if not self.req.body.strip():
             raise GraphError(400, "BadRequest", "Empty Payload. JSON content expected.")
-        try:
-            data = json.loads(self.req.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise GraphError(
-                400,
-                "BadRequest",
-                "Unable to read JSON request payload. Please ensure Content-Type header is set "
-                "and payload is of valid JSON format.",
-            ) from exc
+        data = read_json_body(self.state, self.req.body)
         if not isinstance(data, dict):
             raise GraphError(400, "BadRequest", "Invalid JSON payload: an object is expected.")
         return data
 
     def link(self, path_and_query: str) -> str:
         return f"{self.req.base_url or self.state.graph_base}{path_and_query}"
+
+
+def read_json_body(state: EmulatorState, raw: bytes) -> Any:
+    """Any JSON value of a request body, or Graph's 400 (syntax, nesting, lone surrogates)."""
+    try:
+        return jsonbody.load(raw, max_depth=state.config.json_max_depth)
+    except jsonbody.JsonBodyError as exc:
+        if exc.kind == "syntax":
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Unable to read JSON request payload. Please ensure Content-Type header is set "
+                "and payload is of valid JSON format.",
+            ) from exc
+        raise GraphError(400, "RequestBodyRead", exc.message) from exc
 
 
 Handler = Callable[[Ctx], GraphResponse]

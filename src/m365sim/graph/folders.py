@@ -26,7 +26,11 @@ folder, its id unchanged (container ids are stable). A well-known folder, or a m
 folder's own subtree, answers 400 ``ErrorMoveCopyFailed`` (the emulator's choice; Exchange's
 wording is not documented); a sibling with the same name ``ErrorFolderExists``. Moving a folder
 into Deleted Items or Recoverable Items is how Outlook deletes it: every message it holds is
-recorded in the deletion audit. Renaming and deleting folders are not emulated.
+recorded in the deletion audit.
+
+Renaming (``PATCH /mailFolders/{id}`` ``{"displayName"}``) and deleting (``DELETE
+/mailFolders/{id}``: into Deleted Items, from there into Recoverable Items, audited) are
+described at :func:`update_folder` and :func:`delete_folder`; well-known folders can be neither.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from m365sim.errors import GraphError, invalid_id, item_not_found
 from m365sim.graph.dispatch import Ctx, GraphResponse, route
 from m365sim.graph.odata import (
     check_inefficient_filter,
-    parse_filter,
     parse_orderby,
     select_fields,
     sort_key,
@@ -53,6 +56,7 @@ from m365sim.graph.serialize import (
     folder_json,
     folder_values,
     looks_like_id,
+    query_filter,
     read_bool,
     read_string,
     select_suffix,
@@ -135,8 +139,7 @@ def _list(ctx: Ctx, parent: Folder, context_tail: str) -> GraphResponse:
         key=lambda f: f.display_name.lower(),
     )
     values = {f.id: folder_values(mailbox, f) for f in children}
-    raw_filter = query.get("$filter")
-    parsed = parse_filter(raw_filter, FOLDER_ENTITY) if raw_filter and raw_filter.strip() else None
+    parsed = query_filter(ctx, FOLDER_ENTITY)
     raw_order = query.get("$orderby")
     order = parse_orderby(raw_order, FOLDER_ENTITY) if raw_order and raw_order.strip() else []
     check_inefficient_filter(parsed, order)
@@ -214,8 +217,9 @@ def _create(ctx: Ctx, parent: Folder, context_tail: str) -> GraphResponse:
             raise GraphError(400, "ErrorInvalidPropertySet", "Set action is invalid for property.")
         else:
             raise unknown_body_property(key, FOLDER_TYPE)
-    if display_name is None or not display_name.strip():
+    if display_name is None:
         raise GraphError(400, "ErrorInvalidRequest", "The folder name can't be empty.")
+    check_folder_name(display_name)
     mailbox = ctx.mailbox_user.mailbox
     folder = ctx.state.store.create_folder(mailbox, display_name, parent.id, hidden=hidden)
     if folder is None:
@@ -269,3 +273,92 @@ def move_folder(ctx: Ctx) -> GraphResponse:
                         ctx.tenant, mailbox, message_id, f"move:{deleted_in}", ctx.caller.client_id
                     )
     return _single(ctx, folder, "mailFolders", status=201)
+
+
+@route("PATCH", "/mailFolders/{folder}", mailbox=True, op="write")
+def update_folder(ctx: Ctx) -> GraphResponse:
+    """Rename a folder: ``{"displayName"}`` -> 200 and the folder."""
+    mailbox = ctx.mailbox_user.mailbox
+    folder = find_folder(mailbox, ctx.params["folder"])
+    display_name: str | None = None
+    for key, value in ctx.json().items():
+        if key.startswith("@odata."):
+            if key == "@odata.type" and str(value).lstrip("#").lower() != FOLDER_TYPE.lower():
+                raise body_read_error(
+                    f"A type named '{value}' could not be resolved by the model. When a model "
+                    "is available, each type name must resolve to a valid type."
+                )
+            continue
+        low = key.lower()
+        if low == "displayname":
+            display_name = read_string(value) or ""  # null: no name at all
+        elif low == "id" and value == folder.id:
+            continue
+        elif low in _READ_ONLY or low == "ishidden":  # isHidden: settable only at creation
+            raise GraphError(400, "ErrorInvalidPropertySet", "Set action is invalid for property.")
+        else:
+            raise unknown_body_property(key, FOLDER_TYPE)
+    if display_name is not None:
+        check_folder_name(display_name)
+        if folder.well_known is not None:
+            raise GraphError(400, "ErrorInvalidRequest", "Distinguished folders cannot be renamed.")
+        if not ctx.state.store.rename_folder(mailbox, folder, display_name):
+            raise GraphError(
+                ctx.state.config.folder_exists_status,
+                "ErrorFolderExists",
+                "A folder with the specified name already exists.",
+            )
+    return _single(ctx, folder, "mailFolders")
+
+
+@route("DELETE", "/mailFolders/{folder}", mailbox=True, op="write")
+def delete_folder(ctx: Ctx) -> GraphResponse:
+    """Delete a folder as Outlook does: it moves, with everything in it, into Deleted Items
+    (from there: into Recoverable Items, out of the mailbox's folder tree). Every message it
+    holds and the folder itself are recorded in the deletion audit (``deleteFolder``)."""
+    mailbox = ctx.mailbox_user.mailbox
+    folder = find_folder(mailbox, ctx.params["folder"])
+    if folder.well_known is not None:
+        raise GraphError(
+            400, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+        )
+    store = ctx.state.store
+    with store.lock:
+        inside = mailbox.deletion_folder(folder.id)
+        if inside == "recoverableitemsdeletions":
+            raise item_not_found()  # already out of the mailbox's folder tree
+        target_name = "recoverableitemsdeletions" if inside is not None else "deleteditems"
+        target = find_folder(mailbox, target_name)
+        folder.display_name = store.free_name(mailbox, target.id, folder.display_name)
+        refused = store.move_folder(mailbox, folder, target)
+        if refused is not None:  # cannot happen: the name is free and the folder not special
+            raise GraphError(400, "ErrorMoveCopyFailed", "The folder can't be deleted.")
+        if target_name == "recoverableitemsdeletions":
+            for moved in mailbox.subtree(folder.id):
+                store.log_folder(mailbox, moved.id, "removed")
+        client = ctx.caller.client_id
+        store.record_deletion(ctx.tenant, mailbox, folder.id, "deleteFolder", client)
+        for moved in mailbox.subtree(folder.id):
+            for message_id in moved.messages:
+                store.record_deletion(ctx.tenant, mailbox, message_id, "deleteFolder", client)
+    return GraphResponse(204)
+
+
+MAX_FOLDER_NAME = 255
+
+
+def check_folder_name(display_name: str) -> None:
+    """What Exchange refuses as a folder name: empty (or blank), longer than 255 characters
+    (the MAPI display name limit), or holding control characters. Wording is the emulator's."""
+    if not display_name.strip():
+        raise GraphError(400, "ErrorInvalidRequest", "The folder name can't be empty.")
+    if len(display_name) > MAX_FOLDER_NAME:
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            f"The folder name is longer than {MAX_FOLDER_NAME} characters.",
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in display_name):
+        raise GraphError(
+            400, "ErrorInvalidRequest", "The folder name can't contain control characters."
+        )

@@ -68,7 +68,15 @@ def encode(response: GraphResponse) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     elif isinstance(response.body, str):
         payload = response.body.encode()
     else:
-        payload = json.dumps(response.body, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(response.body, separators=(",", ":"), ensure_ascii=False)
+        try:
+            payload = text.encode()
+        except UnicodeEncodeError:
+            # Nothing stored should hold a lone surrogate (jsonbody, mime.scrub); should one
+            # slip through, answer with it escaped rather than fail the request.
+            payload = json.dumps(response.body, separators=(",", ":")).encode()
+        if not any(name == b"odata-version" for name, _ in headers):
+            headers.append((b"odata-version", b"4.0"))  # as Graph's OData responses carry
     headers.append((b"content-type", response.content_type.encode()))
     return payload, headers
 

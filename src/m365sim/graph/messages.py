@@ -11,8 +11,10 @@ Lists (graph.md 3.3)
   folder. Default order ``receivedDateTime desc``, ten per page, ``$top`` 1..1000, paging by an
   opaque ``$skiptoken`` in ``@odata.nextLink`` (``nextLink`` precedes ``value`` as in Graph's
   payloads), ``Prefer: odata.maxpagesize`` echoed in ``Preference-Applied``, ``$select``,
-  ``$filter``, ``$orderby`` with Exchange's ``InefficientFilter`` rule, ``$count``.
-  ``$search`` and ``$expand`` are refused with 400 (not emulated).
+  ``$filter``, ``$orderby`` with Exchange's ``InefficientFilter`` rule, ``$count``,
+  ``$search`` (KQL subset, :mod:`m365sim.graph.search`; not with ``$filter``/``$orderby``).
+  ``$expand`` is refused with 400 (not emulated). ``.../messages/$count`` answers the number
+  as ``text/plain``; ``/messages/{id}/$value`` the message as MIME (:mod:`m365sim.mime_out`).
 
 Ids
   Responses carry the REST id, or the immutable id with ``Prefer: IdType="ImmutableId"``;
@@ -30,7 +32,10 @@ Update (PATCH)
   ``ErrorInvalidPropertySet`` "Message is not draft.". Read-only properties answer
   ``ErrorInvalidPropertySet`` "Set action is invalid for property."; unknown ones
   ``RequestBodyRead`` "The property 'x' does not exist on type 'microsoft.graph.message'. ...";
-  wrong value types ``RequestBodyRead`` with ODataLib's wording. ``id`` may be echoed
+  wrong value types ``RequestBodyRead`` with ODataLib's wording. ``If-Match`` (and
+  ``changeKey`` in the body, ``config.patch_change_key_in_body``) must name the current change
+  key (``*`` matches), else ``ErrorIrresolvableConflict`` with
+  ``config.stale_change_key_status`` (:func:`check_change_key`). ``id`` may be echoed
   unchanged and ``@odata.*`` annotations are ignored (the SDK sends ``@odata.type``). Every
   update goes through ``store.update_message`` so delta and notifications see it.
 
@@ -53,7 +58,9 @@ Forward, createForward, send (graph.md 3.6)
   202: a "FW: " copy lands in the sender's Sent Items and the mail is delivered to every
   recipient mailbox inside the emulator's tenants (their Inbox); recipients elsewhere are
   recorded in ``store.outbound`` (``internal=False``), internal ones too (``internal=True``).
-  ``createForward`` answers 201 with a draft in Drafts; ``send`` (202) moves a draft to Sent
+  ``createForward`` answers 201 with a draft in Drafts; its body is optional and, unless
+  ``config.create_forward_requires_recipients``, so are the recipients (Microsoft's first
+  documented example posts nothing). ``send`` (202) moves a draft to Sent
   Items and delivers it. Sending a message that is not a draft answers 400
   ``ErrorInvalidRequest``; after a send the draft's REST id is gone (404), while its immutable
   id now names the sent item (so a second send answers 400).
@@ -77,11 +84,11 @@ from m365sim.graph.folders import find_folder, in_ipm_tree
 from m365sim.graph.odata import (
     OrderBy,
     check_inefficient_filter,
-    parse_filter,
     parse_orderby,
     select_fields,
     sort_key,
 )
+from m365sim.graph.search import check_combination, parse_search
 from m365sim.graph.serialize import (
     FLAG_STATUS,
     IMPORTANCE,
@@ -99,6 +106,7 @@ from m365sim.graph.serialize import (
     looks_like_id,
     message_json,
     message_value,
+    query_filter,
     read_bool,
     read_enum,
     read_flag,
@@ -110,6 +118,7 @@ from m365sim.graph.serialize import (
     select_suffix,
     unknown_body_property,
 )
+from m365sim.mime_out import message_to_mime
 from m365sim.store import (
     Attachment,
     Folder,
@@ -133,6 +142,7 @@ _KNOWN_OPTIONS = {
     "$format",
 }
 _DEFAULT_ORDER = [OrderBy(MESSAGE_ENTITY.prop("receivedDateTime"), True)]
+_SEARCH_ORDER = [OrderBy(MESSAGE_ENTITY.prop("sentDateTime"), True)]
 
 # Properties a PATCH may set on any message, on drafts only, and never.
 _ANY_MESSAGE = {
@@ -206,7 +216,7 @@ def _check_options(query: Mapping[str, str]) -> None:
             continue
         if name not in _KNOWN_OPTIONS:
             raise GraphError(400, "BadRequest", f"The query parameter '{name}' is not supported.")
-        if name in ("$search", "$expand", "$format"):
+        if name in ("$expand", "$format"):
             raise GraphError(
                 400,
                 "ErrorInvalidUrlQuery",
@@ -229,29 +239,41 @@ def _fields(ctx: Ctx) -> list[str] | None:
 # -------------------------------------------------------------------------------- reads
 
 
-def _list(ctx: Ctx, folder: Folder | None) -> GraphResponse:
+def _candidates(ctx: Ctx, folder: Folder | None) -> list[Message]:
+    """The messages a list (or ``$count``) answers with, filtered or searched and in order."""
     mailbox = ctx.mailbox_user.mailbox
     query = ctx.req.query
     _check_options(query)
-    fields = _fields(ctx)
-    raw_filter = query.get("$filter")
-    parsed = parse_filter(raw_filter, MESSAGE_ENTITY) if raw_filter and raw_filter.strip() else None
+    search = None
+    if "$search" in query:
+        check_combination(query)
+        search = parse_search(query["$search"])
+    parsed = query_filter(ctx, MESSAGE_ENTITY)
     raw_order = query.get("$orderby")
     order = parse_orderby(raw_order, MESSAGE_ENTITY) if raw_order and raw_order.strip() else []
     check_inefficient_filter(parsed, order)
     if folder is not None:
         candidates = [mailbox.messages[i] for i in folder.messages if i in mailbox.messages]
-        tail = f"mailFolders('{folder.id}')/messages"
     else:
         visible = {f.id for f in mailbox.folders.values() if in_ipm_tree(mailbox, f)}
         candidates = [m for m in mailbox.messages.values() if m.folder_id in visible]
-        tail = "messages"
     if parsed is not None:
         candidates = [m for m in candidates if parsed.matches(_resolver(m))]
+    if search is not None:
+        candidates = [m for m in candidates if search(m)]
+        order = _SEARCH_ORDER
     order = order or _DEFAULT_ORDER
     if order[0].descending:
         candidates.reverse()  # ties (same second) keep the newest arrival first
     candidates.sort(key=sort_key(order, message_value))
+    return candidates
+
+
+def _list(ctx: Ctx, folder: Folder | None) -> GraphResponse:
+    query = ctx.req.query
+    fields = _fields(ctx)
+    candidates = _candidates(ctx, folder)
+    tail = f"mailFolders('{folder.id}')/messages" if folder is not None else "messages"
     rendering = Rendering(ctx.req)
     return collection_response(
         ctx,
@@ -280,6 +302,23 @@ def list_folder_messages(ctx: Ctx) -> GraphResponse:
     return _list(ctx, find_folder(ctx.mailbox_user.mailbox, ctx.params["folder"]))
 
 
+def _count(ctx: Ctx, folder: Folder | None) -> GraphResponse:
+    """``.../messages/$count``: the number alone, as ``text/plain`` (``$filter``/``$search``
+    apply; ``$top`` and paging do not)."""
+    total = len(_candidates(ctx, folder))
+    return GraphResponse(200, str(total).encode(), content_type="text/plain")
+
+
+@route("GET", "/messages/$count", mailbox=True, op="read")
+def count_messages(ctx: Ctx) -> GraphResponse:
+    return _count(ctx, None)
+
+
+@route("GET", "/mailFolders/{folder}/messages/$count", mailbox=True, op="read")
+def count_folder_messages(ctx: Ctx) -> GraphResponse:
+    return _count(ctx, find_folder(ctx.mailbox_user.mailbox, ctx.params["folder"]))
+
+
 def message_response(
     ctx: Ctx, msg: Message, status: int = 200, fields: list[str] | None = None
 ) -> GraphResponse:
@@ -300,6 +339,15 @@ def get_message(ctx: Ctx) -> GraphResponse:
     _check_options(ctx.req.query)
     msg = find_message(ctx)
     return message_response(ctx, msg, fields=_fields(ctx))
+
+
+@_routes("GET", "/$value", "read")
+def get_message_mime(ctx: Ctx) -> GraphResponse:
+    """The message as RFC 822 (``mime_out.message_to_mime``)."""
+    msg = find_message(ctx)
+    return GraphResponse(
+        200, message_to_mime(msg), content_type=ctx.state.config.mime_value_content_type
+    )
 
 
 # ------------------------------------------------------------------------------ updates
@@ -398,12 +446,49 @@ def apply_changes(msg: Message, changes: Mapping[str, Any]) -> None:
             msg.sender = value
 
 
+def check_change_key(ctx: Ctx, msg: Message, body_change_key: str | None = None) -> None:
+    """Optimistic concurrency: ``If-Match`` (``W/"<changeKey>"``, ``"<changeKey>"``, a bare
+    change key, several separated by commas, or ``*``) and a ``changeKey`` in the body must
+    name the item's current change key, else Exchange's ``ErrorIrresolvableConflict`` with
+    ``config.stale_change_key_status`` (412 by default)."""
+    wanted: list[str] = []
+    header = ctx.req.header("if-match")
+    if header is not None and header.strip():
+        for part in header.split(","):
+            tag = part.strip()
+            if tag == "*":
+                return
+            if tag[:2].upper() == "W/":
+                tag = tag[2:]
+            wanted.append(tag.strip().strip('"'))
+        if msg.change_key not in wanted:
+            raise _conflict(ctx)
+    if body_change_key is not None and body_change_key != msg.change_key:
+        raise _conflict(ctx)
+
+
+def _conflict(ctx: Ctx) -> GraphError:
+    return GraphError(
+        ctx.state.config.stale_change_key_status,
+        "ErrorIrresolvableConflict",
+        "The send or update operation could not be performed because the change key passed "
+        "in the request does not match the current change key for the item.",
+    )
+
+
 @_routes("PATCH", "", "write")
 def update_message(ctx: Ctx) -> GraphResponse:
     msg = find_message(ctx)
+    body = ctx.json()
+    change_key: str | None = None
+    keys = [k for k in body if k.lower() == "changekey"]
+    for key in keys if ctx.state.config.patch_change_key_in_body else []:
+        # Accepted as a concurrency check (as EWS's ItemId ChangeKey), never as a new value.
+        change_key = read_string(body.pop(key), nullable=False)
     changes = read_message_changes(
-        ctx.json(), is_draft=msg.is_draft, current_ids=(msg.rest_id, msg.immutable_id)
+        body, is_draft=msg.is_draft, current_ids=(msg.rest_id, msg.immutable_id)
     )
+    check_change_key(ctx, msg, change_key)
     apply_changes(msg, changes)
     ctx.state.store.update_message(ctx.tenant, ctx.mailbox_user.mailbox, msg)
     return message_response(ctx, msg)
@@ -413,15 +498,36 @@ def _me(user: User) -> Recipient:
     return Recipient(user.display_name, user.user_principal_name)
 
 
-def _create_draft(ctx: Ctx, folder: Folder) -> GraphResponse:
+def build_message(ctx: Ctx, body: Mapping[str, Any], folder: Folder) -> Message:
+    """A new (not yet inserted) draft from a message body, ``attachments`` included (file
+    and item attachments, each checked as ``POST .../attachments`` checks it)."""
+    from m365sim.graph.attachments import read_new_attachment  # imports this module
+
     user = ctx.mailbox_user
-    changes = read_message_changes(ctx.json(), is_draft=True)
-    store = ctx.state.store
-    draft = store.new_message(user.mailbox, folder, subject="", body="", sender=_me(user))
+    data = dict(body)
+    raw_attachments: Any = []
+    for key in [k for k in data if k.lower() == "attachments"]:
+        raw_attachments = data.pop(key)
+    if raw_attachments is None:
+        raw_attachments = []
+    if not isinstance(raw_attachments, list):
+        raise body_read_error(
+            "An unexpected 'StartObject' node was found when reading from the JSON reader. "
+            "A 'StartArray' node was expected."
+        )
+    changes = read_message_changes(data, is_draft=True)
+    attachments = [read_new_attachment(ctx, a) for a in raw_attachments]
+    draft = ctx.state.store.new_message(user.mailbox, folder, subject="", body="", sender=_me(user))
     draft.is_draft = True
     draft.is_read = True
     apply_changes(draft, changes)
-    store.insert_message(ctx.tenant, user.mailbox, draft)
+    draft.attachments = attachments
+    return draft
+
+
+def _create_draft(ctx: Ctx, folder: Folder) -> GraphResponse:
+    draft = build_message(ctx, ctx.json(), folder)
+    ctx.state.store.insert_message(ctx.tenant, ctx.mailbox_user.mailbox, draft)
     return message_response(ctx, draft, status=201)
 
 
@@ -526,9 +632,17 @@ def permanent_delete(ctx: Ctx) -> GraphResponse:
 # ----------------------------------------------------------------- forward, drafts, send
 
 
-def _forward_request(ctx: Ctx, action: str) -> tuple[str | None, dict[str, Any], list[Recipient]]:
-    """(comment, message changes, recipients) with Graph's either/or rules (graph.md 3.6)."""
-    params = action_parameters(ctx.json(), ["Comment", "ToRecipients", "Message"], action)
+def _forward_request(
+    ctx: Ctx, action: str, *, draft: bool = False
+) -> tuple[str | None, dict[str, Any], list[Recipient]]:
+    """(comment, message changes, recipients) with Graph's either/or rules (graph.md 3.6).
+
+    ``draft``: the create* actions, whose body is optional (Microsoft's first createForward
+    example posts none) and which may leave the recipients to a later PATCH, unless
+    ``config.create_forward_requires_recipients``.
+    """
+    body = ctx.json() if ctx.req.body.strip() or not draft else {}
+    params = action_parameters(body, ["Comment", "ToRecipients", "Message"], action)
     comment = read_string(params.get("comment"))
     message = params.get("message")
     changes: dict[str, Any] = {}
@@ -555,7 +669,7 @@ def _forward_request(ctx: Ctx, action: str) -> tuple[str | None, dict[str, Any],
             "specified, not both.",
         )
     recipients = to_param or in_message
-    if not recipients:
+    if not recipients and (not draft or ctx.state.config.create_forward_requires_recipients):
         raise _no_recipients()
     return comment, changes, recipients
 
@@ -698,7 +812,7 @@ def _deliver(ctx: Ctx, sent: Message, *, kind: str, comment: str | None) -> None
                     to=addresses,
                     subject=sent.subject,
                     comment=comment,
-                    source_message_id=sent.forward_of,
+                    source_message_id=sent.forward_of or sent.reply_of,
                     internal=is_internal,
                 )
             )
@@ -744,7 +858,7 @@ def forward_message(ctx: Ctx) -> GraphResponse:
 @_routes("POST", "/createForward", "write")
 def create_forward(ctx: Ctx) -> GraphResponse:
     source = find_message(ctx)
-    comment, changes, recipients = _forward_request(ctx, "createForward")
+    comment, changes, recipients = _forward_request(ctx, "createForward", draft=True)
     mailbox = ctx.mailbox_user.mailbox
     drafts = find_folder(mailbox, "drafts")
     draft = _build_forward(ctx, source, drafts, comment, changes, recipients)
@@ -770,5 +884,6 @@ def send_draft(ctx: Ctx) -> GraphResponse:
     draft.from_ = draft.from_ or _me(user)
     draft.sender = draft.sender or _me(user)
     move_to(ctx, draft, _sent_folder(user.mailbox))
-    _deliver(ctx, draft, kind="forward" if draft.forward_of else "send", comment=None)
+    kind = "forward" if draft.forward_of else "reply" if draft.reply_of else "send"
+    _deliver(ctx, draft, kind=kind, comment=None)
     return GraphResponse(202)

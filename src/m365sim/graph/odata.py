@@ -190,14 +190,15 @@ def _constant(value: Any) -> Resolver:
 
 @dataclass
 class BoolOp(Node):
+    """``a and b and c`` / ``a or b or c``: n-ary, so a long chain never recurses."""
+
     op: Literal["and", "or"]
-    left: Node
-    right: Node
+    operands: list[Node]
 
     def evaluate(self, resolve: Resolver) -> bool:
         if self.op == "and":
-            return self.left.evaluate(resolve) and self.right.evaluate(resolve)
-        return self.left.evaluate(resolve) or self.right.evaluate(resolve)
+            return all(o.evaluate(resolve) for o in self.operands)
+        return any(o.evaluate(resolve) for o in self.operands)
 
 
 @dataclass
@@ -262,6 +263,9 @@ _TOKEN = re.compile(
 )
 
 
+_STRING = re.compile(r"'(?:[^']|'')*'")
+
+
 @dataclass
 class _Token:
     kind: str  # string datetime number ident punct end
@@ -293,7 +297,7 @@ def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     pos = 0
     while pos < len(text):
-        if text[pos] == "'" and not re.match(r"'(?:[^']|'')*'", text[pos:]):
+        if text[pos] == "'" and not _STRING.match(text, pos):
             raise _invalid_filter(f"Unterminated string literal at position {pos} in '{text}'.")
         match = _TOKEN.match(text, pos)
         if match is None:
@@ -307,13 +311,33 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 class _Parser:
-    def __init__(self, text: str, entity: EntityInfo) -> None:
+    def __init__(self, text: str, entity: EntityInfo, max_depth: int, max_terms: int) -> None:
         self.text = text
         self.entity = entity
         self.tokens = _tokenize(text)
         self.index = 0
         self.properties: list[Prop] = []
         self.lambda_var: str | None = None
+        self.max_depth = max_depth
+        self.max_terms = max_terms
+        self.depth = 0
+        self.terms = 0
+
+    def enter(self) -> None:
+        """One more nesting level (brackets, ``not``, a lambda), within ``max_depth``."""
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise _too_deep()
+
+    def term(self) -> None:
+        """One more comparison, function call or lambda, within ``max_terms``."""
+        self.terms += 1
+        if self.terms > self.max_terms:
+            raise GraphError(
+                400,
+                "ErrorInvalidUrlQueryFilter",
+                f"The query filter is too complex: it has more than {self.max_terms} terms.",
+            )
 
     # -- token helpers
     @property
@@ -350,32 +374,38 @@ class _Parser:
         return Filter(root, self.properties)
 
     def parse_or(self) -> Node:
-        node = self.parse_and()
+        operands = [self.parse_and()]
         while self.is_word("or"):
             self.advance()
-            node = BoolOp("or", node, self.parse_and())
-        return node
+            operands.append(self.parse_and())
+        return operands[0] if len(operands) == 1 else BoolOp("or", operands)
 
     def parse_and(self) -> Node:
-        node = self.parse_not()
+        operands = [self.parse_not()]
         while self.is_word("and"):
             self.advance()
-            node = BoolOp("and", node, self.parse_not())
-        return node
+            operands.append(self.parse_not())
+        return operands[0] if len(operands) == 1 else BoolOp("and", operands)
 
     def parse_not(self) -> Node:
         if self.is_word("not"):
             self.advance()
-            return Not(self.parse_not())
+            self.enter()
+            node = Not(self.parse_not())
+            self.depth -= 1
+            return node
         return self.parse_primary()
 
     def parse_primary(self) -> Node:
         token = self.current
         if token.kind == "punct" and token.text == "(":
             self.advance()
+            self.enter()
             node = self.parse_or()
             self.expect_punct(")")
+            self.depth -= 1
             return node
+        self.term()
         if token.kind != "ident":
             raise self.syntax_error()
         lowered = token.text.lower()
@@ -438,6 +468,7 @@ class _Parser:
             )
         if prop not in self.properties:
             self.properties.append(prop)
+        self.enter()
         self.expect_punct("(")
         var = self.advance()
         if var.kind != "ident" or "/" in var.text:
@@ -448,6 +479,7 @@ class _Parser:
         predicate = self.parse_or()
         self.lambda_var = outer
         self.expect_punct(")")
+        self.depth -= 1
         return AnyOf(prop, predicate, every=kind.lower() == "all")
 
     def parse_literal(self) -> _Literal:
@@ -498,9 +530,19 @@ def parse_datetime_literal(text: str) -> datetime:
     return parse_iso(text)
 
 
-def parse_filter(text: str, entity: EntityInfo) -> Filter:
-    """Parse ``$filter`` for ``entity`` or raise Graph's 400."""
-    return _Parser(text, entity).parse()
+def parse_filter(
+    text: str, entity: EntityInfo, *, max_depth: int = 100, max_terms: int = 500
+) -> Filter:
+    """Parse ``$filter`` for ``entity`` or raise Graph's 400 (also for a filter nested deeper
+    than ``max_depth`` levels or with more than ``max_terms`` terms)."""
+    try:
+        return _Parser(text, entity, max_depth, max_terms).parse()
+    except RecursionError as exc:  # a max_depth set beyond what Python's stack allows
+        raise _too_deep() from exc
+
+
+def _too_deep() -> GraphError:
+    return _invalid_filter("The recursion limit has been exceeded.")
 
 
 # -------------------------------------------------------------------------------- orderby

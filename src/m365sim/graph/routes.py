@@ -10,6 +10,9 @@ MODULES = (
     "m365sim.graph.messages",
     "m365sim.graph.categories",
     "m365sim.graph.delta",
+    "m365sim.graph.folder_delta",
+    "m365sim.graph.attachments",
+    "m365sim.graph.replies",
     "m365sim.graph.batch",
     "m365sim.notifications.subscriptions",
 )

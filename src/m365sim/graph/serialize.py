@@ -42,9 +42,11 @@ from m365sim.errors import GraphError
 from m365sim.graph.dispatch import Ctx, GraphRequest, GraphResponse
 from m365sim.graph.odata import (
     EntityInfo,
+    Filter,
     Prop,
     decode_token,
     encode_token,
+    parse_filter,
     parse_skip,
     parse_top,
 )
@@ -221,10 +223,33 @@ def web_link(message_id: str) -> str:
 
 def body_json(msg: Message, body_type: str | None) -> dict[str, str]:
     if body_type is None or body_type == msg.body_type:
+        if msg.body_type == "html":
+            return {"contentType": "html", "content": html_document(msg.body_content)}
         return {"contentType": msg.body_type, "content": msg.body_content}
     if body_type == "text":
         return {"contentType": "text", "content": html_to_text(msg.body_content)}
     return {"contentType": "html", "content": text_to_html(msg.body_content)}
+
+
+_HTML_START = re.compile(r"^\s*(?:<!--.*?-->\s*)*(?:<!doctype[^>]*>\s*)?<html[\s>]", re.I | re.S)
+_BODY_START = re.compile(r"<body[^>]*>", re.I)
+
+
+@lru_cache(maxsize=4096)
+def html_document(content: str) -> str:
+    """An HTML body as Outlook stores it: a whole ``<html>`` document. A fragment such as
+    ``<p>Hi</p>`` (a draft's body, mail from a client that sent no ``<html>``) is wrapped in
+    Exchange's head and body; a document is returned as it is."""
+    if _HTML_START.match(content):
+        return content
+    inner = content
+    found = _BODY_START.search(content)
+    if found is not None:
+        inner = re.sub(r"</body>\s*$", "", content[found.end() :], flags=re.I)
+    return (
+        '<html><head>\r\n<meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
+        f"\r\n</head>\r\n<body>\r\n{inner}\r\n</body>\r\n</html>\r\n"
+    )
 
 
 def message_json(
@@ -648,8 +673,53 @@ def read_flag(value: Any) -> tuple[str | None, dict[str, dict[str, str] | None]]
                 "Cannot read the value '' for the property 'dateTime': the property is required."
             )
         stamp.setdefault("timeZone", "UTC")
+        check_date_time_time_zone(stamp)
         dates[real] = stamp
+    if dates.get("dueDateTime") is not None and dates.get("startDateTime") is None:
+        # followupFlag docs: "To set the due date, you must also specify the startDateTime;
+        # otherwise, you get a 400 Bad Request response." (the code and wording are ours)
+        raise GraphError(
+            400,
+            "ErrorInvalidRequest",
+            "To set the due date of a follow-up flag, specify its startDateTime too.",
+        )
     return status, dates
+
+
+_WINDOWS_ZONE = re.compile(r"^(?:[A-Za-z0-9 .()&'+-]{1,60} Standard Time|UTC[+-]\d{2})$")
+
+
+@lru_cache(maxsize=1)
+def _iana_zones() -> frozenset[str]:
+    import zoneinfo
+
+    return frozenset(z.lower() for z in zoneinfo.available_timezones())
+
+
+def check_date_time_time_zone(stamp: Mapping[str, str]) -> None:
+    """A ``dateTimeTimeZone`` Exchange can store: an ISO 8601 local date-time and a Windows
+    or IANA time zone name. Bad values answer what Outlook answers for events' times
+    (``UnableToDeserializePostBody``, ``TimeZoneNotSupportedException``; reported, not
+    verified for follow-up flags)."""
+    text = stamp["dateTime"].strip()
+    try:
+        datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text))
+    except ValueError:
+        raise GraphError(
+            400, "UnableToDeserializePostBody", "were unable to deserialize "
+        ) from None
+    zone = stamp["timeZone"].strip()
+    if not (
+        zone.lower() in ("utc", "gmt", "etc/gmt")
+        or _WINDOWS_ZONE.match(zone)
+        or zone.lower() in _iana_zones()
+    ):
+        raise GraphError(
+            400,
+            "TimeZoneNotSupportedException",
+            "A valid TimeZone value must be specified. The following TimeZone value is not "
+            f"supported: '{zone}'.",
+        )
 
 
 def action_parameters(
@@ -686,6 +756,17 @@ def looks_like_id(key: str) -> bool:
     return _ID_SHAPE.fullmatch(key) is not None
 
 
+def query_filter(ctx: Ctx, entity: EntityInfo) -> Filter | None:
+    """The request's ``$filter`` parsed for ``entity`` within the configured limits, or None."""
+    raw = ctx.req.query.get("$filter")
+    if raw is None or not raw.strip():
+        return None
+    config = ctx.state.config
+    return parse_filter(
+        raw, entity, max_depth=config.filter_max_depth, max_terms=config.filter_max_terms
+    )
+
+
 def context_url(ctx: Ctx, tail: str) -> str:
     """``@odata.context`` for a resource below the mailbox, e.g. ``messages/$entity``."""
     return ctx.link(f"/$metadata#users('{quote(ctx.mailbox_user.id)}')/{tail}")
@@ -695,7 +776,8 @@ def select_suffix(query: Mapping[str, str], fields: Iterable[str] | None) -> str
     """``(subject,from)`` appended to a context URL when ``$select`` was given."""
     if fields is None or "$select" not in query:
         return ""
-    return "(" + ",".join(f for f in fields if f != "id") + ")"
+    named = {p.strip().lower() for p in query["$select"].split(",")}
+    return "(" + ",".join(f for f in fields if f != "id" or "id" in named) + ")"
 
 
 def page_offset(query: Mapping[str, str]) -> int:

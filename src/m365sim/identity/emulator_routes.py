@@ -31,7 +31,6 @@ Errors: ``{"error": "<message>"}`` with 400 (bad input) or 404 (unknown tenant, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from m365sim import jsonbody
 from m365sim.clock import iso
 from m365sim.identity import events
 from m365sim.state import EmulatorState
@@ -72,9 +72,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _Problem(400, "the body is not valid JSON") from exc
+        data = jsonbody.load(raw)
+    except jsonbody.JsonBodyError as exc:
+        raise _Problem(400, f"the body is not valid JSON: {exc.message}") from exc
     if not isinstance(data, dict):
         raise _Problem(400, "the body must be a JSON object")
     return data

@@ -21,13 +21,13 @@ JSON in and out; bad input answers 400 ``{"error": "..."}``, unknown ids 404, ne
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from m365sim import jsonbody
 from m365sim.config import EmulatorConfig
 from m365sim.notifications.delivery import NotificationFaults, notifier_for
 from m365sim.notifications.registry import LIFECYCLE_EVENTS, registry
@@ -47,9 +47,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"the request body is not valid JSON: {exc}") from exc
+        data = jsonbody.load(raw)
+    except jsonbody.JsonBodyError as exc:
+        raise BadInput(f"the request body is not valid JSON: {exc.message}") from exc
     if not isinstance(data, dict):
         raise BadInput("the request body must be a JSON object")
     return data
