@@ -127,7 +127,7 @@ def test_personal_connect_in_a_real_browser(
     # Going back to step 2 warns first; declining changes nothing.
     page.get_by_role("link", name="2. What to sync").click()
     page.wait_for_url("**/setup/2")
-    assert page.get_by_text("resets the later").is_visible()
+    assert page.get_by_text("takes you back through step").is_visible()
     page.once("dialog", lambda d: d.dismiss())
     page.get_by_role("button", name="Continue").click()
     assert page.url.endswith("/setup/2")

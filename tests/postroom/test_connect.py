@@ -127,10 +127,10 @@ def test_wizard_reload_resumes_and_earlier_edit_resets_only_after_confirmation(
     # Editing step 2 again: first a warning, nothing reset.
     warned = post_form(web, f"{base}/setup/2", f"{base}/setup/2", {"own": "on", "folders": "inbox"})
     assert warned.status_code == 409
-    assert "resets the later" in warned.text
+    assert "takes you back through step 3 (Processing)" in warned.text
     item = _integration(postroom)
     assert item.wizard_step == 4 and "processing" in item.wizard_data
-    # Confirmed: the later steps are cleared and the wizard continues at step 3.
+    # Confirmed: the wizard continues at step 3 (progress reset; what was entered is kept).
     confirmed = post_form(
         web,
         f"{base}/setup/2",
@@ -139,7 +139,7 @@ def test_wizard_reload_resumes_and_earlier_edit_resets_only_after_confirmation(
     )
     assert confirmed.headers["location"] == f"{base}/setup/3"
     item = _integration(postroom)
-    assert item.wizard_step == 3 and "processing" not in item.wizard_data
+    assert item.wizard_step == 3 and "processing" in item.wizard_data
     # Skipping ahead is not possible.
     assert web.get(f"{base}/setup/5").headers["location"] == f"{base}/setup/3"
 

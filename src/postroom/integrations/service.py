@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from postroom.crypto import SecretBox
@@ -38,11 +38,20 @@ def get_integration(*, db: Session, workspace_id: str, integration_id: str) -> I
     )
 
 
+REMOVED = "removed"  # Mailbox.status of a mailbox taken out of an integration (row kept)
+
+
+def _in_use() -> Any:
+    return or_(Mailbox.status != REMOVED, Mailbox.status.is_(None))
+
+
 def mailboxes(*, db: Session, integration: Integration) -> list[Mailbox]:
+    """The integration's mailboxes in use (not those removed from it: their rows stay, so that
+    their ledger — what was done, exactly once — survives)."""
     return list(
         db.scalars(
             select(Mailbox)
-            .where(Mailbox.integration_id == integration.id)
+            .where(Mailbox.integration_id == integration.id, _in_use())
             .order_by(Mailbox.kind, Mailbox.address)
         )
     )
@@ -157,6 +166,7 @@ def mailboxes_taken(
         .join(Integration, Integration.id == Mailbox.integration_id)
         .where(
             Mailbox.integration_id != integration.id,
+            _in_use(),
             (
                 func.lower(Mailbox.graph_user_id).in_(ids)
                 | func.lower(Mailbox.address).in_(addresses)
@@ -239,29 +249,27 @@ def save_wizard(*, db: Session, integration: Integration, data: dict[str, Any], 
 
 
 def finish_setup(*, db: Session, integration: Integration) -> None:
-    """Write the wizard's choices as mailboxes and categories; the integration is live."""
+    """Write the wizard's choices as mailboxes and categories; the integration is live.
+
+    Never deletes: mailboxes are matched by their Graph id and categories by name, so
+    finishing again (or a row that already exists) keeps every category with its rules,
+    examples and position, and every mailbox with its ledger. Existing mail is not processed
+    here: the person starts it when their rules and examples are ready (``backfill_since``
+    stays unset until then)."""
     data = integration.wizard_data
     sync = data["sync"]
-    # Finishing again (after editing the wizard) keeps what the category editor added.
-    kept = {
+    update_sync_choices(
+        db=db, integration=integration, chosen=sync["mailboxes"], folders=sync["folders"]
+    )
+    existing = {
         c.name.lower(): c
         for c in db.scalars(select(Category).where(Category.integration_id == integration.id))
     }
-    db.execute(delete(Mailbox).where(Mailbox.integration_id == integration.id))
-    db.execute(delete(Category).where(Category.integration_id == integration.id))
-    for box_data in sync["mailboxes"]:
-        db.add(
-            Mailbox(
-                integration_id=integration.id,
-                graph_user_id=box_data["id"],
-                address=box_data["address"],
-                display_name=box_data.get("name", ""),
-                kind=box_data["kind"],
-                folders=list(sync["folders"]),
-                status="connected",
-            )
-        )
-    for position, cat in enumerate(data.get("processing", {}).get("categories", [])):
+    position = max((c.position for c in existing.values()), default=-1)
+    for cat in data.get("processing", {}).get("categories", []):
+        if cat["name"].lower() in existing:
+            continue  # configured already (in the editor, or by an earlier Finish): kept as is
+        position += 1
         db.add(
             Category(
                 integration_id=integration.id,
@@ -270,18 +278,60 @@ def finish_setup(*, db: Session, integration: Integration) -> None:
                 folder=cat.get("folder"),
                 forward_to=list(cat.get("forward_to") or []),
                 position=position,
-                rules=kept[cat["name"].lower()].rules if cat["name"].lower() in kept else None,
-                description=kept[cat["name"].lower()].description
-                if cat["name"].lower() in kept
-                else "",
             )
         )
-    backfill = data.get("backfill", {"mode": "off"})
-    integration.backfill_since = (
-        date.fromisoformat(backfill["since"]) if backfill.get("mode") == "since" else None
-    )
-    integration.finished_at = datetime.now(UTC)
+    if integration.finished_at is None:
+        integration.finished_at = datetime.now(UTC)
     set_status(db=db, integration=integration, status="connected")
+
+
+def update_sync_choices(
+    *,
+    db: Session,
+    integration: Integration,
+    chosen: list[dict[str, Any]],
+    folders: list[dict[str, Any]],
+) -> None:
+    """Make the integration's mailboxes the ``chosen`` ones (wizard step 2 or the Mailboxes
+    and folders page), each with ``folders``. A mailbox left out is marked removed, never
+    deleted (its ledger stays: mail it already handled is never handled twice if it comes
+    back); one chosen again is back in use. Categories are not touched. The folder syncs follow
+    in :func:`postroom.sync.engine.apply_folder_syncs`."""
+    rows = list(db.scalars(select(Mailbox).where(Mailbox.integration_id == integration.id)))
+    by_id = {r.graph_user_id.lower(): r for r in rows}
+    kept: set[str] = set()
+    for box in chosen:
+        row = by_id.get(str(box["id"]).lower())
+        if row is None:
+            row = Mailbox(integration_id=integration.id, graph_user_id=box["id"])
+            db.add(row)
+        elif row.status == REMOVED:
+            row.status, row.status_reason = "connected", None
+        row.address = box["address"]
+        row.display_name = box.get("name", "")
+        row.kind = box["kind"]
+        row.folders = [dict(f) for f in folders]
+        kept.add(str(box["id"]).lower())
+    for row in rows:
+        if row.graph_user_id.lower() not in kept:
+            row.status, row.status_reason = REMOVED, None
+    db.flush()
+
+
+def record_existing_mail_run(
+    *, db: Session, integration: Integration, since: date, forward_history: bool
+) -> None:
+    """Remember the "Apply to existing mail" run just started: its date (shown on the
+    integration page) and whether historical mail is forwarded (the backfill reads it)."""
+    integration.backfill_since = since
+    data = dict(integration.wizard_data or {})
+    data["backfill"] = {
+        "mode": "since",
+        "since": since.isoformat(),
+        "forward_history": bool(forward_history),
+    }
+    integration.wizard_data = data
+    db.flush()
 
 
 # ---------------------------------------------------------------------- categories after setup

@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from postroom import metrics
 from postroom.graph import (
     AccessDenied,
     AuthFailed,
@@ -384,15 +385,18 @@ async def process_message(
             view = await _with_body(graph, work, data)
         except NotFound:
             settle(runtime.database, entry_id, "skipped", None)  # gone since the delta page
+            metrics.email_processed("skipped", "none")
             return False
         except TransientError as exc:
             if isinstance(exc, Throttled) or not _count_attempt(runtime, entry_id, exc):
                 raise  # throttling is a delay; the job retries
+            metrics.email_processed("failed", "none")
             return False
         except (AccessDenied, AuthFailed):
             raise  # the mailbox or the token: a status; the row resumes when it is back
         except GraphError as exc:
             settle(runtime.database, entry_id, "failed", _code(exc))
+            metrics.email_processed("failed", "none")
             return False
     try:
         plan = decide(
@@ -415,6 +419,7 @@ async def process_message(
             where.lineno,
         )
         settle(runtime.database, entry_id, "failed", DECIDE_FAILED)
+        metrics.email_processed("failed", "none")
         return False
     result = await execute(
         graph=graph,
@@ -427,6 +432,7 @@ async def process_message(
         manage_colors=work.manage_colors,
         folder_cache=runtime.folder_cache,
     )
+    metrics.email_processed(result.state, metrics.decider(plan.decided_by, plan.reasons))
     if result.colors_refused is not None:
         _note_colors(runtime, work, refused=True)
     elif work.colors_noted and "master_category" in result.performed:
@@ -1068,14 +1074,14 @@ def apply_folder_syncs(db: Session, integration_id: str) -> list[str]:
             elif not keep and fs.active:
                 fs.active = False
         for key in wanted:
-            fs = existing.get(key)
-            if fs is None:
-                fs = FolderSync(
+            row = existing.get(key)
+            if row is None:
+                row = FolderSync(
                     integration_id=integration_id, mailbox_id=mailbox.id, folder_key=key
                 )
-                db.add(fs)
+                db.add(row)
                 db.flush()
-            ids.append(fs.id)
+            ids.append(row.id)
     db.flush()
     return ids
 

@@ -2,13 +2,16 @@
 
 * ``sync_folder`` — one folder's delta (``lock`` per mailbox: one sync per mailbox at a time
   across every worker; ``queueing_lock`` per folder: a burst of notifications is one job);
-* ``setup_integration`` — after Finish: folder syncs, subscriptions (or polling), first sync;
+* ``setup_integration`` — after Finish or a change of mailboxes and folders: folder syncs,
+  subscriptions (or polling), first sync; never a backfill (the person starts "Apply to
+  existing mail" once their rules and examples exist: ``backfill_folder``, resumable);
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
 * ``resume_integration`` — after a reconnect: renew every subscription and catch up at once;
 * ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
   the reconcile interval (a lost notification or job costs at most one interval), renews
-  subscriptions at half their lifetime, and queues ``fold_decisions`` for integrations with
-  decisions that stood uncorrected for ``learn_after_seconds`` or a model due a retrain;
+  subscriptions at half their lifetime, queues unfinished backfills again, and queues
+  ``fold_decisions`` for integrations with decisions that stood uncorrected for
+  ``learn_after_seconds`` or a model due a retrain;
 * ``refit_model`` — rebuilds a model from what people configured after the editor, Retrain or
   Reset asked for it (``lock`` per model, shared with ``fold_decisions``); the reconcile
   re-queues a requested refit whose job was lost;
@@ -105,16 +108,22 @@ async def sync_folder(folder_sync_id: str) -> None:
 
 
 async def setup_integration(integration_id: str) -> None:
+    """After Finish, or after the mailboxes and folders changed: a subscription (or polling)
+    for each folder in use that has none yet, and a first sync; subscriptions of folders no
+    longer in use are deleted. Existing mail waits for "Apply to existing mail"."""
     runtime = current()
     for sync_id in engine.create_folder_syncs(runtime, integration_id):
-        await engine.ensure_subscription(runtime, sync_id)
         with runtime.database.session() as db:
             fs = db.get(FolderSync, sync_id)
             mailbox_id = fs.mailbox_id if fs else ""
-            wants_backfill = fs is not None and fs.backfill_since is not None
+            subscribed = fs is not None and fs.subscription_id is not None
+        if not subscribed and await engine.ensure_subscription(runtime, sync_id) == "paused":
+            return  # the token failed: a status, never a retry storm
         await defer_sync(runtime, sync_id, mailbox_id)
-        if wants_backfill:
-            await defer_backfill(runtime, sync_id, mailbox_id)
+    with runtime.database.session() as db:
+        unused = engine.subscriptions_to_drop(db, integration_id)
+    for sync_id in unused:
+        await engine.drop_subscription(runtime, sync_id)
 
 
 async def defer_backfill(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
@@ -285,6 +294,10 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         if mode == "webhook" and expires is not None and expires < renew_due:
             await defer_renew(runtime, sync_id, mailbox_id)
             counts["renew"] += 1
+    with runtime.database.session() as db:
+        backfills = engine.unfinished_backfills(db)
+    for sync_id, mailbox_id in backfills:  # a lost job or a pause resumes from the cursor
+        await defer_backfill(runtime, sync_id, mailbox_id)
     settled = now - timedelta(seconds=settings.learn_after_seconds)
     with runtime.database.session() as db:
         integrations = learning.integrations_to_fold(

@@ -24,7 +24,13 @@ document.addEventListener("DOMContentLoaded", () => {
       const rows = document.querySelectorAll(".category-row");
       const last = rows[rows.length - 1];
       const copy = last.cloneNode(true);
-      copy.querySelectorAll("input").forEach((input) => { input.value = ""; });
+      copy.querySelectorAll("input").forEach((input) => {
+        input.value = "";
+        input.removeAttribute("aria-invalid");
+        input.removeAttribute("aria-describedby");
+      });
+      copy.querySelectorAll(".field-error").forEach((error) => error.remove());
+      copy.classList.remove("invalid");
       last.after(copy);
     });
   }
