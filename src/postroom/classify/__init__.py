@@ -27,6 +27,7 @@ from postroom.classify.features import (
     hash_message,
 )
 from postroom.classify.model import (
+    NONE_OF_THESE,
     OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
@@ -42,6 +43,7 @@ from postroom.classify.state import dump_state, load_state
 from postroom.classify.summary import ModelSummary, Outcome, summarize
 
 __all__ = [
+    "NONE_OF_THESE",
     "OBSERVE_MINIMUM",
     "Classifier",
     "ClassifierConfig",

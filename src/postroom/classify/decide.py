@@ -4,7 +4,10 @@ Predictable on purpose, so a person can say why an email got its category:
 
 1. A matching rule wins, always (``source="rule"``, confidence 1.0).
 2. Otherwise the model decides when its calibrated confidence is at or above the
-   integration's threshold (``source="model"``).
+   integration's threshold (``source="model"``). When it is that sure the email belongs to
+   none of the categories (:data:`~postroom.classify.model.NONE_OF_THESE`, learned from a
+   person who took a category off a similar email), the email gets nothing
+   (``source="model"``, ``category=None``).
 3. Otherwise the email gets the configured "Needs review" category (``source="needs_review"``)
    or, when none is configured, nothing (``source="none"``). In both cases it is **not** moved
    or forwarded: ``allow_actions`` is false, and only a category may be added.
@@ -18,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from postroom.classify.model import Prediction
+from postroom.classify.model import NONE_OF_THESE, Prediction
 
 DecisionSource = Literal["rule", "model", "needs_review", "none"]
 
@@ -46,10 +49,10 @@ def combine(
     confidence = prediction.confidence if prediction is not None else 0.0
     if prediction is not None and prediction.category is not None and confidence >= threshold:
         return Decision(
-            category=prediction.category,
+            category=prediction.category or None,  # (NONE_OF_THESE: no category)
             source="model",
             confidence=confidence,
-            allow_actions=True,
+            allow_actions=prediction.category != NONE_OF_THESE,
         )
     if needs_review_category:
         return Decision(

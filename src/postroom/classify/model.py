@@ -52,6 +52,20 @@ least +1 and every other one to at most -1 for that email, and similar emails mo
 category never seen before gets a new row; features never seen before get weight columns
 (capacity doubles, so a step is ~10 ms, independent of the number of examples). An example of
 the same message (``Example.key``), e.g. the decision being corrected, is replaced.
+
+A person who takes the model's category off an email without choosing another says "none of
+these": that is an example of the class :data:`NONE_OF_THESE` (an empty name, which no category
+can have). It is learned like any correction — the PA step pushes every category's score for
+that email to at most -1 — and joins every later fit as a class of its own, so similar emails
+get no category (a :class:`Prediction` whose ``category`` is :data:`NONE_OF_THESE`) rather than
+the rejected one. A one-vs-rest head has no other sound place for a "not X" example: a negative
+for X alone would leave every other category free to claim the email. The class exists only
+once such an example was learned, so a model without one predicts exactly as before, and it is
+never one of :attr:`Classifier.categories`. Its new row starts at a bias of at most -1 (a new
+category starts at the mean): with the mean, one "none of these" took an unrelated Sales email
+of a small model from 0.99 to 0.70; from -1 it stays at 0.99–1.00 while a near-copy of the
+rejected email goes to "none of these" (``docs/processing.md``).
+
 :meth:`Classifier.observe` keeps a decision nobody corrected (origin ``decision``; at most
 ``max_decisions``, oldest dropped first) for the next retrain, without an update step and only
 in categories with at least :data:`OBSERVE_MINIMUM` examples from people, so the model keeps up
@@ -107,6 +121,9 @@ from postroom.classify.features import (
     stack,
 )
 
+NONE_OF_THESE = ""
+"""The class of emails that belong to none of the categories (a person took the category the
+model gave off the email): never a category's name (names are not empty)."""
 Origin = Literal["user_example", "correction", "seed", "decision"]
 ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed", "decision")
 """Append only: a stored state refers to origins by their position here."""
@@ -306,7 +323,11 @@ def message_number(message_key: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The model's answer: best category, its calibrated probability, and all probabilities."""
+    """The model's answer: best category, its calibrated probability, and all probabilities.
+
+    ``category`` is None before any training, and :data:`NONE_OF_THESE` when the model thinks
+    the email belongs to none of the categories (only after a person said so of a similar one).
+    """
 
     category: str | None
     confidence: float
@@ -383,6 +404,11 @@ class _LinearHead:
         self.classes.append(category)
         self.weights = np.vstack([self.weights, np.zeros((1, self.weights.shape[1]), np.float32)])
         start = float(np.mean(self.bias)) if self.bias.size else -1.0
+        if category == NONE_OF_THESE:
+            # No evidence for "none of these" except the example's own features: it starts
+            # where the PA step puts every other class on that email (at most -1), so that
+            # mail unlike it keeps its category and confidence.
+            start = min(start, -1.0, float(np.min(self.bias)) if self.bias.size else -1.0)
         self.bias = np.append(self.bias, np.float32(start)).astype(np.float32)
 
     def _add_columns(self, features: npt.NDArray[np.int64], width: int) -> None:
@@ -664,7 +690,14 @@ class Classifier:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return tuple(self._fast.classes) if self._fast else ()
+        """The categories the model can give (not :data:`NONE_OF_THESE`)."""
+        if self._fast is None:
+            return ()
+        return tuple(c for c in self._fast.classes if c != NONE_OF_THESE)
+
+    def labelled_categories(self) -> tuple[str, ...]:
+        """The categories with at least one example from people (typed, or a correction)."""
+        return tuple(c for c in self.categories if self.labelled(c) > 0)
 
     # ----------------------------------------------------------------- training
 
@@ -715,7 +748,8 @@ class Classifier:
         """Add one labelled example (usually a correction) and update the model at once.
 
         An earlier example of the same message (``key``), e.g. the decision it corrects, is
-        dropped first."""
+        dropped first. An example of :data:`NONE_OF_THESE` teaches that such emails belong to
+        none of the categories (a person took the model's category off)."""
         self._check_embeddings([example])
         if example.key and example.key in self._index().keys:
             self._replace_examples([e for e in self._examples if e.key != example.key])
@@ -753,9 +787,17 @@ class Classifier:
         return self._index().by_people[category]
 
     def _add(self, example: Example) -> None:
+        was_on = len(self.labelled_categories()) >= 2
         self._append(example)
         self._learned_since_fit += 1
-        if self._fast is None or len(set(self._fast.classes) | {example.category}) < 2:
+        if (
+            not was_on
+            or self._fast is None
+            or len(set(self._fast.classes) | {example.category}) < 2
+        ):
+            # Until people gave examples of two categories the model is off (see
+            # learning.service.load_model) and has few examples: a full fit costs little, and
+            # the corrections kept meanwhile are all used when it turns on.
             self.fit(self._examples)
             return
         for head, slow in ((self._fast, False), (self._slow, True)):
@@ -1025,7 +1067,8 @@ class Classifier:
         :func:`postroom.classify.state.dump_state` can write it without pickle.
         """
         examples = self._examples
-        names = sorted({e.category for e in examples} | set(self.categories))
+        heads = [head for head in (self._fast, self._slow) if head is not None]
+        names = sorted({e.category for e in examples}.union(*(h.classes for h in heads)))
         features = stack([e.features for e in examples])
         state: dict[str, Any] = {
             "format": STATE_FORMAT,

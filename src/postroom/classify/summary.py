@@ -2,10 +2,12 @@
 category, recent accuracy, confusions.
 
 Accuracy is *agreement with people*: the pipeline records an :class:`Outcome` for each model
-decision once it is settled — the category a person moved it to (a correction) or the model's
-own category when nobody changed it. Recent accuracy is the share of agreeing outcomes among
-the last ``window``; the confusion summary counts the disagreeing (predicted, chosen) pairs.
-Pure and text-free: categories are configuration, outcomes hold no message data.
+decision once it is settled — the category a person moved it to (a correction;
+:data:`~postroom.classify.model.NONE_OF_THESE` when they took the category off and chose none)
+or the model's own category when nobody changed it. Recent accuracy is the share of agreeing
+outcomes among the last ``window``; the confusion summary counts the disagreeing
+(predicted, chosen) pairs. Pure and text-free: categories are configuration, outcomes hold
+no message data.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postroom.classify.model import Example
+from postroom.classify.model import NONE_OF_THESE, Example
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ def summarize(
     for example in examples:
         by_origin.get(example.origin, configured)[example.category] += 1
     names = sorted(set(categories) | set(configured) | set(corrected) | set(decided))
+    if NONE_OF_THESE in names:  # (last: it is no category, see Outcome)
+        names = [*names[1:], NONE_OF_THESE]
     recent = list(outcomes[-window:]) if window > 0 else []
     accuracy = sum(o.agreed for o in recent) / len(recent) if recent else None
     pairs = Counter((o.predicted, o.chosen) for o in recent if not o.agreed)

@@ -7,9 +7,10 @@ Invariant 2 (no message content stored) holds as follows:
   threshold and needs-review category (configuration).
 * :class:`ModelUpdate` keeps a correction learned since the last snapshot the same way: the
   example's hashed features and embedding vectors, and a category name.
-* :class:`LearningEvent` records that a person gave an example or corrected a decision: category
-  names (configuration), what the model had said, and for a correction the keyed hash of the
-  message's internetMessageId (:mod:`postroom.processing.message_keys`). Never a subject, body,
+* :class:`LearningEvent` records that a person gave an example, corrected a decision, or
+  rejected one (took the category off: "none of these"): category names (configuration), what
+  the model had said, and for a correction or rejection the keyed hash of the message's
+  internetMessageId (:mod:`postroom.processing.message_keys`). Never a subject, body,
   sender or recipient.
 * :class:`ConversationMemory` keeps, per conversation, a keyed hash (HMAC-SHA256 of the
   conversation id or normalized subject, 16 bytes) and the category its mail went to last.
@@ -45,7 +46,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from postroom.accounts.models import new_id, utcnow
 from postroom.db import Base
 
-EVENT_KINDS = ("example", "correction")
+EVENT_KINDS = ("example", "correction", "rejection")
+"""A rejection's ``category`` is the category taken off (none was chosen)."""
 DEFAULT_THRESHOLD = 0.6
 DEFAULT_NEEDS_REVIEW = "Needs review"
 
@@ -113,7 +115,7 @@ class LearningEvent(Base):
     integration_id: Mapped[str] = mapped_column(
         ForeignKey("integrations.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(20))  # "example" | "correction"
+    kind: Mapped[str] = mapped_column(String(20))  # one of EVENT_KINDS
     category: Mapped[str] = mapped_column(String(255))
     predicted: Mapped[str | None] = mapped_column(String(255), nullable=True)
     decided_by: Mapped[str | None] = mapped_column(String(20), nullable=True)

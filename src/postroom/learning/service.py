@@ -16,6 +16,11 @@ Training:
   corrections already learned (their hashed features are in the stored state); it writes a
   snapshot, as does :func:`fold`; people ask for it through :func:`request_refit` and the
   ``refit_model`` job (:func:`refit`).
+* :func:`detect_correction`, :func:`detect_move` and :func:`detect_rejection` (pure) say what a
+  person changed in Outlook; a category taken off, or a move back to the Inbox, is learned as
+  "none of these" (:data:`~postroom.classify.NONE_OF_THESE`, see ``docs/processing.md``).
+  Corrections are learned whether the model is on or off (:func:`load_model`): while it is off
+  they wait in its state and are used once it turns on (:func:`model_status` says which).
 * :func:`record_correction` is the fast path: one :meth:`~postroom.classify.Classifier.learn`
   step (milliseconds) under a row lock, then one update row with ``version + 1`` — not the whole
   state, which took seconds once a model held thousands of examples — so the next similar email
@@ -32,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from postroom.accounts.models import new_id
 from postroom.classify import (
+    NONE_OF_THESE,
     OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
@@ -136,7 +143,8 @@ class ModelAdapter:
         if prediction.category is None:
             return None
         via = "conversation" if prediction.stage == "conversation" else None
-        return Prediction(prediction.category, prediction.confidence, via)
+        none = prediction.category == NONE_OF_THESE  # (decide leaves such mail alone if sure)
+        return Prediction(prediction.category, prediction.confidence, via, none_of_these=none)
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,18 @@ def recall_conversation(
         )
     ).one_or_none()
     return None if row is None else Remembered(row.category, row.by_person)
+
+
+def forget_conversation(db: Session, integration_id: str, view: MessageView, secret: bytes) -> None:
+    """A person rejected the category the conversation went to: its replies no longer follow."""
+    key = conversation_hash(classify_view(view), secret)
+    if key is not None:
+        db.execute(
+            delete(ConversationMemory).where(
+                ConversationMemory.integration_id == integration_id,
+                ConversationMemory.key_hash == key,
+            )
+        )
 
 
 def remember_conversation(
@@ -355,11 +375,67 @@ def load_model(db: Session, integration_id: str) -> LoadedModel | None:
     if row is None:
         return None
     classifier = _rebuild(db, row)
-    if classifier is None or len(classifier.categories) < 2:
-        return None  # one category cannot be told apart from anything: no model yet
-    if all(e.origin == "seed" for e in classifier.examples):
-        return None  # descriptions alone do not switch the model on; examples do
+    if classifier is None or len(classifier.labelled_categories()) < MODEL_MINIMUM_CATEGORIES:
+        # One category cannot be told apart from anything, and descriptions alone are too
+        # little: the model is off. Corrections made meanwhile are kept in its state (and
+        # learned with a full fit, see Classifier.learn) and used once it turns on.
+        return None
     return LoadedModel(classifier, row.version, row.threshold, row.needs_review)
+
+
+MODEL_MINIMUM_CATEGORIES = 2
+"""Categories that need examples from people (typed or corrections) before the model decides."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Whether the model decides, and what it has: for the Model page and the category editor."""
+
+    on: bool
+    with_examples: tuple[str, ...]
+    """Configured categories with examples from people: typed in the editor, or corrections
+    kept in the model's state (in configured order)."""
+    rebuilding: bool
+    """A refit was asked for and has not run yet."""
+
+    @property
+    def turns_on(self) -> bool:
+        """Off now, but what people gave is enough: the (pending) rebuild switches it on."""
+        return not self.on and len(self.with_examples) >= MODEL_MINIMUM_CATEGORIES
+
+
+def model_status(db: Session, integration_id: str) -> ModelStatus:
+    """The model's status in words' terms: on, and which categories have examples (reads the
+    model state through the cache, like the Model page)."""
+    row = db.scalars(
+        select(ModelState).where(ModelState.integration_id == integration_id)
+    ).one_or_none()
+    classifier = _rebuild(db, row) if row is not None else None
+    on = classifier is not None and (
+        len(classifier.labelled_categories()) >= MODEL_MINIMUM_CATEGORIES
+    )
+    corrected = (
+        {e.category for e in classifier.examples if e.origin == "correction"}
+        if classifier is not None and (row is None or row.reset_requested_at is None)
+        else set()
+    )
+    typed = set(
+        db.scalars(
+            select(Category.name)
+            .join(CategoryExample, CategoryExample.category_id == Category.id)
+            .where(Category.integration_id == integration_id)
+        )
+    )
+    names = db.scalars(
+        select(Category.name)
+        .where(Category.integration_id == integration_id)
+        .order_by(Category.position)
+    )
+    return ModelStatus(
+        on=on,
+        with_examples=tuple(n for n in names if n in typed or n in corrected),
+        rebuilding=row is not None and row.refit_requested_at is not None,
+    )
 
 
 def _private_copy(db: Session, row: ModelState, config: ClassifierConfig) -> Classifier:
@@ -618,11 +694,18 @@ def integrations_to_refit(db: Session) -> list[str]:
 # ---------------------------------------------------------------------- corrections
 @dataclass(frozen=True)
 class Correction:
-    """What a person changed: Postroom said ``previous``, the message now carries ``category``."""
+    """What a person changed: Postroom said ``previous``, the message now carries ``category``
+    — or, with ``category`` :data:`~postroom.classify.NONE_OF_THESE`, a person took
+    ``previous`` off (or moved the message out of its folder) and chose no other category."""
 
     previous: str | None
     category: str
     decided_by: str | None
+
+    @property
+    def rejected(self) -> bool:
+        """A "not this category": negative feedback (see :func:`detect_rejection`)."""
+        return self.category == NONE_OF_THESE
 
 
 def detect_correction(
@@ -691,6 +774,83 @@ def _path_key(path: str) -> str:
     return "/".join(s.strip().casefold() for s in path.split("/") if s.strip())
 
 
+REJECTABLE = ("model", "rule")
+"""Decisions whose category a person can reject: a needs-review label taken off means "looked
+at", not "none of these", and a message left alone has nothing to reject."""
+
+
+def moved_back(
+    plan: dict[str, Any] | None,
+    actions: Sequence[str],
+    *,
+    folder_key: str,
+    folder_id: str | None,
+    view: MessageView,
+) -> bool:
+    """Pure: is this message, which Postroom moved into its category's folder, back in a
+    folder Postroom processes (``folder_key``/``folder_id``: where delta found it now)?
+
+    Only when the move is recorded as done (a move that failed is no correction) and the
+    message's own ``parentFolderId``, when given, is that folder."""
+    if not plan or "move" not in actions:
+        return False
+    filed = plan.get("folder")
+    if not isinstance(filed, str) or not _path_key(filed):
+        return False
+    if _path_key(filed) == _path_key(folder_key):
+        return False  # Postroom filed it where it is (a category folder that is synced)
+    return not (folder_id and view.folder_id and view.folder_id != folder_id)
+
+
+def detect_rejection(
+    plan: dict[str, Any] | None,
+    view: MessageView,
+    configured: list[str],
+    *,
+    actions: Sequence[str],
+    moved_back: bool = False,
+) -> Correction | None:
+    """Pure: did a person say "not this category" of a processed message? (see
+    docs/processing.md)
+
+    Yes when a rule or the model gave category X, Postroom put X on the message, and now X is
+    gone from it — or the message was moved out of X's folder back to where Postroom reads new
+    mail (``moved_back``) — while no other configured category is on it (that would be a
+    correction to it, :func:`detect_correction`, or two categories: no clear answer). After a
+    person corrected X to Y, only moving it back without Y on it counts: Y may never have been
+    on the message (a correction by moving it into Y's folder), and taking the wrong X off
+    then is tidying up. Once per message: the ledger row records it.
+    """
+    if not plan or plan.get("decided_by") not in REJECTABLE:
+        return None
+    given = plan.get("category")
+    if not isinstance(given, str) or not given.strip():
+        return None
+    corrected = plan.get("corrected_to")
+    if corrected == NONE_OF_THESE:
+        return None  # already learned
+    current = corrected if isinstance(corrected, str) else given
+    present = {c.strip().casefold() for c in view.categories}
+    others = [
+        name
+        for name in configured
+        if name.strip().casefold() in present and name.casefold() != current.casefold()
+    ]
+    if others:
+        return None
+    gone = current.strip().casefold() not in present
+    if isinstance(corrected, str):
+        rejected = moved_back and gone
+    else:
+        # Postroom put it on (or it was there already); a label that failed was never there.
+        labelled = "label" in actions or not plan.get("add_categories")
+        rejected = (labelled and gone) or moved_back
+    if not rejected:
+        return None
+    decided_by = plan.get("decided_by")
+    return Correction(current, NONE_OF_THESE, decided_by if isinstance(decided_by, str) else None)
+
+
 def record_correction(
     db: Session,
     *,
@@ -705,8 +865,10 @@ def record_correction(
     """Learn ``correction`` from ``view`` (in memory), save the state and mark the ledger row.
 
     With ``conversation_secret``, the rest of the message's conversation follows the
-    correction from now on. Returns the new model version. The ledger row stays ``done``;
-    nothing is done to the mail.
+    correction from now on (a rejection: the conversation is forgotten, so replies no longer
+    follow the rejected category). Returns the new model version. The ledger row stays
+    ``done``; nothing is done to the mail. Learned whether the model is on or off: while it is
+    off the state keeps the example, and it is used when the model turns on.
     """
     row = state_row(db, integration_id, lock=True)
     classifier = _private_copy(db, row, config)
@@ -722,7 +884,9 @@ def record_correction(
     )
     classifier.learn(example)  # replaces the decision it corrects, if that was learned already
     version = _append(db, row, classifier, example)
-    if conversation_secret is not None:
+    if conversation_secret is not None and correction.rejected:
+        forget_conversation(db, integration_id, view, conversation_secret)
+    elif conversation_secret is not None:
         remember_conversation(
             db, integration_id, view, correction.category, conversation_secret, by_person=True
         )
@@ -730,8 +894,9 @@ def record_correction(
     db.add(
         LearningEvent(
             integration_id=integration_id,
-            kind="correction",
-            category=correction.category,
+            # a rejection names the category taken off (no category was chosen)
+            kind="rejection" if correction.rejected else "correction",
+            category=(correction.previous or "") if correction.rejected else correction.category,
             predicted=predicted,
             decided_by=correction.decided_by,
             message_key=key,
@@ -873,7 +1038,9 @@ def outcomes(db: Session, integration_id: str, *, window: int = 200) -> list[Out
         plan = entry.plan or {}
         if plan.get("decided_by") != "model" or not plan.get("category"):
             continue
-        chosen = plan.get("corrected_to") or plan["category"]
+        chosen = plan.get("corrected_to")  # (NONE_OF_THESE, "", when it was taken off)
+        if chosen is None:
+            chosen = plan["category"]
         found.append(Outcome(predicted=plan["category"], chosen=str(chosen)))
         if len(found) >= window:
             break

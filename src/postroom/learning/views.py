@@ -54,12 +54,39 @@ RECIPES = {
 """What each ``POSTROOM_CLASSIFIER_EMBEDDER`` recipe reads, in words (the Model page)."""
 
 
+OFF_WHY = (
+    "The learned model is off: it needs examples for at least two categories. "
+    "Corrections are kept and used once it turns on."
+)
+"""Why the model is off, in the words the Model page and the category editor use."""
+
+
+def status_words(status: learning.ModelStatus) -> str | None:
+    """What to say about a model that does not decide (None when it does)."""
+    if status.on:
+        return None
+    if status.turns_on:
+        names = " and ".join(", ".join(status.with_examples).rsplit(", ", 1))
+        when = (
+            "once the rebuild in the background is done"
+            if status.rebuilding
+            else "at the next Retrain"
+        )
+        return f"The learned model is off for now: {names} have examples, so it turns on {when}."
+    if status.with_examples:
+        return f"{OFF_WHY} So far only {status.with_examples[0]} has examples."
+    return f"{OFF_WHY} No category has examples yet."
+
+
 def _learning_settings(request: Request, db: Session, integration_id: str) -> dict[str, Any]:
     settings = request.app.state.settings
     loaded = learning.load_model(db, integration_id)
     built = (loaded.classifier.config.slow_embedder or "none") if loaded else None
+    status = learning.model_status(db, integration_id)
     return {
         "active": loaded is not None,
+        "off_words": status_words(status),
+        "turns_on": status.turns_on,
         "built_with": RECIPES.get(built) if built else None,
         "configured": RECIPES[settings.classifier_embedder]
         if built and built != settings.classifier_embedder

@@ -53,6 +53,7 @@ from postroom.graph import (
     Throttled,
     TransientError,
 )
+from postroom.graph.client import PREFER_TEXT_BODY
 from postroom.integrations import service as integrations
 from postroom.integrations.graph_access import Connection, IntegrationTokens, TokenFailure
 from postroom.integrations.models import Category, Integration, Mailbox
@@ -75,9 +76,14 @@ from postroom.sync.runtime import Runtime
 log = logging.getLogger("postroom.sync")
 
 ACTIVE = ("connected", "syncing", "backfilling")
+# changeKey: the label is a conditional write naming it (no read before the PATCH); body
+# (plain text, see GraphClient.delta): the model and body rules read it from the page, not
+# with a GET per email. Baked into the delta link; a link stored before body was selected
+# still works (its messages' bodies are read one by one, see _with_body).
 SYNC_SELECT = (
     "id,internetMessageId,conversationId,subject,from,toRecipients,ccRecipients,"
-    "receivedDateTime,categories,parentFolderId,hasAttachments,importance,bodyPreview,isDraft"
+    "receivedDateTime,categories,parentFolderId,hasAttachments,importance,bodyPreview,isDraft,"
+    "changeKey,body"
 )
 SUBSCRIPTION_LIFETIME = timedelta(days=2)
 COLORS_RETRY = timedelta(days=1)  # a refused master list is asked for again after this
@@ -431,6 +437,7 @@ async def process_message(
         colors=work.colors,
         manage_colors=work.manage_colors,
         folder_cache=runtime.folder_cache,
+        seen=data,
     )
     metrics.email_processed(result.state, metrics.decider(plan.decided_by, plan.reasons))
     if result.colors_refused is not None:
@@ -557,7 +564,10 @@ def _count_attempt(runtime: Runtime, entry_id: str, exc: TransientError) -> bool
 
 
 async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any]) -> MessageView:
-    """The view with the full plain-text body (rules on the body and the model read it)."""
+    """The view with the full plain-text body (rules on the body and the model read it): from
+    the delta page when it carried the body, else one GET."""
+    if isinstance(data.get("body"), dict):
+        return message_view(data)
     full = await graph.request(
         "GET",
         f"{graph.mailbox_path(work.mailbox)}/messages/{data['id']}",
@@ -792,7 +802,13 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
             }
             pages = 0
             while url and pages < max_pages:
-                _, page, _ = await graph.request("GET", url, mailbox=work.mailbox, params=params)
+                _, page, _ = await graph.request(
+                    "GET",
+                    url,
+                    mailbox=work.mailbox,
+                    params=params,
+                    headers={"Prefer": PREFER_TEXT_BODY},  # SYNC_SELECT has the body
+                )
                 params = None
                 pages += 1
                 seen = 0
