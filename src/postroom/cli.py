@@ -83,7 +83,13 @@ def web(
 
 
 @app.command()
-def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")) -> None:
+def worker(
+    concurrency: int = typer.Option(4, help="Jobs run at the same time."),
+    metrics_port: int = typer.Option(
+        0, help="Serve this worker's Prometheus counters on this port (0: off)."
+    ),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address for --metrics-port."),
+) -> None:
     """Run only a job worker (sync, subscriptions, reconcile) on the shared DATABASE_URL.
     SIGTERM finishes the running jobs (up to 30 s) before exiting."""
     import asyncio
@@ -94,7 +100,8 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
     from postroom.crypto import SecretBox, load_or_create_key
     from postroom.db import migrate, open_database
     from postroom.settings import load_settings
-    from postroom.sync.runtime import install, make_runtime
+    from postroom.sync.queue import make_runtime
+    from postroom.sync.runtime import install
     from postroom.web import logs
 
     # Until the job loop runs there is nothing to finish: SIGTERM simply ends the process.
@@ -107,6 +114,11 @@ def worker(concurrency: int = typer.Option(4, help="Jobs run at the same time.")
     box = SecretBox(load_or_create_key(key, settings.data_dir / "token.key"))
     runtime = make_runtime(settings, database, box)
     install(runtime)
+    if metrics_port:
+        from postroom.metrics import serve_process_metrics
+
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        serve_process_metrics(metrics_host, metrics_port, token=token)
 
     async def run() -> None:
         async with runtime.queue.open_async():

@@ -27,6 +27,7 @@ import uvicorn
 from sqlalchemy import text
 
 import postroom.accounts.models  # noqa: F401  (every table, for TRUNCATE)
+import postroom.alerts.models  # noqa: F401
 import postroom.integrations.models  # noqa: F401
 import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401
@@ -51,7 +52,7 @@ class Postroom:
     def drain(self) -> int:
         """Run queued jobs (sync, setup, renew) to completion in a worker of this thread;
         returns the number of jobs that were waiting."""
-        from postroom.sync.runtime import make_runtime
+        from postroom.sync.queue import make_runtime
 
         runtime = make_runtime(self.settings, self.database, self.app.state.box)
 

@@ -140,7 +140,7 @@ def test_new_mail_is_labelled_filed_and_forwarded_exactly_once(
 def _run(postroom: Postroom, fn: Any) -> Any:
     import asyncio
 
-    from postroom.sync.runtime import make_runtime
+    from postroom.sync.queue import make_runtime
 
     runtime = make_runtime(postroom.settings, postroom.database, postroom.app.state.box)
 

@@ -15,7 +15,7 @@ from postroom.accounts import emails, service, sessions, throttle
 from postroom.accounts.models import Invitation
 from postroom.db import Database
 from postroom.settings import Settings
-from postroom.web.app import DbSession, current_caller, render
+from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import (
     Caller,
     Forbidden,

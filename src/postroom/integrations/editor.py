@@ -61,7 +61,7 @@ from postroom.processing.rules import (
     RuleGroup,
 )
 from postroom.processing.view import MessageView
-from postroom.web.app import DbSession, current_caller, render
+from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
 router = APIRouter()

@@ -44,7 +44,7 @@ from postroom.integrations.statuses import (
     shown_status,
 )
 from postroom.settings import Settings
-from postroom.web.app import DbSession, current_caller, render
+from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
 router = APIRouter()

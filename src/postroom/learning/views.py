@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from postroom.integrations.views import load_integration
 from postroom.learning import service as learning
-from postroom.web.app import DbSession, current_caller, render
+from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
 router = APIRouter()

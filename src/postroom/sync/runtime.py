@@ -3,7 +3,8 @@
 The job queue is procrastinate on the same PostgreSQL: per-mailbox ``lock`` (one sync per
 mailbox at a time, across machines) and per-folder ``queueing_lock`` (a burst of notifications
 becomes one pending job). Tasks are defined in :mod:`postroom.sync.jobs` on a blueprint and
-find this runtime through :func:`current` (set by whoever starts the worker).
+find this runtime through :func:`current` (set by whoever starts the worker); the queue and the
+runtime are put together in :mod:`postroom.sync.queue`, so this module imports no task.
 """
 
 from __future__ import annotations
@@ -25,16 +26,6 @@ from postroom.settings import Settings
 def conninfo(sqlalchemy_url: str) -> str:
     """libpq connection string from the SQLAlchemy URL (drop the ``+psycopg`` driver)."""
     return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
-def build_queue(database: Database) -> procrastinate.App:
-    from postroom.sync import jobs
-
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=conninfo(database.url))
-    )
-    app.add_tasks_from(jobs.build_blueprint(), namespace="postroom")
-    return app
 
 
 @dataclass
@@ -78,15 +69,3 @@ def current() -> Runtime:
     if _current is None:
         raise RuntimeError("the sync runtime is not installed in this process")
     return _current
-
-
-def make_runtime(settings: Settings, database: Database, box: SecretBox) -> Runtime:
-    key = box.derive(b"graph-client-state")
-    return Runtime(
-        settings=settings,
-        database=database,
-        box=box,
-        identity=MicrosoftIdentity(settings),
-        queue=build_queue(database),
-        hmac_key=key,
-    )

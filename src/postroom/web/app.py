@@ -11,97 +11,28 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from postroom import __version__
-from postroom.accounts import sessions
-from postroom.accounts.switcher import workspace_choices
 from postroom.crypto import SecretBox, load_or_create_key, load_or_create_text_secret
 from postroom.db import Database, migrate, open_database
 from postroom.settings import Settings, load_settings
 from postroom.web import logs
+from postroom.web.deps import render, templates
 from postroom.web.headers import SecurityHeaders, security_headers
 from postroom.web.inputs import refuse_nul
-from postroom.web.security import (
-    BadCsrf,
-    Caller,
-    Forbidden,
-    NotSignedIn,
-    csrf_token,
-    session_lifetimes,
-)
+from postroom.web.security import BadCsrf, Forbidden, NotSignedIn
 
 log = logging.getLogger("postroom.web")
 HERE = Path(__file__).parent
-
-
-def templates() -> Jinja2Templates:
-    env_templates = Jinja2Templates(directory=str(HERE / "templates"))
-    env_templates.env.globals["version"] = __version__
-    env_templates.env.globals["workspace_choices"] = workspace_choices
-    return env_templates
-
-
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    tpl: Jinja2Templates = request.app.state.templates
-    context.setdefault("caller", getattr(request.state, "caller", None))
-    context["csrf_token"] = csrf_token(request)
-    return tpl.TemplateResponse(request, name, context, status_code=status_code)
-
-
-def db_session(request: Request) -> Iterator[Session]:
-    database: Database = request.app.state.db
-    with database.session() as session:
-        yield session
-
-
-# "function" scope: commit before the response leaves, so the next request sees the writes.
-DbSession = Annotated[Session, Depends(db_session, scope="function")]
-
-
-def current_caller(request: Request) -> Caller:
-    """The signed-in user and their current workspace, or :class:`NotSignedIn`: the cookie's
-    session token must name a live server-side session (not signed out, revoked or expired)
-    of a member of the cookie's workspace. One indexed query."""
-    token = request.session.get("sid")
-    user_id = request.session.get("uid")
-    workspace_id = request.session.get("wid")
-    if not (isinstance(token, str) and isinstance(user_id, str) and isinstance(workspace_id, str)):
-        request.session.clear()  # e.g. a cookie from before server-side sessions
-        raise NotSignedIn()
-    database: Database = request.app.state.db
-    with database.session() as session:
-        who = sessions.find_signed_in(
-            db=session,
-            token=token,
-            workspace_id=workspace_id,
-            lifetimes=session_lifetimes(request.app.state.settings),
-        )
-    if who is None or who.user_id != user_id or who.workspace_id is None:
-        request.session.clear()
-        raise NotSignedIn()
-    caller = Caller(
-        user_id=who.user_id,
-        user_name=who.user_name,
-        user_email=who.user_email,
-        workspace_id=who.workspace_id,
-        workspace_name=who.workspace_name or "",
-        role=who.role or "member",
-        session_id=who.session_id,
-    )
-    request.state.caller = caller
-    return caller
 
 
 def create_app(
@@ -128,7 +59,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from postroom.sync.runtime import install, make_runtime
+        from postroom.sync.queue import make_runtime
+        from postroom.sync.runtime import install
 
         own = app.state.db is None
         if own:
@@ -187,8 +119,9 @@ def create_app(
     from postroom.integrations import views as integration_views
     from postroom.learning import views as learning_views
     from postroom.sync import webhooks
-    from postroom.web import help_pages
+    from postroom.web import health, help_pages
 
+    app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(account_views.router)
     app.include_router(integration_views.router)

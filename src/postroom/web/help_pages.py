@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from postroom.integrations.statuses import LABELS, REASONS
-from postroom.web.app import render
+from postroom.web.deps import render
 
 router = APIRouter()
 
