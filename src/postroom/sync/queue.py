@@ -2,7 +2,7 @@
 :mod:`postroom.sync.jobs` on it, and the :class:`~postroom.sync.runtime.Runtime` they run with.
 
 The one place that knows both the runtime and the tasks: ``runtime`` imports no task and
-``jobs`` imports only the runtime, so neither imports the other (decision 0010).
+``jobs`` imports only the runtime, so neither imports the other (decision 0011).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ dependency (:data:`DbSession`) and the signed-in :func:`current_caller`.
 
 Views import from here (and CSRF helpers from :mod:`postroom.web.security`); this module
 imports no view and not the app, so the web layer has no import circle: :mod:`postroom.web.app`
-only builds the app and includes the views' routers (decision 0010).
+only builds the app and includes the views' routers (decision 0011).
 """
 
 from __future__ import annotations
