@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     # /openapi.json describes every route; off unless an operator wants it (POSTROOM_API_DOCS)
     api_docs: bool = False
 
+    # monitoring (docs/operations.md): /metrics answers only a request with
+    # "Authorization: Bearer <metrics_token>" (unset: /metrics is 404); /readyz wants a worker
+    # heartbeat younger than ready_worker_seconds
+    metrics_token: SecretStr | None = None
+    ready_worker_seconds: int = Field(default=60, ge=15, le=3600)
+    # alerts to a workspace's owners and admins (email; and this Slack/Teams incoming webhook
+    # if set) when an integration or mailbox stops, or a mailbox's sync lags this many minutes
+    alert_lag_minutes: int = Field(default=30, ge=2, le=7 * 24 * 60)
+    alert_webhook_url: SecretStr | None = None
+
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
@@ -113,6 +123,8 @@ class Settings(BaseSettings):
             "database_url",
             "smtp_url",
             "smtp_password",
+            "metrics_token",
+            "alert_webhook_url",
         ):
             env = f"POSTROOM_{name.upper()}_FILE"
             path = data.get(f"{name}_file") or os.environ.get(env)
@@ -137,6 +149,18 @@ class Settings(BaseSettings):
             raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...") from None
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("must be smtp://[user:pass@]host[:port] or smtps://...")
+        return value
+
+    @field_validator("metrics_token", "alert_webhook_url")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
         return value
 
     @field_validator("public_base_url", "authority_host", "graph_base_url")

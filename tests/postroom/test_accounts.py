@@ -77,7 +77,7 @@ def test_garbage_sign_up_fields_get_clear_errors_and_no_rows(
         data={
             "csrf_token": csrf(page.text),
             "email": "not-an-email",
-            "name": "\x00",
+            "name": "\x07",
             "password": "short",
             "workspace": "",
         },

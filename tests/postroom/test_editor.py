@@ -265,7 +265,7 @@ BAD_INPUTS: list[tuple[dict[str, Any], str]] = [
         "The forward comment may be at most 2000 characters",
     ),
     (
-        {"forward_to": "ap@contoso.test", "forward_comment": "Book\x00this"},
+        {"forward_to": "ap@contoso.test", "forward_comment": "Book\x07this"},
         "may not contain control characters",
     ),
     ({"forward_comment": "Please book"}, "A forward comment needs a forward address"),

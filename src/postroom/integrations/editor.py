@@ -92,10 +92,11 @@ OPERATOR_LABELS = {
     "BEFORE": "before",
     "AFTER": "after",
 }
+# What was done to the email. The ledger's "master_category" and "folder" steps mean the
+# category's colour and the folder were made sure of (found, or created): usually they
+# existed already, so they are not said to be "created" on every email.
 ACTION_WORDS = {
-    "master_category": "colour created",
     "label": "labelled",
-    "folder": "folder created",
     "move": "moved",
     "forward_draft": "forward drafted",
     "forward_sent": "forwarded",
@@ -470,13 +471,25 @@ def explain(
 
 
 # ---------------------------------------------------------------------- Graph, read only
+@dataclass(frozen=True)
+class OtherColour:
+    """A category that exists in a mailbox's master list with another colour than Postroom's:
+    Outlook shows its colour, not Postroom's."""
+
+    name: str
+    outlook: str  # the colour preset in Outlook
+    wanted: str  # the category's colour preset in Postroom
+
+
 @dataclass
 class ColourCheck:
-    """One mailbox's master list compared with the categories: which have no colour."""
+    """One mailbox's master list compared with the categories: which have no colour, and
+    which have another colour there."""
 
     address: str
     missing: list[str] = field(default_factory=list)
     problem: str | None = None
+    differ: list[OtherColour] = field(default_factory=list)
 
 
 @dataclass
@@ -514,6 +527,21 @@ def _uncoloured(master: list[Any], categories: list[Category]) -> list[str]:
     return [c.name for c in categories if c.name.strip().casefold() not in coloured]
 
 
+def _other_colours(master: list[Any], categories: list[Category]) -> list[OtherColour]:
+    """Categories whose name is in the master list with another colour (not "none")."""
+    in_outlook = {
+        str(c.get("displayName") or "").strip().casefold(): str(c.get("color") or "none").lower()
+        for c in master
+        if isinstance(c, dict)
+    }
+    differ = []
+    for category in categories:
+        colour = in_outlook.get(category.name.strip().casefold(), "none")
+        if colour != "none" and colour != category.color.lower():
+            differ.append(OtherColour(category.name, colour, category.color))
+    return differ
+
+
 async def _colour_checks(
     client: GraphClient, mailboxes: list[Mailbox], categories: list[Category]
 ) -> list[ColourCheck]:
@@ -523,10 +551,46 @@ async def _colour_checks(
         try:
             master = await client.master_categories(box.graph_user_id)
             check.missing = _uncoloured(master, categories)
+            check.differ = _other_colours(master, categories)
         except GraphError as exc:
             check.problem = _graph_words(exc)
         checks.append(check)
     return checks
+
+
+async def _align_colours(
+    client: GraphClient, mailboxes: list[Mailbox], categories: list[Category]
+) -> tuple[int, list[str]]:
+    """Give the categories that exist in Outlook with another colour Postroom's colour (the
+    person asked for it on the categories page). Only the colour changes: the name, and every
+    email that has the category, stay as they are."""
+    changed, problems = 0, []
+    wanted = {c.name.strip().casefold(): c.color for c in categories}
+    for box in mailboxes[:COLOUR_MAILBOXES]:
+        try:
+            master = await client.master_categories(box.graph_user_id)
+        except GraphError as exc:
+            problems.append(f"{box.address}: {_graph_words(exc)}.")
+            continue
+        for item in master:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                continue
+            name = str(item.get("displayName") or "")
+            colour = wanted.get(name.strip().casefold())
+            if colour is None or str(item.get("color") or "none").lower() in ("none", colour):
+                continue
+            path = f"{client.mailbox_path(box.graph_user_id)}/outlook/masterCategories"
+            try:
+                await client.request(
+                    "PATCH",
+                    f"{path}/{quote(item['id'], safe='')}",
+                    mailbox=box.graph_user_id,
+                    json={"color": colour},
+                )
+                changed += 1
+            except GraphError as exc:
+                problems.append(f"{box.address}: {name}: {_graph_words(exc)}.")
+    return changed, problems
 
 
 async def _create_colours(
@@ -661,8 +725,12 @@ def _forwarding_allowed(integration: Integration) -> bool:
     )
 
 
-def _test_mailbox(mailboxes: list[Mailbox]) -> Mailbox | None:
-    """The first synced mailbox: the one whose inbox the test reads."""
+def _test_mailbox(mailboxes: list[Mailbox], chosen: str | None = None) -> Mailbox | None:
+    """The mailbox whose inbox the test reads: the one chosen (any mailbox of the
+    integration), else the first synced one."""
+    for box in mailboxes:
+        if chosen and box.id == chosen:
+            return box
     working = [m for m in mailboxes if m.status == "connected"] or mailboxes
     return working[0] if working else None
 
@@ -680,12 +748,13 @@ def _remote(
     *,
     recent: bool,
     colours: bool,
+    test_box_id: str | None = None,
 ) -> RemoteFacts:
     """Read what the page shows from Graph (the recent emails, the colours) in one go."""
     facts = RemoteFacts()
     mailboxes = service.mailboxes(db=db, integration=integration)
     categories = service.categories(db=db, integration=integration)
-    test_box = _test_mailbox(mailboxes)
+    test_box = _test_mailbox(mailboxes, test_box_id)
     want_recent = recent and test_box is not None
     want_colours = colours and bool(categories) and _can_read_colours(integration)
     if not want_recent and not want_colours:
@@ -727,10 +796,13 @@ def _categories_page(
     notice: str | None = None,
     status_code: int = 200,
     with_colours: bool = True,
+    test_box_id: str | None = None,
 ) -> Response:
     categories = service.categories(db=db, integration=integration)
     editing = form is not None and caller.can_manage
-    remote = _remote(request, db, integration, recent=editing, colours=with_colours)
+    remote = _remote(
+        request, db, integration, recent=editing, colours=with_colours, test_box_id=test_box_id
+    )
     colours = {value: (label, hex_) for value, label, hex_ in wizard.COLOURS}
     mailboxes = service.mailboxes(db=db, integration=integration)
     return render(
@@ -747,7 +819,8 @@ def _categories_page(
         result=result,
         notice=notice,
         remote=remote,
-        test_box=_test_mailbox(mailboxes),
+        test_box=_test_mailbox(mailboxes, test_box_id),
+        test_boxes=mailboxes,
         field_labels=FIELD_LABELS,
         operator_labels=OPERATOR_LABELS,
         fields=FIELDS,
@@ -807,6 +880,14 @@ def categories_page(
         status = learning.model_status(db, integration.id) if notice else None
         if status is not None and status.on and status.rebuilding:  # (off: the page says why)
             notice = f"{notice} The learned model is being retrained in the background."
+    aligned = request.query_params.get("aligned")
+    if aligned and aligned.isdigit():
+        count = int(aligned)
+        notice = (
+            f"Gave {count} categor{'y' if count == 1 else 'ies'} in Outlook Postroom's colour."
+            if count
+            else "Every category already has Postroom's colour in Outlook."
+        )
     coloured = request.query_params.get("coloured")
     if coloured and coloured.isdigit():
         count = int(coloured)
@@ -815,7 +896,16 @@ def categories_page(
             if count
             else "Every category already exists in Outlook."
         )
-    return _categories_page(request, db, caller, integration, form=form, notice=notice)
+    chosen = request.query_params.get("test_mailbox")
+    return _categories_page(
+        request,
+        db,
+        caller,
+        integration,
+        form=form,
+        notice=notice,
+        test_box_id=chosen[:64] if chosen else None,
+    )
 
 
 @router.post("/integrations/{integration_id}/categories")
@@ -843,11 +933,25 @@ def _categories_submit(
             raise HTTPException(404)
         raw_action = data.get("action")
         action, _, argument = (raw_action if isinstance(raw_action, str) else "save").partition(":")
+        # the mailbox whose recent emails the test shows (any mailbox of the integration)
+        shown, chosen = data.get("shown_mailbox"), data.get("test_mailbox")
+        box_id = chosen if action == "show_recent" else shown
+        box_id = box_id[:64] if isinstance(box_id, str) else None
 
         def page(**kw: Any) -> Response:
             return _categories_page(
-                request, db, caller, integration, form=form, with_colours=False, **kw
+                request,
+                db,
+                caller,
+                integration,
+                form=form,
+                with_colours=False,
+                test_box_id=box_id,
+                **kw,
             )
+
+        if action == "show_recent":
+            return page()
 
         if action == "add_condition":
             if len(form.rows) + len(form.groups) < MAX_CONDITIONS:
@@ -864,7 +968,7 @@ def _categories_submit(
                 del form.groups[int(argument)]
             return page()
         if action == "test":
-            return _test(request, db, caller, integration, form, argument)
+            return _test(request, db, caller, integration, form, argument, box_id)
         others = service.categories(db=db, integration=integration)
         parsed, problems = parse_category(
             form, others=others, forwarding_allowed=_forwarding_allowed(integration)
@@ -908,12 +1012,13 @@ def _test(
     integration: Integration,
     form: CategoryForm,
     message_id: str,
+    box_id: str | None = None,
 ) -> Response:
     """Decide a recent email with the form's unsaved rules: read only, nothing written."""
 
     def page(**kw: Any) -> Response:
         return _categories_page(
-            request, db, caller, integration, form=form, with_colours=False, **kw
+            request, db, caller, integration, form=form, with_colours=False, test_box_id=box_id, **kw
         )
 
     rules, problems = parse_rules(form)
@@ -921,7 +1026,7 @@ def _test(
         return page(errors=problems, status_code=400)
     if not message_id or len(message_id) > MAX_MESSAGE_ID:
         return page(errors=["Choose one of the recent emails to test."], status_code=400)
-    box = _test_mailbox(service.mailboxes(db=db, integration=integration))
+    box = _test_mailbox(service.mailboxes(db=db, integration=integration), box_id)
     if box is None:
         return page(errors=["This integration has no mailbox to test with."], status_code=400)
     rows = service.categories(db=db, integration=integration)
@@ -1029,8 +1134,10 @@ def create_colours(
     caller: CallerDep,
     db: DbSession,
     csrf_token: Token = "",
+    action: Token = "",
 ) -> Response:
-    """Create the missing master categories with their colours (needs MailboxSettings.ReadWrite)."""
+    """Create the missing master categories with their colours, or (``action=align``) give the
+    ones that exist with another colour Postroom's colour (needs MailboxSettings.ReadWrite)."""
     check_csrf(request, csrf_token)
     caller.require_manager()
     integration = load_integration(db, caller, integration_id)
@@ -1052,25 +1159,33 @@ def create_colours(
         )
     mailboxes = service.mailboxes(db=db, integration=integration)
     categories = service.categories(db=db, integration=integration)
+    align = action == "align"
+    work = _align_colours if align else _create_colours
     try:
         created, problems = graph_call(
-            request, db, integration, lambda c: _create_colours(c, mailboxes, categories)
+            request, db, integration, lambda c: work(c, mailboxes, categories)
         )
     except TokenFailure:
         return RedirectResponse(base, status_code=303)
     except GraphError as exc:
         problems, created = [_graph_words(exc)], 0
     if problems:
+        done = f"Changed {created}." if align else f"Created {created} with colours."
         return _categories_page(
             request,
             db,
             caller,
             integration,
-            errors=["Some colours could not be created:", *problems],
-            notice=f"Created {created} with colours." if created else None,
+            errors=[
+                "Some colours could not be changed:" if align else "Some colours could not be "
+                "created:",
+                *problems,
+            ],
+            notice=done if created else None,
             status_code=502,
         )
-    return RedirectResponse(f"{base}?{urlencode({'coloured': created})}", status_code=303)
+    answer = {"aligned" if align else "coloured": created}
+    return RedirectResponse(f"{base}?{urlencode(answer)}", status_code=303)
 
 
 # ---------------------------------------------------------------------- activity

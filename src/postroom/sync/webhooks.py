@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import select, text
 from starlette.concurrency import run_in_threadpool
 
+from postroom import metrics
 from postroom.sync import jobs
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime
@@ -148,6 +149,9 @@ class Inbox:
             await jobs.defer_renew(self.runtime, sync_id, mailbox_id)
         # also after a lifecycle event: "missed" and the gap before a renewal need a catch-up
         queued = await self.syncs.get(folders)
+        metrics.webhook("accepted", counts.valid)
+        metrics.webhook("spoofed", counts.wrong_client_state)
+        metrics.webhook("unknown_subscription", counts.unknown)
         level = logging.WARNING if counts.unknown or counts.wrong_client_state else logging.INFO
         log.log(level, "%s: %s; %d sync(s) queued", kind, counts, sum(queued.values()))
         return counts
@@ -236,8 +240,10 @@ async def _received(request: Request, kind: str) -> list[dict[str, Any]] | Respo
     token = request.query_params.get("validationToken")
     if token is not None:
         if not _plausible_token(token):
+            metrics.webhook("malformed")
             log.warning("%s: refused an implausible validationToken", kind)
             return PlainTextResponse("Not a validation token.", status_code=400)
+        metrics.webhook("validation")
         return PlainTextResponse(
             token,
             status_code=200,
@@ -247,6 +253,7 @@ async def _received(request: Request, kind: str) -> list[dict[str, Any]] | Respo
     try:
         return await _read(request)
     except BadPayload as exc:
+        metrics.webhook("malformed")
         log.warning("%s: refused a request: %s", kind, exc)
         return JSONResponse({"error": str(exc)}, status_code=400)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 SENSITIVE = re.compile(
     r"(?i)\b(code|state|session_state|client_info|id_token|access_token|refresh_token|"
@@ -45,6 +46,45 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class WithholdExceptionText(logging.Filter):
+    """Tracebacks without the exceptions' messages. uvicorn logs every exception that escapes
+    a request ("Exception in ASGI application"); a database error's text quotes the statement
+    and PostgreSQL's detail, which can carry what a person typed. The frames stay (code and
+    line numbers, never values); each message becomes its type. Postroom's own error handler
+    logs the type and a reference."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = withheld_traceback(record.exc_info[1])
+            record.exc_info = None
+        return True
+
+
+def withheld_traceback(exc: BaseException) -> str:
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def add(current: BaseException) -> None:
+        seen.add(id(current))
+        if current.__cause__ is not None and id(current.__cause__) not in seen:
+            add(current.__cause__)
+            lines.append("\nThe above exception was the direct cause of the following:\n\n")
+        elif (
+            current.__context__ is not None
+            and not current.__suppress_context__
+            and id(current.__context__) not in seen
+        ):
+            add(current.__context__)
+            lines.append("\nDuring handling of the above exception, another occurred:\n\n")
+        lines.append("Traceback (most recent call last):\n")
+        lines.extend(traceback.format_list(traceback.extract_tb(current.__traceback__)))
+        kind = type(current)
+        lines.append(f"{kind.__module__}.{kind.__qualname__} (message withheld from the log)\n")
+
+    add(exc)
+    return "".join(lines).rstrip("\n")
+
+
 def install() -> None:
     # MSAL's debug log prints token requests (code, code_verifier) verbatim: never below INFO.
     msal_logger = logging.getLogger("msal")
@@ -54,3 +94,7 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecrets) for f in logger.filters):
             logger.addFilter(RedactSecrets())
+    for name in ("uvicorn.error", "uvicorn"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, WithholdExceptionText) for f in logger.filters):
+            logger.addFilter(WithholdExceptionText())
