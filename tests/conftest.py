@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 import postroom.accounts.models  # noqa: F401  (every table, for TRUNCATE)
+import postroom.alerts.models  # noqa: F401
 import postroom.integrations.models  # noqa: F401
 import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401

@@ -123,6 +123,7 @@ class Message:
     flag_status: str = "notFlagged"
     # For drafts made by createForward: the message being forwarded and the comment.
     forward_of: str | None = None
+    forward_comment: str | None = None
     # For replies (createReply, createReplyAll, reply, replyAll): the message answered.
     reply_of: str | None = None
     # followupFlag dates as Graph writes them: {"dueDateTime": {"dateTime", "timeZone"}, ...}

@@ -326,7 +326,7 @@ def test_backfill_processes_history_oldest_first_without_forwarding(
         entries = list(db.scalars(select(LedgerEntry)))
     assert all(e.historical for e in entries) and len(entries) == 3
     page = web.get(base)
-    assert "3 / 3" in page.text
+    assert "3 of 3 looked at" in page.text
     # the CLI shows the same progress
     from typer.testing import CliRunner
 

@@ -431,7 +431,8 @@ def test_existing_mail_waits_for_the_person_then_runs_once_with_progress(
         item = db.scalar(select(Integration))
         assert item is not None and item.status == "connected"
     assert len(entries) == 4 and all(e.historical for e in entries.values())
-    assert "4 / 4" in web.get(base).text and "4 / 4" in web.get(f"{base}/existing-mail").text
+    assert "4 of 4 looked at" in web.get(base).text
+    assert "4 of 4 looked at" in web.get(f"{base}/existing-mail").text
 
     # Again, from the same date: nothing in the ledger is processed twice.
     form = web.get(f"{base}/existing-mail")

@@ -863,6 +863,7 @@ def create_forward(ctx: Ctx) -> GraphResponse:
     drafts = find_folder(mailbox, "drafts")
     draft = _build_forward(ctx, source, drafts, comment, changes, recipients)
     draft.is_draft = True
+    draft.forward_comment = comment  # shown as the forward's comment once it is sent
     ctx.state.store.insert_message(ctx.tenant, mailbox, draft)
     return message_response(ctx, draft, status=201)
 
@@ -885,5 +886,5 @@ def send_draft(ctx: Ctx) -> GraphResponse:
     draft.sender = draft.sender or _me(user)
     move_to(ctx, draft, _sent_folder(user.mailbox))
     kind = "forward" if draft.forward_of else "reply" if draft.reply_of else "send"
-    _deliver(ctx, draft, kind=kind, comment=None)
+    _deliver(ctx, draft, kind=kind, comment=draft.forward_comment)
     return GraphResponse(202)

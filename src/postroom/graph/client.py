@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from urllib.parse import quote
 
 import httpx
 
+from postroom import metrics
 from postroom.graph import guard
 from postroom.graph.ancestry import DEFAULT_ANCESTRY, FolderAncestry, MailboxAnchors
 from postroom.graph.budget import DEFAULT_BUDGET, MailboxBudget
@@ -51,6 +53,7 @@ from postroom.graph.errors import (
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 PREFER_IMMUTABLE = 'IdType="ImmutableId"'
+PREFER_TEXT_BODY = 'outlook.body-content-type="text"'
 FOLDER_SELECT = "id,parentFolderId"
 # Resolved once per mailbox for the guard: the root its ancestry walks end at, and the folders
 # whose subtrees are refused (Recoverable Items lies outside the root, so any folder there
@@ -154,6 +157,7 @@ class GraphClient:
             idempotent = method in ("GET", "PATCH", "PUT")
         url = path_or_url if path_or_url.startswith("https://") else self.base_url + path
         key = (self.app_id, (mailbox or "-").lower())
+        family = metrics.endpoint_family(path)
         force_refresh = False
         refreshed = False
         attempt = 0
@@ -171,6 +175,7 @@ class GraphClient:
                     request_headers["Prefer"] = f"{PREFER_IMMUTABLE}, {headers['Prefer']}"
             try:
                 async with self._budget.slot(key):
+                    started = time.perf_counter()
                     response = await self._http.request(
                         method,
                         url,
@@ -179,7 +184,11 @@ class GraphClient:
                         headers=request_headers,
                         timeout=self._timeout,
                     )
+                    metrics.graph_answered(
+                        family, method, response.status_code, time.perf_counter() - started
+                    )
             except httpx.HTTPError as exc:
+                metrics.graph_answered(family, method, "network", None)
                 error: GraphError = TransientError(f"{type(exc).__name__}: {exc}")
                 if idempotent and attempt < self._max_attempts:
                     await asyncio.sleep(self._backoff(attempt))
@@ -196,6 +205,7 @@ class GraphClient:
             force_refresh = False
             if isinstance(error, Throttled):
                 # Graph did not act on a throttled request: safe to repeat any method.
+                metrics.graph_throttled(family, error.retry_after)
                 self._budget.pause(key, error.retry_after)
                 if attempt < self._max_attempts:
                     await asyncio.sleep(error.retry_after + random.uniform(0, 0.25))
@@ -386,7 +396,11 @@ class GraphClient:
         received_since: datetime | None = None,
     ) -> DeltaPage:
         """One delta page: from ``link`` (a stored next/delta link) or a fresh start, optionally
-        limited to mail received since a moment (Graph bakes the filter into the links)."""
+        limited to mail received since a moment (Graph bakes the filter into the links).
+
+        Bodies come as plain text (``Prefer: outlook.body-content-type="text"``, sent with
+        every page: Graph applies a preference per request, not per link) when ``body`` is in
+        the ``$select`` baked into the link."""
         params = None
         url = link
         if url is None:
@@ -400,7 +414,7 @@ class GraphClient:
             url,
             mailbox=mailbox,
             params=params,
-            headers={"Prefer": f"odata.maxpagesize={page_size}"},
+            headers={"Prefer": f'odata.maxpagesize={page_size}, {PREFER_TEXT_BODY}'},
         )
         messages: list[dict[str, Any]] = []
         removed: list[str] = []
@@ -414,14 +428,26 @@ class GraphClient:
         )
 
     async def set_categories(
-        self, mailbox: str, message_id: str, categories: list[str]
+        self,
+        mailbox: str,
+        message_id: str,
+        categories: list[str],
+        *,
+        if_match: str | None = None,
     ) -> dict[str, Any]:
-        """Replace the message's categories (callers merge with the user's own first)."""
+        """Replace the message's categories (callers merge with the user's own first).
+
+        ``if_match`` names the change key the caller's copy of the message has (its
+        ``@odata.etag``, ``W/"<changeKey>"``): Graph then writes only if nobody changed the
+        message since, and answers :class:`~postroom.graph.errors.StaleChangeKey`
+        (``ErrorIrresolvableConflict``) otherwise, so a merge made without a fresh read
+        cannot drop a category a person added meanwhile."""
         _, body, _ = await self.request(
             "PATCH",
             f"{self.mailbox_path(mailbox)}/messages/{quote(message_id, safe='')}",
             mailbox=mailbox,
             json={"categories": categories},
+            headers={"If-Match": if_match} if if_match else None,
         )
         return dict(body)
 

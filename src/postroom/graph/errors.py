@@ -11,6 +11,8 @@
     │                           application access policy excludes the mailbox
     ├── NotFound                404
     ├── Conflict                409, and ErrorFolderExists whatever its status
+    │   └── StaleChangeKey      ErrorIrresolvableConflict (412, or 409): an update named a
+    │                           change key the item no longer has; read it again, retry
     ├── SyncStateExpired        410 SyncStateNotFound: start a fresh delta
     ├── PermanentError          other 4xx: a bug or bad input; do not retry
     └── DeletionRefused         raised before any I/O: the request would delete mail
@@ -78,6 +80,11 @@ class Conflict(GraphError):
     pass
 
 
+class StaleChangeKey(Conflict):
+    """An update with ``If-Match`` naming a stale change key: a person (or another client)
+    changed the item since it was read. Nothing was written."""
+
+
 class SyncStateExpired(GraphError):
     pass
 
@@ -123,6 +130,8 @@ def from_response(
         )
     if status >= 500 or status == 408:
         return TransientError(message, **kwargs)
+    if code == "ErrorIrresolvableConflict" or status == 412:
+        return StaleChangeKey(message, **kwargs)
     if code == "ErrorFolderExists" or status == 409:
         return Conflict(message, **kwargs)
     if status == 401:

@@ -5,22 +5,80 @@ personal connection's saved sign-in (MSAL silent refresh from the encrypted cach
 organization's client-credentials token. A refusal from the identity platform raises
 :class:`TokenFailure` with the reason — the caller turns it into a status; nothing retries.
 A rotated refresh token is collected in ``new_cache`` for the caller to save.
+
+Access tokens are reused for their lifetime within the process (:class:`AccessTokenMemo` on
+the :class:`MicrosoftIdentity`): without it every Graph request built a new MSAL application,
+which fetched the authority's discovery document and, for an organization, asked the token
+endpoint for a new token — one extra round trip to the identity platform per Graph request.
+A 401 from Graph (``force_refresh``) drops the entry and asks MSAL again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import threading
+import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from postroom import metrics
 from postroom.graph import GraphClient
 from postroom.integrations.oauth import GRAPH, MicrosoftIdentity
 from postroom.integrations.statuses import Reason, from_identity_error
 from postroom.settings import Settings
 
 T = TypeVar("T")
+
+
+class AccessTokenMemo:
+    """Access tokens by connection, until shortly before they expire (process memory only:
+    what MSAL's own in-memory cache would hold)."""
+
+    MARGIN = 300.0  # seconds before expiry a token is no longer handed out
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> str | None:
+        with self._lock:
+            found = self._tokens.get(key)
+        if found is None or found[1] - self.MARGIN <= self._clock():
+            return None
+        return found[0]
+
+    def put(self, key: tuple[str, ...], token: str, expires_in: Any) -> None:
+        try:
+            seconds = float(expires_in)
+        except (TypeError, ValueError):
+            return
+        with self._lock:
+            if len(self._tokens) > 10_000:
+                self._tokens.clear()
+            self._tokens[key] = (token, self._clock() + seconds)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
+
+
+_MEMOS: weakref.WeakKeyDictionary[MicrosoftIdentity, AccessTokenMemo] = (
+    weakref.WeakKeyDictionary()
+)
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo(identity: MicrosoftIdentity) -> AccessTokenMemo:
+    """One memo per identity (a process builds one per runtime)."""
+    with _MEMOS_LOCK:
+        memo = _MEMOS.get(identity)
+        if memo is None:
+            memo = _MEMOS[identity] = AccessTokenMemo()
+        return memo
 
 
 class TokenFailure(Exception):
@@ -60,10 +118,19 @@ class IntegrationTokens:
         conn = self.connection
         force_refresh = force_refresh or self._force_next
         self._force_next = False
+        memo = _memo(self.identity)
+        key = (conn.kind, conn.tenant_id, conn.account_oid or "", *sorted(conn.scopes))
+        if force_refresh:
+            memo.drop(key)
+        else:
+            known = memo.get(key)
+            if known is not None:
+                return known
         if conn.kind == "organization":
             result = await asyncio.to_thread(self.identity.app_token, conn.tenant_id)
         else:
             if conn.cache is None or conn.account_oid is None:
+                metrics.token_refused("no_account")
                 raise TokenFailure(from_identity_error({}), {"error": "no_account"})
             scopes = [s for s in conn.scopes if s.startswith(GRAPH + "/")] or [f"{GRAPH}/User.Read"]
             result = await asyncio.to_thread(
@@ -78,11 +145,12 @@ class IntegrationTokens:
             if result.cache:
                 self.new_cache = result.cache
         if not result.ok:
-            raise TokenFailure(
-                from_identity_error(result.error, organization=conn.kind == "organization"),
-                result.error,
-            )
-        return str(result.data["access_token"])
+            reason = from_identity_error(result.error, organization=conn.kind == "organization")
+            metrics.token_refused(reason.code)
+            raise TokenFailure(reason, result.error)
+        token = str(result.data["access_token"])
+        memo.put(key, token, result.data.get("expires_in"))
+        return token
 
 
 def run_graph(

@@ -175,6 +175,35 @@ def choose_account_type(
     return render(request, "integrations/account_type.html", nav="integrations")
 
 
+# What each delegated permission is for, in the words of the personal connect page.
+SCOPE_WORDS = {
+    "User.Read": "verify the connected user and mailbox",
+    "MailboxSettings.Read": "read your Outlook categories and their colours",
+    "MailboxSettings.ReadWrite": "create Postroom's categories with their colours in your "
+    "Outlook master list (and read them)",
+    "Mail.ReadWrite": "read incoming mail, add category labels, move emails into folders",
+    "Mail.Send": "forward emails when you configure forwarding",
+    "Mail.ReadWrite.Shared": "the same in the shared mailboxes you add",
+    "Mail.Send.Shared": "forward emails from those shared mailboxes",
+}
+
+
+def permission_lists() -> dict[str, list[tuple[str, str]]]:
+    """The permissions the personal connect page asks for, per combination of its options
+    (``shared-level``: shared 0/1, level standard/colours/minimal), in the order asked."""
+    lists = {}
+    for shared in (False, True):
+        for level in ("standard", "colours", "minimal"):
+            scopes = delegated_scopes(
+                shared=shared, minimal=level == "minimal", manage_colours=level == "colours"
+            )
+            names = [s.rsplit("/", 1)[-1] for s in scopes] + ["offline_access"]
+            lists[f"{int(shared)}-{level}"] = [
+                (n, SCOPE_WORDS.get(n, "keep working while you are signed out")) for n in names
+            ]
+    return lists
+
+
 @router.get("/integrations/new/outlook/personal")
 def personal_form(request: Request, caller: Annotated[Caller, Depends(current_caller)]) -> Response:
     caller.require_manager()
@@ -184,6 +213,8 @@ def personal_form(request: Request, caller: Annotated[Caller, Depends(current_ca
         nav="integrations",
         off_full=features_off(minimal=False, manage_colours=False),
         off_minimal=features_off(minimal=True, manage_colours=False),
+        permission_lists=permission_lists(),
+        scope_words=SCOPE_WORDS,
     )
 
 
@@ -211,12 +242,15 @@ def integration_page(
     from postroom.sync.engine import folder_progress
 
     boxes = service.mailboxes(db=db, integration=integration)
+    rows = folder_progress(db, integration.id)
     return render(
         request,
         "integrations/detail.html",
         nav="integrations",
         item=integration,
-        folders=folder_progress(db, integration.id),
+        folders=rows,
+        sync_rows=sync_rows(db, _settings(request), rows, boxes),
+        processed=_processed_counts(db, integration.id),
         labels=LABELS,
         reason=REASONS.get(integration.status_reason or ""),
         reasons=REASONS,
@@ -232,6 +266,109 @@ def integration_page(
         manage_colours=f"{GRAPH}/MailboxSettings.ReadWrite" in (integration.granted_scopes or [])
         or integration.kind == "organization",
     )
+
+
+WELL_KNOWN_NAMES = {"inbox": "Inbox", "archive": "Archive", "junkemail": "Junk Email"}
+
+
+@dataclass
+class SyncRow:
+    """One line of the integration page's Sync table, in people's words."""
+
+    address: str
+    folder: str
+    watched: bool  # a category's folder, synced so that corrections there are learned
+    mode: str
+    why: str  # why the folder is polled ("" when notified in real time)
+    processed: int | None
+    last_synced: str
+    progress: Any
+    problem: str = ""
+    lag_seconds: int = 0  # since the last successful sync (or the setup, if none yet)
+    last_error: str = ""  # the last sync's failure, as a code ("" once a sync worked)
+    last_error_at: str = ""
+
+    @property
+    def lag(self) -> str:
+        seconds = self.lag_seconds
+        if seconds < 120:
+            return f"{seconds} s"
+        return f"{seconds // 60} min" if seconds < 7200 else f"{seconds // 3600} h"
+
+
+def folder_name(key: str, box: Mailbox | None) -> str:
+    """A folder as its mailbox names it ("Inbox", not "inbox"); a watched category folder by
+    its path."""
+    from postroom.sync.engine import WATCH_PREFIX
+
+    key = key.removeprefix(WATCH_PREFIX)
+    for folder in box.folders if box is not None else []:
+        if str(folder.get("key")) == key and folder.get("name"):
+            return str(folder["name"])
+    return WELL_KNOWN_NAMES.get(key.lower(), key)
+
+
+def sync_rows(
+    db: Session, settings: Settings, folders: list[Any], boxes: list[Mailbox]
+) -> list[SyncRow]:
+    """The Sync table: each folder in use, watched category folders last."""
+    from postroom.sync.jobs import POLL_ACTIVE_SECONDS, poll_interval
+
+    by_id = {b.id: b for b in boxes}
+    quiet = poll_interval(settings, None, datetime.now(UTC))
+    active = min(POLL_ACTIVE_SECONDS, quiet)
+    rows = []
+    for fs, address, progress in folders:
+        if not fs.active:
+            continue
+        if fs.mode == "webhook":
+            mode, why = "real time (Microsoft notifies Postroom)", ""
+        else:
+            mode = (
+                f"checked every {active} s while mail is arriving, every {quiet} s when quiet"
+                if active < quiet
+                else f"checked every {quiet} s"
+            )
+            why = polling_reason(fs, boxes)
+        rows.append(
+            SyncRow(
+                address=address,
+                folder=folder_name(fs.folder_key, by_id.get(fs.mailbox_id)),
+                watched=fs.watch,
+                mode=mode,
+                why=why,
+                processed=None if fs.watch else fs.processed_count,
+                last_synced=fs.last_synced_at.strftime("%Y-%m-%d %H:%M:%S")
+                if fs.last_synced_at
+                else "not yet",
+                progress=None if fs.watch else progress,
+                lag_seconds=int(fs.lag_seconds()),
+                last_error=fs.last_error or "",
+                last_error_at=fs.last_error_at.strftime("%Y-%m-%d %H:%M")
+                if fs.last_error and fs.last_error_at
+                else "",
+            )
+        )
+    return sorted(rows, key=lambda r: (r.watched, r.address))
+
+
+def _processed_counts(db: Session, integration_id: str) -> dict[str, tuple[int, int]]:
+    """Mailbox id -> (emails processed, of which existing mail), from the ledger: the true
+    count, whichever way an email came."""
+    from sqlalchemy import func
+
+    from postroom.processing.models import LedgerEntry
+
+    rows = db.execute(
+        select(
+            LedgerEntry.mailbox_id,
+            func.count(),
+            func.count().filter(LedgerEntry.historical.is_(True)),
+        )
+        .where(LedgerEntry.integration_id == integration_id)
+        .group_by(LedgerEntry.mailbox_id)
+    ).all()
+    return {mailbox_id: (int(total), int(old)) for mailbox_id, total, old in rows}
 
 
 # ---------------------------------------------------------------------- connect
@@ -861,7 +998,10 @@ def polling_reason(fs: Any, boxes: list[Mailbox]) -> str:
             "Microsoft does not send notifications for a shared mailbox on a personal "
             "connection; an organization-wide connection gets them."
         )
-    return "real-time notifications are turned off for this installation."
+    return (
+        "Real-time notifications are turned off for this installation (it has no public "
+        "address Microsoft can reach)."
+    )
 
 
 # ---------------------------------------------------------------------- setup wizard
@@ -1429,6 +1569,7 @@ def _render_existing_mail(
     rows = [
         row for row in folder_progress(db, integration.id) if row[0].active and not row[0].watch
     ]
+    boxes = {b.id: b for b in service.mailboxes(db=db, integration=integration)}
     return render(
         request,
         "integrations/existing_mail.html",
@@ -1439,6 +1580,9 @@ def _render_existing_mail(
         errors=errors or [],
         fields=fields or {},
         folders=rows,
+        folder_names={
+            fs.id: folder_name(fs.folder_key, boxes.get(fs.mailbox_id)) for fs, _, _ in rows
+        },
         running=backfill_pending(db, integration.id),
         rules_ready=any(c.rules for c in service.categories(db=db, integration=integration)),
         today=today.isoformat(),

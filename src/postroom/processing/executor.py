@@ -17,14 +17,26 @@ stopped, at least once — rests on three rules:
 
    * ``master_category`` — create only names missing from the (per-worker cached) master list;
      "already exists" is success.
-   * ``label`` — read-modify-write: re-read the message's categories just before the PATCH
-     (Graph replaces the array) and write the union. The user's own categories are never
-     removed; a label already there is not written again.
+   * ``label`` — a conditional write, without a read: the union of the categories the delta
+     page showed and the planned labels (Graph replaces the array), PATCHed with ``If-Match``
+     naming the change key that page showed (the message's ``@odata.etag``). If a person
+     changed the message in between, Graph refuses (``ErrorIrresolvableConflict``,
+     :class:`~postroom.graph.StaleChangeKey`) and only then is the message read again and the
+     union written under the fresh key. The user's own categories are never removed; a label
+     already there is not written again. Without a change key (a caller that has none) the
+     message is read first and the write names the key of that read.
    * ``folder`` — find by display name (compared after :mod:`.folder_paths` normalization:
      NFKC, any whitespace, case) before creating; ``ErrorFolderExists`` (another worker, or
      the user, was faster) means re-list and use it.
-   * ``move`` — skipped when ``parentFolderId`` already is the target; with immutable ids the
-     message keeps its id, so a repeated move is harmless anyway.
+   * ``move`` — skipped when ``parentFolderId`` (from the label's answer, or else the delta
+     page) already is the target; with immutable ids the message keeps its id, so a repeated
+     move is harmless anyway.
+
+So a filed email costs two writes (label, move) and its share of the delta page: no read
+(invariant 5). Folder ids and the master category list come from :class:`FolderCache`, kept
+for the life of the worker process across messages and syncs; a cached folder that vanished
+or now lies in Deleted Items is detected when the move fails or the guard refuses it, then
+forgotten and resolved again (once, not per email).
    * ``forward`` — the one action that cannot be undone or repeated harmlessly, so it is split
      in two: ``createForward`` makes a draft whose immutable id is recorded
      (``forward_draft_id``, action ``forward_draft``) *before* anything is sent; then that one
@@ -104,6 +116,7 @@ from postroom.graph.errors import (
     GraphError,
     NotFound,
     PermanentError,
+    StaleChangeKey,
     Throttled,
     TransientError,
 )
@@ -116,7 +129,7 @@ log = logging.getLogger("postroom.processing")
 
 T = TypeVar("T")
 
-SNAPSHOT_SELECT = "id,categories,parentFolderId"
+SNAPSHOT_SELECT = "id,categories,parentFolderId,changeKey"
 DRAFT_SELECT = "id,isDraft,parentFolderId"
 # Single-segment folder paths that name a well-known folder rather than a folder to create.
 WELL_KNOWN_TARGETS = frozenset({"archive", "inbox", "junkemail"})
@@ -125,6 +138,7 @@ FORWARD_UNCONFIRMED = "forward_unconfirmed"
 FINAL_STATES = ("done", "skipped", "failed")
 MAX_ATTEMPTS = 10  # transient failures of one message before its row ends failed
 DECIDE_FAILED = "decide_failed"  # last_error when deciding raised (a bug; logged, not retried)
+LABEL_ATTEMPTS = 4  # conditional writes of one label before a busy message is left for a retry
 
 
 # --------------------------------------------------------------------------- claim
@@ -309,12 +323,15 @@ async def execute(
     colors: dict[str, str] | None,
     manage_colors: bool,
     folder_cache: FolderCache,
+    seen: dict[str, Any] | None = None,
 ) -> ExecutionResult:
     """Carry out ``plan`` for the claimed ledger entry ``entry_id`` in the mailbox ``mailbox``
     (a Graph user id), exactly once. ``current_categories`` are the message's categories as
-    the delta reported them (a hint: when every planned label is already there, nothing is
-    written). On a resumed entry the plan stored at the first run wins over ``plan``, so a
-    configuration change cannot mix two plans on one message."""
+    the delta reported them (when every planned label is already there, nothing is written).
+    ``seen`` is the message as the delta page showed it: its ``@odata.etag`` makes the label
+    a conditional write without a read, its ``parentFolderId`` tells the move whether the
+    message is already there. On a resumed entry the plan stored at the first run wins over
+    ``plan``, so a configuration change cannot mix two plans on one message."""
     entry = _load(database, entry_id)
     if entry.state != "claimed":
         return ExecutionResult(
@@ -341,7 +358,10 @@ async def execute(
         done=set(entry.actions_done),
         draft_id=entry.forward_draft_id,
         cache=folder_cache,
+        seen_etag=_etag(seen),
     )
+    if seen is not None and isinstance(seen.get("parentFolderId"), str):
+        run.snapshot = {"parentFolderId": seen["parentFolderId"]}
     try:
         try:
             await run.steps(current_categories, colors if manage_colors else None)
@@ -392,6 +412,7 @@ class _Run:
     done: set[str]
     draft_id: str | None
     cache: FolderCache
+    seen_etag: str | None = None  # the message's change key as the delta page showed it
     performed: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None  # the message as Graph last showed it (this run)
     warning: str | None = None
@@ -528,16 +549,34 @@ class _Run:
         return self.cache.master_categories(self.mailbox) or set()
 
     async def label(self, current_categories: list[str]) -> None:
+        """Write the union of the message's categories and the plan's, naming the change key
+        those categories were read with: Graph replaces the whole array, so a write from a
+        stale copy could drop a category a person just added. A refusal costs one read."""
         wanted = list(self.plan.add_categories)
-        if _missing(current_categories, wanted):
-            # Graph replaces the whole array: re-read right before writing the union.
-            message = await self.read_message()
-            existing = [str(c) for c in message.get("categories") or []]
+        existing, tag = list(current_categories), self.seen_etag
+        for _ in range(LABEL_ATTEMPTS):
+            if tag is None:
+                message = await self.read_message()
+                existing = [str(c) for c in message.get("categories") or []]
+                tag = _etag(message)
             missing = _missing(existing, wanted)
-            if missing:
+            if not missing:
+                break
+            try:
                 self.snapshot = await self.on_message(
-                    self.graph.set_categories(self.mailbox, self.message_id, existing + missing)
+                    self.graph.set_categories(
+                        self.mailbox, self.message_id, existing + missing, if_match=tag
+                    )
                 )
+                break
+            except StaleChangeKey:
+                if tag is None:
+                    raise  # no key was named: not a refusal a fresh read can cure
+                log.info("ledger %s: message changed since it was read; reading", self.entry_id)
+                tag = None
+        else:
+            # Changed between every read and write: leave the row claimed; the job retries.
+            raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
         self.record("label")
 
     async def ensure_folder(self, path: str) -> str:
@@ -717,6 +756,16 @@ class _Run:
             if await self.draft_state(draft_id) != "sent":
                 raise
         self.record("forward_sent")
+
+
+def _etag(message: dict[str, Any] | None) -> str | None:
+    """A message's change key as Graph showed it (``@odata.etag``), for ``If-Match``."""
+    message = message or {}
+    tag = message.get("@odata.etag")
+    if isinstance(tag, str) and tag:
+        return tag
+    key = message.get("changeKey")
+    return f'W/"{key}"' if isinstance(key, str) and key else None
 
 
 def _missing(existing: list[str], wanted: list[str]) -> list[str]:

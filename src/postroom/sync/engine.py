@@ -301,6 +301,18 @@ def _save(runtime: Runtime, sync_id: str, **values: Any) -> None:
                 setattr(fs, key, value)
 
 
+def note_sync_error(runtime: Runtime, sync_id: str, error: BaseException | str) -> None:
+    """Record why the folder's last sync failed, as a code (an exception's text may quote an
+    email): the integration's page shows it, and a lag alert names it."""
+    if isinstance(error, str):
+        code = error
+    elif isinstance(error, GraphError):
+        code = _code(error)
+    else:
+        code = type(error).__name__
+    _save(runtime, sync_id, last_error=code[:200], last_error_at=datetime.now(UTC))
+
+
 def _pause(runtime: Runtime, integration_id: str, failure: TokenFailure) -> None:
     with runtime.database.session() as db:
         integration = db.get(Integration, integration_id)
@@ -678,6 +690,7 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
                     delta_link=link,
                     last_synced_at=datetime.now(UTC),
                     processed_count=FolderSync.processed_count + acted,
+                    last_error=None,
                 )
                 if page.next_link is None:
                     break

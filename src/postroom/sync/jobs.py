@@ -7,6 +7,13 @@
   existing mail" once their rules and examples exist: ``backfill_folder``, resumable);
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
 * ``resume_integration`` — after a reconnect: renew every subscription and catch up at once;
+* ``poll`` (every 15 s) — syncs the folders Microsoft sends no notifications for (a shared
+  mailbox on a personal connection; an installation without a public URL) when due: every
+  15 s while mail is arriving there (an email in the last 10 minutes), every
+  ``poll_interval_seconds`` when quiet (:func:`poll_interval`). A delta call that finds
+  nothing costs one request: 40 per folder in 10 minutes at most, against a mailbox budget of
+  10,000. Procrastinate defers a periodic task once per tick however many workers run, and
+  ``queueing_lock`` per folder keeps a slow sync from piling up behind itself;
 * ``reconcile`` (every minute) — polls polling folders, re-syncs any folder not synced within
   the reconcile interval (a lost notification or job costs at most one interval), renews
   subscriptions at half their lifetime, queues unfinished backfills again, and queues
@@ -28,12 +35,15 @@ from datetime import UTC, datetime, timedelta
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
+from postroom.alerts import service as alerts
 from postroom.graph import TransientError
 from postroom.integrations.models import Integration, Mailbox
 from postroom.learning import service as learning
 from postroom.processing import message_keys
+from postroom.processing.models import LedgerEntry
+from postroom.settings import Settings
 from postroom.sync import engine
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
@@ -96,7 +106,14 @@ async def defer_renew(runtime: Runtime, folder_sync_id: str, mailbox_id: str) ->
 
 
 async def sync_folder(folder_sync_id: str) -> None:
-    result = await engine.sync_folder(current(), folder_sync_id)
+    runtime = current()
+    try:
+        result = await engine.sync_folder(runtime, folder_sync_id)
+    except Exception as exc:  # retried by the queue; the page and a lag alert show the code
+        engine.note_sync_error(runtime, folder_sync_id, exc)
+        raise
+    if result.paused in alerts.STOPPING:
+        engine.note_sync_error(runtime, folder_sync_id, result.paused)
     log.info(
         "sync %s: %d processed, %d skipped, %d pages%s",
         folder_sync_id,
@@ -181,6 +198,55 @@ async def reconcile(timestamp: int) -> None:
     await reconcile_now(current())
 
 
+POLL_CRON = "* * * * * */15"  # (croniter's sixth field: seconds)
+POLL_ACTIVE_SECONDS = 15
+POLL_ACTIVE_WINDOW = timedelta(minutes=10)
+POLL_SLACK = timedelta(seconds=5)  # a folder synced one tick ago (minus the sync's time) is due
+
+
+def poll_interval(settings: Settings, last_mail: datetime | None, now: datetime) -> int:
+    """Seconds between two looks at a polled folder: every 15 s while mail is arriving (new
+    mail processed in its mailbox in the last 10 minutes), the configured interval when quiet."""
+    quiet = settings.poll_interval_seconds
+    if last_mail is not None and now - last_mail < POLL_ACTIVE_WINDOW:
+        return min(POLL_ACTIVE_SECONDS, quiet)
+    return quiet
+
+
+async def poll(timestamp: int) -> None:
+    await poll_now(current())
+
+
+async def poll_now(runtime: Runtime) -> int:
+    """Queue a sync of each polled folder that is due (see :func:`poll_interval`); returns
+    how many were queued."""
+    now = datetime.now(UTC)
+    latest = (
+        select(func.max(LedgerEntry.claimed_at))
+        .where(LedgerEntry.mailbox_id == FolderSync.mailbox_id, LedgerEntry.historical.is_(False))
+        .correlate(FolderSync)
+        .scalar_subquery()
+    )
+    with runtime.database.session() as db:
+        rows = db.execute(
+            select(FolderSync.id, FolderSync.mailbox_id, FolderSync.last_synced_at, latest)
+            .join(Integration, Integration.id == FolderSync.integration_id)
+            .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
+            .where(
+                FolderSync.active.is_(True),
+                FolderSync.mode == "polling",
+                Integration.status.in_(engine.ACTIVE),
+                or_(Mailbox.status != "access_denied", Mailbox.status.is_(None)),
+            )
+        ).all()
+    queued = 0
+    for sync_id, mailbox_id, last_synced, last_mail in rows:
+        interval = timedelta(seconds=poll_interval(runtime.settings, last_mail, now))
+        if last_synced is None or last_synced < now - interval + POLL_SLACK:
+            queued += int(await defer_sync(runtime, sync_id, mailbox_id))
+    return queued
+
+
 async def defer_fold(runtime: Runtime, integration_id: str) -> bool:
     return await _defer(
         runtime,
@@ -257,6 +323,9 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
         blueprint.task(name="reconcile", queueing_lock="reconcile")(reconcile)
     )
+    blueprint.periodic(cron=POLL_CRON, periodic_id="poll")(
+        blueprint.task(name="poll", queueing_lock="poll")(poll)
+    )
     return blueprint
 
 
@@ -309,4 +378,8 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         asked = learning.integrations_to_refit(db)
     for integration_id in asked:  # (normally deferred by the request that asked)
         counts["refit"] += int(await defer_refit(runtime, integration_id))
+    try:  # tell owners and admins what stopped, lags or recovered (postroom.alerts)
+        counts["alerts_sent"] = (await alerts.check_now(runtime))["sent"]
+    except Exception as exc:  # alerting must never stop the reconcile's repairs
+        log.error("alerts: the check failed (%s)", type(exc).__name__)
     return counts

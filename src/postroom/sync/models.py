@@ -49,6 +49,9 @@ class FolderSync(Base):
     )
     client_state_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     subscription_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # the last sync's failure, as a code (never a message's text); cleared by a good sync
+    last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     baseline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # backfill: historical mail since a date, oldest first, resumable from the cursor
     backfill_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -61,3 +64,8 @@ class FolderSync(Base):
     backfill_finished_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+
+    def lag_seconds(self, now: datetime | None = None) -> float:
+        """How long ago this folder was last synced (or set up, if never)."""
+        since = self.last_synced_at or self.baseline_at
+        return max(((now or utcnow()) - since).total_seconds(), 0.0)
