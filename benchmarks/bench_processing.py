@@ -43,7 +43,6 @@ import os
 import statistics
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -151,7 +150,9 @@ class NaiveProcessor:
     def folder_id(self, user: str, path: str) -> str:
         parent: str | None = None
         for name in path.split("/"):
-            url = f"/users/{user}/mailFolders" + (f"/{quote(parent)}/childFolders" if parent else "")
+            url = f"/users/{user}/mailFolders" + (
+                f"/{quote(parent)}/childFolders" if parent else ""
+            )
             found = [f for f in self.call("GET", url)["value"] if f["displayName"] == name]
             if found:
                 parent = found[0]["id"]
@@ -196,9 +197,7 @@ def requests_per_message(env: ProcessingEnv, results: dict[str, float]) -> None:
     rules_box, model_box, forward_box = users[0], users[1], users[2]
     naive_boxes = users[3], users[4], users[5]
     forward_to = users[6].user_principal_name
-    env.connect(
-        [CategorySpec("Invoices", "Finance/Invoices", INVOICE_RULES)], users=[rules_box]
-    )
+    env.connect([CategorySpec("Invoices", "Finance/Invoices", INVOICE_RULES)], users=[rules_box])
     rules_integration = env.integration_id
     env.connect(
         [CategorySpec("Invoices", "Finance/Invoices", None), CategorySpec("Other", None, None)],
@@ -206,11 +205,7 @@ def requests_per_message(env: ProcessingEnv, results: dict[str, float]) -> None:
     )
     model_integration = env.integration_id
     env.connect(
-        [
-            CategorySpec(
-                "Invoices", "Finance/Invoices", INVOICE_RULES, forward_to=(forward_to,)
-            )
-        ],
+        [CategorySpec("Invoices", "Finance/Invoices", INVOICE_RULES, forward_to=(forward_to,))],
         users=[forward_box],
     )
     forward_integration = env.integration_id
@@ -325,7 +320,9 @@ def latency(env: ProcessingEnv, results: dict[str, float]) -> None:
     env.setup()
     # one email per mailbox first: folders exist and are cached, as in steady operation
     warm = [env.deliver(box, subject="Invoice warm-up") for box in boxes]
-    wait_until(lambda: len(env.ledger_done().keys() & {m.immutable_id for m in warm}) == len(warm), 300)
+    wait_until(
+        lambda: len(env.ledger_done().keys() & {m.immutable_id for m in warm}) == len(warm), 300
+    )
     count = int(PROFILE.latency_rate * PROFILE.latency_seconds)
     delivered: dict[str, float] = {}
 
@@ -336,9 +333,7 @@ def latency(env: ProcessingEnv, results: dict[str, float]) -> None:
     Pacer(PROFILE.latency_rate).run(count, send).join()
     wait_until(lambda: len(env.ledger_done().keys() & delivered.keys()) == count, 300, 0.5)
     done = env.ledger_done()
-    latencies = [
-        (done[m].timestamp() - t) * 1000 for m, t in delivered.items() if m in done
-    ]
+    latencies = [(done[m].timestamp() - t) * 1000 for m, t in delivered.items() if m in done]
     results["processing.latency_p50_ms"] = statistics.median(latencies)
     results["processing.latency_p99_ms"] = _percentile(latencies, 0.99)
     results["processing.latency_emails"] = float(count)
@@ -383,9 +378,7 @@ def latency(env: ProcessingEnv, results: dict[str, float]) -> None:
     Pacer(PROFILE.latency_rate).run(count, send_naive).join()
     wait_until(lambda: len(naive_done.keys() & naive_delivered.keys()) == count, 300, 0.5)
     server.shutdown()
-    baseline = [
-        (naive_done[m] - t) * 1000 for m, t in naive_delivered.items() if m in naive_done
-    ]
+    baseline = [(naive_done[m] - t) * 1000 for m, t in naive_delivered.items() if m in naive_done]
     results["processing.latency_p50_ms_baseline"] = statistics.median(baseline)
     results["processing.latency_p99_ms_baseline"] = _percentile(baseline, 0.99)
 
@@ -404,8 +397,7 @@ def throughput(env: ProcessingEnv, results: dict[str, float], first_user: int) -
         # folders made once per mailbox, as a running deployment has them
         warm = [env.deliver(box, subject="Invoice warm-up") for box in boxes]
         wait_until(
-            lambda w=warm: len(env.ledger_done().keys() & {m.immutable_id for m in w})
-            == len(w),
+            lambda w=warm: len(env.ledger_done().keys() & {m.immutable_id for m in w}) == len(w),
             600,
             0.5,
         )
@@ -466,7 +458,10 @@ def backfill(env: ProcessingEnv, results: dict[str, float], user_index: int) -> 
     asyncio.run(defer())
     config.mailbox_requests_per_window = PROFILE.backfill_window_requests
     config.mailbox_window_seconds = PROFILE.backfill_window_seconds
-    budget.per_window, budget.window = config.mailbox_requests_per_window, config.mailbox_window_seconds
+    budget.per_window, budget.window = (
+        config.mailbox_requests_per_window,
+        config.mailbox_window_seconds,
+    )
     env.sim.throttle.reset()
     stamps: list[float] = []
     before = env.counters()
@@ -491,7 +486,9 @@ def backfill(env: ProcessingEnv, results: dict[str, float], user_index: int) -> 
     steady = [s for s in stamps if s >= t0 + window]
     last = max(steady) if steady else t0 + window
     fraction = len(steady) / max(last - (t0 + window), 1e-6) / allowed
-    throttled = sum(n for (client, mailbox), n in env.sim.throttle.throttled.items() if mailbox == box.id)
+    throttled = sum(
+        n for (client, mailbox), n in env.sim.throttle.throttled.items() if mailbox == box.id
+    )
     results["backfill.fraction_of_throttle_limit"] = fraction
     results["backfill.throttled_responses"] = float(throttled)
     results["backfill.messages"] = float(history)

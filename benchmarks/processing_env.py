@@ -339,7 +339,9 @@ class ProcessingEnv:
             if previous is not None:
                 runtime_module.install(previous)
 
-    def settle(self, *, quiet_for: float = 1.5, timeout: float = 120.0, runtime: Any = None) -> None:
+    def settle(
+        self, *, quiet_for: float = 1.5, timeout: float = 120.0, runtime: Any = None
+    ) -> None:
         """Drain (in this process) until no job was queued for ``quiet_for`` seconds: the
         notifications of Postroom's own writes are synced too."""
         deadline = time.monotonic() + timeout
@@ -357,7 +359,9 @@ class ProcessingEnv:
         with self._db.engine.connect() as conn:
             return int(
                 conn.execute(
-                    text("SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')")
+                    text(
+                        "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                    )
                 ).scalar_one()
             )
 
@@ -408,9 +412,7 @@ class ProcessingEnv:
         one by one, as Graph counts them against a mailbox's limit)."""
         ids = {u.id for u in users}
         now = self.counters()
-        return Counter(
-            {k: n - before[k] for k, n in now.items() if k[0] in ids and n > before[k]}
-        )
+        return Counter({k: n - before[k] for k, n in now.items() if k[0] in ids and n > before[k]})
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:

@@ -214,4 +214,3 @@ def test_body_rules_and_the_model_read_the_body_from_the_delta_page(
     assert "Support" in org.alice.mailbox.messages[model.immutable_id].categories
     counts = _mailbox_requests(sim, org.alice, before)
     assert _message_reads(counts) == 0, counts  # bodies came with the delta page
-

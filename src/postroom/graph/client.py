@@ -414,7 +414,7 @@ class GraphClient:
             url,
             mailbox=mailbox,
             params=params,
-            headers={"Prefer": f'odata.maxpagesize={page_size}, {PREFER_TEXT_BODY}'},
+            headers={"Prefer": f"odata.maxpagesize={page_size}, {PREFER_TEXT_BODY}"},
         )
         messages: list[dict[str, Any]] = []
         removed: list[str] = []

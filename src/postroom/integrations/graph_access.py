@@ -66,9 +66,7 @@ class AccessTokenMemo:
             self._tokens.pop(key, None)
 
 
-_MEMOS: weakref.WeakKeyDictionary[MicrosoftIdentity, AccessTokenMemo] = (
-    weakref.WeakKeyDictionary()
-)
+_MEMOS: weakref.WeakKeyDictionary[MicrosoftIdentity, AccessTokenMemo] = weakref.WeakKeyDictionary()
 _MEMOS_LOCK = threading.Lock()
 
 

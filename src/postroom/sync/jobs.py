@@ -44,7 +44,7 @@ from postroom.learning import service as learning
 from postroom.processing import message_keys
 from postroom.processing.models import LedgerEntry
 from postroom.settings import Settings
-from postroom.sync import engine
+from postroom.sync import engine, stalled
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
 
@@ -336,6 +336,8 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     reconcile_due = now - timedelta(minutes=settings.reconcile_minutes)
     renew_due = now + engine.RENEW_WHEN_LEFT
     counts = {"sync": 0, "renew": 0, "fold": 0, "refit": 0, "rekeyed": 0}
+    # Jobs a killed worker left running hold their mailbox's lock: give them back first.
+    counts["stalled"] = await stalled.recover_stalled_jobs(runtime.queue)
     with runtime.database.session() as db:
         # Message keys written before migration 0011 (plain sha256) become keyed ones.
         counts["rekeyed"] = message_keys.rekey_legacy(db, runtime.message_key_secret)
