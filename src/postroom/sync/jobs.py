@@ -7,6 +7,7 @@
   existing mail" once their rules and examples exist: ``backfill_folder``, resumable);
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
 * ``resume_integration`` — after a reconnect: renew every subscription and catch up at once;
+* ``resume_stale_claims`` — emails a dead worker left claimed are read by id and finished;
 * ``poll`` (every 15 s) — syncs the folders Microsoft sends no notifications for (a shared
   mailbox on a personal connection; an installation without a public URL) when due: every
   15 s while mail is arriving there (an email in the last 10 minutes), every
@@ -167,6 +168,20 @@ async def renew_subscription(folder_sync_id: str) -> None:
     await engine.renew_subscription(current(), folder_sync_id)
 
 
+async def defer_resume_stale(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> bool:
+    return await _defer(
+        runtime,
+        "resume_stale_claims",
+        lock=f"mailbox:{mailbox_id}",
+        queueing_lock=f"stale:{mailbox_id}",
+        folder_sync_id=folder_sync_id,
+    )
+
+
+async def resume_stale_claims(folder_sync_id: str) -> None:
+    await engine.resume_stale_claims(current(), folder_sync_id)
+
+
 async def defer_resume(runtime: Runtime, integration_id: str) -> None:
     await _defer(
         runtime,
@@ -318,6 +333,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="backfill_folder", retry=RETRY)(backfill_folder)
     blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
     blueprint.task(name="resume_integration", retry=RETRY)(resume_integration)
+    blueprint.task(name="resume_stale_claims", retry=RETRY)(resume_stale_claims)
     blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
     blueprint.task(name="refit_model", retry=RETRY)(refit_model)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
@@ -365,6 +381,12 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
         if mode == "webhook" and expires is not None and expires < renew_due:
             await defer_renew(runtime, sync_id, mailbox_id)
             counts["renew"] += 1
+    # Emails a dead worker left claimed (after the move, no delta page shows them again).
+    with runtime.database.session() as db:
+        stale = engine.stale_claims(db, now)
+    counts["stale"] = 0
+    for sync_id, mailbox_id in stale:
+        counts["stale"] += int(await defer_resume_stale(runtime, sync_id, mailbox_id))
     with runtime.database.session() as db:
         backfills = engine.unfinished_backfills(db)
     for sync_id, mailbox_id in backfills:  # a lost job or a pause resumes from the cursor
