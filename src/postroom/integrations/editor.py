@@ -45,7 +45,7 @@ from postroom.integrations.statuses import LABELS, REASONS, Reason
 from postroom.integrations.views import graph_call, load_integration
 from postroom.learning import service as learning
 from postroom.learning.views import defer_refit_from_thread, status_words
-from postroom.processing.decide import decide
+from postroom.processing.decide import decide, fits_none_words
 from postroom.processing.models import LEDGER_STATES
 from postroom.processing.outcomes import outcome_words
 from postroom.processing.plan import CategoryConfig, Plan
@@ -1018,7 +1018,14 @@ def _test(
 
     def page(**kw: Any) -> Response:
         return _categories_page(
-            request, db, caller, integration, form=form, with_colours=False, test_box_id=box_id, **kw
+            request,
+            db,
+            caller,
+            integration,
+            form=form,
+            with_colours=False,
+            test_box_id=box_id,
+            **kw,
         )
 
     rules, problems = parse_rules(form)
@@ -1177,8 +1184,9 @@ def create_colours(
             caller,
             integration,
             errors=[
-                "Some colours could not be changed:" if align else "Some colours could not be "
-                "created:",
+                "Some colours could not be changed:"
+                if align
+                else "Some colours could not be created:",
                 *problems,
             ],
             notice=done if created else None,
@@ -1264,7 +1272,7 @@ def activity_page(
                     else ""
                 )
                 + (
-                    " (none of the categories)"
+                    f" ({fits_none_words(plan.get('reasons') or ()) or 'none of the categories'})"
                     if plan.get("decided_by") == "model" and not name
                     else ""
                 ),
