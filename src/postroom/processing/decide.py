@@ -8,6 +8,9 @@ The order of precedence is fixed, so a person can always say why an email got it
    above ``threshold`` *and* it names a configured category (``decided_by="model"``). A
    prediction of none of the categories (``none_of_these``: a person took the category off
    similar mail), that sure, leaves the message alone (``decided_by="model"``, no category).
+   So does a prediction that *fits no category* (``fits`` false: the email is less like the
+   nearest category than nearly all of that category's own examples; see
+   ``docs/decisions/0010-open-set.md``), however sure the model is between the categories.
 3. **Needs review.** Otherwise, when a classifier was asked, the message only gets the
    ``needs_review`` category: no folder, no forward (``decided_by="needs_review"``). With
    ``needs_review=None``, or without a classifier, the plan is empty (``decided_by="none"``).
@@ -20,6 +23,8 @@ only when the user opted in with ``forward_historical``.
 
 ``Plan.reasons`` are short machine-readable strings for the activity view (``rule:Invoices``,
 ``model:Invoices:0.82>=0.60``, ``via:conversation``, ``model:0.41<0.60``,
+``model:fits-none:Invoices:0.03<0.10`` (nearest category, and the share of its own examples
+this email is more like, below the integration's bar),
 ``forward:suppressed:historical``). They name configured categories and numbers, never message
 content (invariant 2). They are stored with the plan.
 
@@ -47,6 +52,12 @@ class Prediction:
     """How the classifier got there when it is worth showing, e.g. ``"conversation"``."""
     none_of_these: bool = False
     """The message belongs to none of the categories (``category`` names none)."""
+    fits: bool = True
+    """False when the message fits no category: ``category`` is only the nearest one."""
+    fit: float | None = None
+    """Share of ``category``'s own examples the message is more like (0–1), when known."""
+    fit_bar: float = 0.0
+    """The share below which a message fits no category (the classifier's setting)."""
 
 
 class Classifier(Protocol):
@@ -91,6 +102,14 @@ def decide(
     else:
         chosen = _configured(categories, prediction.category)
         shown = _number(prediction.confidence, threshold)
+        if chosen is not None and not prediction.fits and prediction.via is None:
+            fit = _number(prediction.fit or 0.0, prediction.fit_bar)
+            return Plan(
+                category=None,
+                decided_by="model",
+                confidence=prediction.confidence,
+                reasons=(f"model:fits-none:{chosen.name}:{fit[0]}<{fit[1]}",),
+            )
         if chosen is not None and prediction.confidence >= threshold:
             return _plan(
                 view,
@@ -201,3 +220,23 @@ def _number(confidence: float, threshold: float) -> tuple[str, str]:
         if shown[0] != shown[1] or confidence == threshold:
             return shown
     return shown
+
+
+def fits_none_words(reasons: Sequence[str]) -> str | None:
+    """What the activity view says of a message that fit no category, from its plan's
+    reasons (``model:fits-none:Invoices:0.03<0.10``): "fits no category: nearest is Invoices,
+    more like it than 3 % of its examples (at least 10 % needed)"; None for any other plan."""
+    for reason in reasons:
+        if not reason.startswith("model:fits-none:"):
+            continue
+        name, _, numbers = reason.removeprefix("model:fits-none:").rpartition(":")
+        fit, _, bar = numbers.partition("<")
+        try:
+            shown = f"{float(fit):.0%}", f"{float(bar):.0%}"
+        except ValueError:
+            return "fits no category"
+        return (
+            f"fits no category: nearest is {name}, more like it than {shown[0]} of its "
+            f"examples (at least {shown[1]} needed)"
+        )
+    return None
