@@ -17,8 +17,8 @@ from sqlalchemy import func, select, text
 
 from m365sim.state import EmulatorState
 from postroom.accounts.models import User
+from postroom.categories import form as editor
 from postroom.db import Database
-from postroom.integrations import editor
 from postroom.integrations.models import Category
 from postroom.processing.rules import MAX_DEPTH, RuleError, RuleGroup
 from tests.postroom.conftest import Postroom

@@ -335,7 +335,7 @@ def record_existing_mail_run(
 
 
 # ---------------------------------------------------------------------- categories after setup
-# (the category editor, :mod:`postroom.integrations.editor`)
+# (the category editor, :mod:`postroom.categories.views`)
 def get_category(*, db: Session, integration: Integration, category_id: str) -> Category | None:
     return db.scalar(
         select(Category).where(

@@ -115,7 +115,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from postroom.accounts import views as account_views
-    from postroom.integrations import editor as integration_editor
+    from postroom.activity import views as activity_views
+    from postroom.categories import views as category_views
     from postroom.integrations import views as integration_views
     from postroom.learning import views as learning_views
     from postroom.sync import webhooks
@@ -125,7 +126,8 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(account_views.router)
     app.include_router(integration_views.router)
-    app.include_router(integration_editor.router)
+    app.include_router(category_views.router)
+    app.include_router(activity_views.router)
     app.include_router(learning_views.router)
     app.include_router(help_pages.router)
 

@@ -1,0 +1,181 @@
+"""``GET /integrations/{id}/activity``: the ledger, newest first, 50 a page, each row in people's
+words, with the subjects fetched live (:mod:`.live`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import Response
+
+from postroom.activity.live import LiveMessage, fetch_subjects
+from postroom.categories.colours import _graph_words
+from postroom.categories.form import MAX_NAME
+from postroom.categories.views import _status_notice
+from postroom.graph import GraphError
+from postroom.integrations import service, wizard
+from postroom.integrations.graph_access import TokenFailure
+from postroom.integrations.statuses import LABELS
+from postroom.integrations.views import graph_call, load_integration
+from postroom.processing.decide import fits_none_words
+from postroom.processing.models import LEDGER_STATES
+from postroom.processing.outcomes import outcome_words
+from postroom.web.deps import DbSession, current_caller, render
+from postroom.web.security import Caller
+
+# What was done to the email. The ledger's "master_category" and "folder" steps mean the
+# category's colour and the folder were made sure of (found, or created): usually they
+# existed already, so they are not said to be "created" on every email.
+ACTION_WORDS = {
+    "label": "labelled",
+    "move": "moved",
+    "forward_draft": "forward drafted",
+    "forward_sent": "forwarded",
+}
+DECIDED_BY_WORDS = {
+    "rule": "rule",
+    "model": "learned model",
+    "needs_review": "needs review",
+    "none": "no match",
+}
+STATE_WORDS = {"claimed": "in progress", "done": "done", "failed": "failed", "skipped": "skipped"}
+
+PER_PAGE = 50
+
+router = APIRouter()
+CallerDep = Annotated[Caller, Depends(current_caller)]
+Token = Annotated[str, Form(max_length=200)]
+
+
+# ---------------------------------------------------------------------- activity
+@dataclass(frozen=True)
+class ActivityRow:
+    time: str
+    mailbox: str
+    state: str
+    decided_by: str
+    category: str | None
+    color: str | None
+    folder: str | None
+    confidence: str
+    actions: list[str]
+    error: str | None
+    live: LiveMessage | None
+
+
+@router.get("/integrations/{integration_id}/activity")
+def activity_page(
+    request: Request,
+    integration_id: str,
+    caller: CallerDep,
+    db: DbSession,
+) -> Response:
+    integration = load_integration(db, caller, integration_id)
+    params = request.query_params
+    state = params.get("state") or None
+    if state is not None and state not in LEDGER_STATES:
+        raise HTTPException(400, "Filter by one of the states in the list.")
+    raw_category = params.get("category")
+    category = None if raw_category in (None, "*") else raw_category
+    if category is not None and len(category) > MAX_NAME:
+        raise HTTPException(400, "Filter by one of the categories in the list.")
+    raw_page = params.get("page") or "1"
+    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+        raise HTTPException(400, "The page number is not valid.")
+    page = int(raw_page)
+    entries, total = service.activity(
+        db=db,
+        integration=integration,
+        state=state,
+        category=category,
+        offset=(page - 1) * PER_PAGE,
+        limit=PER_PAGE,
+    )
+    colours = {c.name: c.color for c in service.categories(db=db, integration=integration)}
+    hexes = {value: hex_ for value, _, hex_ in wizard.COLOURS}
+    live: dict[tuple[str, str], LiveMessage] = {}
+    subjects_problem = None
+    if entries:
+        if _status_notice(integration) is not None:
+            subjects_problem = "Subjects are hidden until the integration is reconnected."
+        else:
+            wanted = [(box.graph_user_id, entry.message_id) for entry, box in entries]
+            try:
+                live = graph_call(request, db, integration, lambda c: fetch_subjects(c, wanted))
+            except TokenFailure:
+                subjects_problem = "Subjects are hidden until the integration is reconnected."
+            except GraphError as exc:
+                subjects_problem = f"Subjects are hidden: {_graph_words(exc)}. Reload to retry."
+    rows = []
+    for entry, box in entries:
+        plan = entry.plan or {}
+        confidence = plan.get("confidence")
+        name = plan.get("category")
+        rows.append(
+            ActivityRow(
+                time=entry.claimed_at.strftime("%Y-%m-%d %H:%M:%S"),
+                mailbox=box.address,
+                state=STATE_WORDS.get(entry.state, entry.state),
+                decided_by=DECIDED_BY_WORDS.get(str(plan.get("decided_by")), "—")
+                + (
+                    " (same conversation)"
+                    if "via:conversation" in (plan.get("reasons") or ())
+                    else ""
+                )
+                + (
+                    f" ({fits_none_words(plan.get('reasons') or ()) or 'none of the categories'})"
+                    if plan.get("decided_by") == "model" and not name
+                    else ""
+                ),
+                category=str(name) if name else None,
+                color=hexes.get(colours.get(str(name), "")) if name else None,
+                folder=plan.get("folder"),
+                confidence=f"{float(confidence):.0%}"
+                if isinstance(confidence, int | float)
+                else "—",
+                actions=[ACTION_WORDS[a] for a in entry.actions_done or [] if a in ACTION_WORDS],
+                error=outcome_words(
+                    state=entry.state,
+                    last_error=entry.last_error,
+                    plan=entry.plan,
+                    actions_done=entry.actions_done,
+                    attempts=entry.attempts,
+                ),
+                live=live.get((box.graph_user_id, entry.message_id)),
+            )
+        )
+    pages = max(1, math.ceil(total / PER_PAGE))
+
+    def link(number: int) -> str:
+        query: dict[str, str | int] = {"state": state} if state else {}
+        if category is not None:
+            query["category"] = category
+        query["page"] = number
+        return f"/integrations/{integration.id}/activity?{urlencode(query)}"
+
+    return render(
+        request,
+        "integrations/activity.html",
+        nav="integrations",
+        item=integration,
+        rows=rows,
+        total=total,
+        page=page,
+        pages=pages,
+        newer=link(page - 1) if page > 1 else None,
+        older=link(page + 1) if page < pages else None,
+        states=[(s, STATE_WORDS[s]) for s in LEDGER_STATES],
+        state=state or "",
+        category_names=sorted(
+            set(service.activity_categories(db=db, integration=integration)) | set(colours),
+            key=str.casefold,
+        ),
+        category="*" if category is None else category,
+        subjects_problem=subjects_problem,
+        status_notice=_status_notice(integration),
+        labels=LABELS,
+    )
