@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from m365sim.state import EmulatorState
-from postroom.integrations import views
+from postroom.integrations import web as views  # graph_call lives in integrations.web
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_sync import setup_personal
 

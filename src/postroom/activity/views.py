@@ -20,7 +20,7 @@ from postroom.graph import GraphError
 from postroom.integrations import service, wizard
 from postroom.integrations.graph_access import TokenFailure
 from postroom.integrations.statuses import LABELS
-from postroom.integrations.views import graph_call, load_integration
+from postroom.integrations.web import graph_call, load_integration
 from postroom.processing.decide import fits_none_words
 from postroom.processing.models import LEDGER_STATES
 from postroom.processing.outcomes import outcome_words

@@ -59,7 +59,7 @@ from postroom.integrations.graph_access import TokenFailure
 from postroom.integrations.models import Integration, Mailbox
 from postroom.integrations.oauth import GRAPH
 from postroom.integrations.statuses import LABELS, REASONS, Reason
-from postroom.integrations.views import graph_call, load_integration
+from postroom.integrations.web import graph_call, load_integration
 from postroom.learning import service as learning
 from postroom.learning.views import defer_refit_from_thread, status_words
 from postroom.processing.plan import CategoryConfig

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from postroom.integrations.views import load_integration
+from postroom.integrations.web import load_integration
 from postroom.learning import service as learning
 from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf

@@ -117,6 +117,8 @@ def create_app(
     from postroom.accounts import views as account_views
     from postroom.activity import views as activity_views
     from postroom.categories import views as category_views
+    from postroom.integrations import connect as integration_connect
+    from postroom.integrations import setup as integration_setup
     from postroom.integrations import views as integration_views
     from postroom.learning import views as learning_views
     from postroom.sync import webhooks
@@ -125,7 +127,10 @@ def create_app(
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(account_views.router)
+    # connect first: its fixed paths (/integrations/new…) before the views' /integrations/{id}
+    app.include_router(integration_connect.router)
     app.include_router(integration_views.router)
+    app.include_router(integration_setup.router)
     app.include_router(category_views.router)
     app.include_router(activity_views.router)
     app.include_router(learning_views.router)
