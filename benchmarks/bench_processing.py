@@ -430,7 +430,7 @@ def backfill(env: ProcessingEnv, results: dict[str, float], user_index: int) -> 
     Graph client's budget is told the same window (Microsoft's is fixed: 10,000 per 10
     minutes, which Postroom's budget has by default)."""
     from postroom.graph import budget as budget_module
-    from postroom.sync import engine, jobs
+    from postroom.sync import backfill, jobs
 
     box = env.users[user_index]
     config = env.sim.config
@@ -446,7 +446,7 @@ def backfill(env: ProcessingEnv, results: dict[str, float], user_index: int) -> 
     env.setup()
     env.settle(runtime=runtime)
     with env.database.session() as db:
-        queued = engine.start_backfill(db, env.integration_id, start - timedelta(days=1))
+        queued = backfill.start_backfill(db, env.integration_id, start - timedelta(days=1))
 
     async def defer() -> None:
         async with runtime.queue.open_async():

@@ -91,11 +91,17 @@ def worker(
     metrics_host: str = typer.Option("127.0.0.1", help="Address for --metrics-port."),
 ) -> None:
     """Run only a job worker (sync, subscriptions, reconcile) on the shared DATABASE_URL.
-    SIGTERM finishes the running jobs (up to 30 s) before exiting."""
-    import asyncio
-    import contextlib
+    SIGTERM finishes the running jobs (up to 20 s) before exiting; the whole shutdown is
+    bounded (:data:`WORKER_SHUTDOWN_SECONDS`)."""
     import signal
     import sys
+
+    # First, before the slow imports: until the job loop runs there is nothing to finish, and
+    # SIGTERM simply ends the process (cleanly, through sys.exit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+    import asyncio
+    import contextlib
 
     from postroom.crypto import SecretBox, load_or_create_key
     from postroom.db import migrate, open_database
@@ -104,8 +110,6 @@ def worker(
     from postroom.sync.runtime import install
     from postroom.web import logs
 
-    # Until the job loop runs there is nothing to finish: SIGTERM simply ends the process.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     settings = _settings_or_exit(load_settings)
     logs.install()
     database = open_database(settings)
@@ -125,15 +129,21 @@ def worker(
             job_loop = asyncio.create_task(
                 runtime.queue.run_worker_async(
                     concurrency=concurrency,
-                    shutdown_graceful_timeout=30,
+                    shutdown_graceful_timeout=WORKER_GRACE_SECONDS,
                     install_signal_handlers=False,
                     name="postroom-worker",
                 )
             )
             loop = asyncio.get_running_loop()
+
+            def stop() -> None:
+                # Cancelling the job loop lets running jobs finish (up to the grace) first;
+                # the deadline ends the process should anything after that not return.
+                _shutdown_deadline(database)
+                job_loop.cancel()
+
             for signum in (signal.SIGTERM, signal.SIGINT):
-                # Cancelling the job loop lets running jobs finish (up to 30 s) first.
-                loop.add_signal_handler(signum, job_loop.cancel)
+                loop.add_signal_handler(signum, stop)
             with contextlib.suppress(asyncio.CancelledError):
                 await job_loop
 
@@ -142,6 +152,39 @@ def worker(
         asyncio.run(run())
     finally:
         database.dispose()
+
+
+WORKER_GRACE_SECONDS = 20  # running jobs may finish this long after SIGTERM
+WORKER_SHUTDOWN_SECONDS = 30  # then the process ends, whatever still waits
+_deadline_armed = False
+
+
+def _shutdown_deadline(database: Any) -> None:
+    """After SIGTERM, end the process at the latest :data:`WORKER_SHUTDOWN_SECONDS` later: a
+    job past its grace, a connection that does not answer or a pool that keeps reconnecting
+    must not keep an orchestrator waiting. Nothing is lost by it: a job is only a hint, its
+    ledger rows resume, and the reconcile gives a stopped worker's jobs back
+    (postroom.sync.stalled)."""
+    global _deadline_armed
+    if _deadline_armed:
+        return
+    _deadline_armed = True
+    import logging
+    import os
+    import threading
+
+    def expire() -> None:
+        logging.getLogger("postroom.worker").error(
+            "shutdown did not finish within %d s; exiting now", WORKER_SHUTDOWN_SECONDS
+        )
+        try:
+            database.dispose()  # (an embedded PostgreSQL this process started is stopped)
+        finally:
+            os._exit(1)
+
+    timer = threading.Timer(WORKER_SHUTDOWN_SECONDS, expire)
+    timer.daemon = True
+    timer.start()
 
 
 backfill_app = typer.Typer(help="Historical mail: progress of backfills.", no_args_is_help=True)
@@ -156,7 +199,7 @@ def backfill_status() -> None:
     from postroom.db import open_database
     from postroom.integrations.models import Integration, Mailbox
     from postroom.settings import load_settings
-    from postroom.sync.engine import backfill_progress
+    from postroom.sync.backfill import backfill_progress
     from postroom.sync.models import FolderSync
 
     settings = _settings_or_exit(load_settings)

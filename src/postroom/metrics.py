@@ -146,9 +146,7 @@ def webhook(result: str, count: int = 1) -> None:
 
 
 # ---------------------------------------------------------------------- jobs
-async def job_middleware(
-    call_next: Callable[[], Awaitable[Any]], context: Any, worker: Any
-) -> Any:
+async def job_middleware(call_next: Callable[[], Awaitable[Any]], context: Any, worker: Any) -> Any:
     """procrastinate worker middleware: each job's duration by task and result."""
     task = str(getattr(context.job, "task_name", "") or "unknown").removeprefix("postroom:")
     started = time.perf_counter()
@@ -311,7 +309,10 @@ def serve_process_metrics(host: str, port: int, *, token: str | None) -> Any:
             ):
                 start_response(
                     "401 Unauthorized",
-                    [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="metrics"')],
+                    [
+                        ("Content-Type", "text/plain"),
+                        ("WWW-Authenticate", 'Bearer realm="metrics"'),
+                    ],
                 )
                 return [b"A bearer token is required.\n"]
         body = exposition(process_registry())

@@ -158,7 +158,10 @@ def test_a_stopped_integration_is_told_once_and_its_recovery_once(
     # Reconnect: the recovery message, once, to the same people and the webhook.
     start = post_form(web, base, f"{base}/reconnect")
     back = through_microsoft(
-        web, start, back_to=postroom.url, username=org.alice.user_principal_name,
+        web,
+        start,
+        back_to=postroom.url,
+        username=org.alice.user_principal_name,
         password="alice-pass",
     )
     assert web.get(back).status_code == 303
@@ -198,9 +201,7 @@ def test_a_stopped_mailbox_names_itself_by_email_but_not_in_chat(
     set_up(web, postroom, org)
     address = org.alice.user_principal_name
     with postroom.database.session() as db:
-        db.execute(
-            update(Mailbox).values(status="access_denied", status_reason="policy_denied")
-        )
+        db.execute(update(Mailbox).values(status="access_denied", status_reason="policy_denied"))
     settings = alert_settings(postroom, hook)
     alerts.check_sync(postroom.database, settings)
     [mail] = alerts_to(OWNER)
@@ -240,7 +241,7 @@ def test_a_lagging_mailbox_is_told_with_its_last_error_and_when_it_caught_up(
     # the page shows the lag and the last error
     page = web.get(base)
     assert page.status_code == 200
-    assert "<th scope=\"col\">Lag</th>" in page.text
+    assert '<th scope="col">Lag</th>' in page.text
     assert 'data-last-error="http_503"' in page.text
     assert 'data-lag="27' in page.text or 'data-lag="26' in page.text  # 45 min in seconds
 
@@ -269,9 +270,7 @@ def test_no_lag_alert_behind_a_stop_and_a_failed_send_is_tried_again(
         db.execute(
             update(Integration).values(status="needs_reconnect", status_reason="sessions_revoked")
         )
-        db.execute(
-            update(FolderSync).values(last_synced_at=datetime.now(UTC) - timedelta(hours=3))
-        )
+        db.execute(update(FolderSync).values(last_synced_at=datetime.now(UTC) - timedelta(hours=3)))
     # SMTP unreachable and the webhook failing: nothing is recorded as sent
     broken = alert_settings(postroom, hook, smtp_url=SecretStr("smtp://127.0.0.1:1"))
     hook.status = 500

@@ -45,9 +45,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum over every series of ``name`` whose labels include ``labels``."""
     return sum(
-        v
-        for (n, found), v in samples.items()
-        if n == name and set(labels.items()) <= set(found)
+        v for (n, found), v in samples.items() if n == name and set(labels.items()) <= set(found)
     )
 
 
@@ -141,9 +139,11 @@ def test_counters_move_as_mail_is_processed(
     requests = "postroom_graph_requests_total"
     assert delta(requests, family="delta", method="GET", status="429") == 1
     assert delta(requests, family="delta", method="GET", status="200") >= 1
-    assert delta(requests, family="move", method="POST", status="200") + delta(
-        requests, family="move", method="POST", status="201"
-    ) == 1
+    assert (
+        delta(requests, family="move", method="POST", status="200")
+        + delta(requests, family="move", method="POST", status="201")
+        == 1
+    )
     assert delta(requests, family="forward", method="POST") == 1
     assert delta(requests, family="send", method="POST") == 1
     assert delta("postroom_graph_request_duration_seconds_count", family="delta") >= 2
@@ -195,9 +195,11 @@ def test_token_refresh_failures_are_counted_by_reason(
     postroom.drain()
     after, _ = scrape(web)
     name = "postroom_token_refresh_failures_total"
-    assert value(after, name, reason="sessions_revoked") - value(
-        before, name, reason="sessions_revoked"
-    ) >= 1
+    assert (
+        value(after, name, reason="sessions_revoked")
+        - value(before, name, reason="sessions_revoked")
+        >= 1
+    )
     assert value(after, "postroom_integrations", status="needs_reconnect") == 1
 
 
@@ -368,3 +370,35 @@ def test_a_separate_worker_serves_its_own_counters(
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def test_multiprocess_mode_adds_up_every_process_on_the_machine(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR (web and workers on one machine), one scrape sees the
+    counters of every process, added up — also of a process that has exited."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = "from postroom import metrics; metrics.email_processed('done', 'model')"
+    for _ in range(2):  # two "workers"
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    scrape = (
+        "from postroom import metrics; "
+        "print(metrics.exposition(metrics.process_registry()).decode())"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", scrape],
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    ).stdout
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(shown)
+        for s in f.samples
+    }
+    name = "postroom_emails_processed_total"
+    assert value(samples, name, outcome="done", decided_by="model") == 2

@@ -16,7 +16,7 @@ from sqlalchemy import select, text, update
 from m365sim.state import EmulatorState
 from postroom.sync.models import FolderSync
 from tests.postroom.conftest import Postroom
-from tests.postroom.test_sync import folder_of, setup_personal, wait_for_jobs
+from tests.postroom.test_sync import folder_of, setup_personal
 
 
 def _worker(postroom: Postroom, tmp_path: Path, name: str) -> subprocess.Popen[str]:
@@ -47,6 +47,41 @@ def _worker(postroom: Postroom, tmp_path: Path, name: str) -> subprocess.Popen[s
         )
 
 
+def _last_worker_id(postroom: Postroom) -> int:
+    with postroom.database.engine.connect() as conn:
+        last = conn.execute(text("SELECT coalesce(max(id), 0) FROM procrastinate_workers"))
+        return int(last.scalar_one())
+
+
+def _wait_registered(postroom: Postroom, count: int, after: int, timeout: float = 60) -> None:
+    """Until ``count`` workers started after worker id ``after`` have registered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with postroom.database.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT count(*) FROM procrastinate_workers WHERE id > :after"),
+                {"after": after},
+            ).scalar_one()
+        if found >= count or time.monotonic() > deadline:
+            assert found >= count, f"{found} of {count} workers registered"
+            return
+        time.sleep(0.1)
+
+
+def _jobs(postroom: Postroom) -> list[tuple[object, ...]]:
+    """Each job's task, status and events (what a failure message shows)."""
+    with postroom.database.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT j.task_name, j.status, j.attempts, "
+                "array_agg(e.type::text || '@' || to_char(e.at, 'MI:SS.MS') ORDER BY e.at) "
+                "FROM procrastinate_jobs j LEFT JOIN procrastinate_events e ON e.job_id = j.id "
+                "GROUP BY j.id ORDER BY j.id"
+            )
+        ).all()
+    return [tuple(r) for r in rows]
+
+
 def _todo(postroom: Postroom) -> int:
     with postroom.database.engine.connect() as conn:
         return int(
@@ -64,32 +99,43 @@ def test_separate_workers_process_the_queue_and_stop_gracefully(
     postroom.drain()
     # Every delta call takes 1.5 s: long enough to send SIGTERM while a sync runs.
     sim.faults.add({"path": "/messages/delta", "method": "GET", "latency_ms": 1500})
+    registered = _last_worker_id(postroom)
     workers = [_worker(postroom, tmp_path, "a"), _worker(postroom, tmp_path, "b")]
     try:
+        # Both workers up first (registered: their SIGTERM handling is installed). A process
+        # killed while still importing, on a busy machine, is not what this test is about.
+        _wait_registered(postroom, 2, registered)
         msg = org.deliver(org.alice, subject="Invoice during shutdown")
-        assert wait_for_jobs(postroom) >= 1
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         started = False
         while time.monotonic() < deadline and not started:
             with postroom.database.engine.connect() as conn:
-                started = bool(
+                started = bool(  # the sync (a reconcile may be running too)
                     conn.execute(
-                        text("SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")
+                        text(
+                            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
+                            "AND task_name = 'postroom:sync_folder'"
+                        )
                     ).scalar_one()
                 )
             time.sleep(0.05)
         assert started, (tmp_path / "a.log").read_text()[-2000:]
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            assert worker.wait(timeout=40) == 0
+        for worker, name in zip(workers, "ab", strict=True):
+            try:
+                code = worker.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
+                worker.wait()
         sim.faults.clear()
     # The job running at SIGTERM was finished, not dropped.
-    assert folder_of(org.alice, msg.immutable_id) == "Invoices"
+    assert folder_of(org.alice, msg.immutable_id) == "Invoices", _jobs(postroom)
     # Nothing was abandoned half-way (a hint that arrived during shutdown may wait for the
     # next worker: our own label and move notify too).
     with postroom.database.engine.connect() as conn:

@@ -82,10 +82,7 @@ def _what(about: About) -> str:
 def _why(about: About) -> str:
     if about.kind == LAGGING:
         detail = f" The last error was {about.last_error}." if about.last_error else ""
-        return (
-            "Microsoft did not answer its requests, or no Postroom worker is running."
-            + detail
-        )
+        return "Microsoft did not answer its requests, or no Postroom worker is running." + detail
     reason = REASONS.get(about.reason or "")
     if reason is None:
         reason = REASONS["mailbox_access_denied" if about.code == ACCESS_DENIED else "unknown"]
@@ -113,7 +110,8 @@ def problem(about: About) -> Message:
     )
     where = f'"{about.integration_name}" ({about.workspace_name})'
     if about.kind == LAGGING:
-        chat = f"Postroom is behind on {where}: a mailbox was last synced {about.lag_minutes} min ago."
+        chat = f"Postroom is behind on {where}: a mailbox was last synced {about.lag_minutes} min"
+        chat += " ago."
     else:
         chat = (
             f"Postroom stopped {where}"

@@ -107,7 +107,7 @@ def find_problems(db: Session, *, now: datetime, lag_minutes: int) -> dict[Key, 
         found[problem.key] = problem
     behind = now - timedelta(minutes=lag_minutes)
     oldest = func.min(func.coalesce(FolderSync.last_synced_at, FolderSync.baseline_at))
-    for mailbox_id, integration_id, workspace_id, status, synced in db.execute(
+    for mailbox_id, integration_id, workspace_id, status, _oldest in db.execute(
         select(
             FolderSync.mailbox_id,
             FolderSync.integration_id,
@@ -268,8 +268,7 @@ def pending(db: Session, settings: Settings, now: datetime) -> list[Outgoing]:
     rows = list(
         db.scalars(
             select(Incident).where(
-                (Incident.resolved_at.is_(None))
-                | (Incident.resolved_at > now - timedelta(days=2))
+                (Incident.resolved_at.is_(None)) | (Incident.resolved_at > now - timedelta(days=2))
             )
         )
     )
@@ -361,9 +360,7 @@ def send(database: Any, settings: Settings, outgoing: Outgoing) -> int:
             sent += 1
     with database.session() as db:
         db.execute(
-            update(Incident)
-            .where(Incident.id == outgoing.incident_id)
-            .values(sending_until=None)
+            update(Incident).where(Incident.id == outgoing.incident_id).values(sending_until=None)
         )
     return sent
 

@@ -296,7 +296,7 @@ def update_sync_choices(
     and folders page), each with ``folders``. A mailbox left out is marked removed, never
     deleted (its ledger stays: mail it already handled is never handled twice if it comes
     back); one chosen again is back in use. Categories are not touched. The folder syncs follow
-    in :func:`postroom.sync.engine.apply_folder_syncs`."""
+    in :func:`postroom.sync.folder_syncs.apply_folder_syncs`."""
     rows = list(db.scalars(select(Mailbox).where(Mailbox.integration_id == integration.id)))
     by_id = {r.graph_user_id.lower(): r for r in rows}
     kept: set[str] = set()

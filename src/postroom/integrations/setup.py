@@ -275,7 +275,7 @@ def _setup_submit(
                 if integration.wizard_step < 5:
                     raise wizard.StepError(["Finish the earlier steps first."])
                 service.finish_setup(db=db, integration=integration)
-                from postroom.sync.engine import apply_folder_syncs
+                from postroom.sync.folder_syncs import apply_folder_syncs
 
                 apply_folder_syncs(db, integration.id)
                 db.commit()
@@ -538,7 +538,8 @@ def _save_mailboxes_and_folders(
     from the setup job and start with new mail. Categories, rules and examples stay as they
     are."""
     check_csrf(request, str(form.get("csrf_token") or ""))
-    from postroom.sync.engine import apply_folder_syncs, settle_backfill_status
+    from postroom.sync.backfill import settle_backfill_status
+    from postroom.sync.folder_syncs import apply_folder_syncs
 
     with request.app.state.db.session() as db:
         found = _finished(db, caller, integration_id)
@@ -592,7 +593,7 @@ def _render_existing_mail(
     fields: dict[str, list[str]] | None = None,
     status_code: int = 200,
 ) -> Response:
-    from postroom.sync.engine import backfill_pending, folder_progress
+    from postroom.sync.backfill import backfill_pending, folder_progress
 
     today = datetime.now(UTC).date()
     planned = (integration.wizard_data or {}).get("backfill") or {}
@@ -653,7 +654,7 @@ def start_existing_mail(
     if isinstance(found, Response):
         return found
     integration = found
-    from postroom.sync.engine import BackfillRunning, start_backfill
+    from postroom.sync.backfill import BackfillRunning, start_backfill
 
     typed = {"since": since, "forward_history": _flag(forward_history)}
     try:

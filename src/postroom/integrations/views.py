@@ -84,7 +84,7 @@ def integration_page(
     db: DbSession,
 ) -> Response:
     integration = load_integration(db, caller, integration_id)
-    from postroom.sync.engine import folder_progress
+    from postroom.sync.backfill import folder_progress
 
     boxes = service.mailboxes(db=db, integration=integration)
     rows = folder_progress(db, integration.id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 
 import postroom.accounts.models  # noqa: F401  (register tables)
-import postroom.alerts.models  # noqa: F401
 import postroom.accounts.sessions  # noqa: F401
 import postroom.accounts.throttle  # noqa: F401
+import postroom.alerts.models  # noqa: F401
 import postroom.integrations.models  # noqa: F401
 import postroom.learning.models  # noqa: F401
 import postroom.processing.models  # noqa: F401

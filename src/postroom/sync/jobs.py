@@ -45,7 +45,7 @@ from postroom.learning import service as learning
 from postroom.processing import message_keys
 from postroom.processing.models import LedgerEntry
 from postroom.settings import Settings
-from postroom.sync import engine, stalled
+from postroom.sync import backfill, engine, folder_syncs, stalled
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
 
@@ -130,7 +130,7 @@ async def setup_integration(integration_id: str) -> None:
     for each folder in use that has none yet, and a first sync; subscriptions of folders no
     longer in use are deleted. Existing mail waits for "Apply to existing mail"."""
     runtime = current()
-    for sync_id in engine.create_folder_syncs(runtime, integration_id):
+    for sync_id in folder_syncs.create_folder_syncs(runtime, integration_id):
         with runtime.database.session() as db:
             fs = db.get(FolderSync, sync_id)
             mailbox_id = fs.mailbox_id if fs else ""
@@ -139,9 +139,9 @@ async def setup_integration(integration_id: str) -> None:
             return  # the token failed: a status, never a retry storm
         await defer_sync(runtime, sync_id, mailbox_id)
     with runtime.database.session() as db:
-        unused = engine.subscriptions_to_drop(db, integration_id)
+        unused = folder_syncs.subscriptions_to_drop(db, integration_id)
     for sync_id in unused:
-        await engine.drop_subscription(runtime, sync_id)
+        await folder_syncs.drop_subscription(runtime, sync_id)
 
 
 async def defer_backfill(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> None:
@@ -157,7 +157,7 @@ async def defer_backfill(runtime: Runtime, folder_sync_id: str, mailbox_id: str)
 
 async def backfill_folder(folder_sync_id: str) -> None:
     runtime = current()
-    if await engine.backfill_folder(runtime, folder_sync_id):
+    if await backfill.backfill_folder(runtime, folder_sync_id):
         with runtime.database.session() as db:
             fs = db.get(FolderSync, folder_sync_id)
             mailbox_id = fs.mailbox_id if fs else ""
@@ -388,7 +388,7 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     for sync_id, mailbox_id in stale:
         counts["stale"] += int(await defer_resume_stale(runtime, sync_id, mailbox_id))
     with runtime.database.session() as db:
-        backfills = engine.unfinished_backfills(db)
+        backfills = backfill.unfinished_backfills(db)
     for sync_id, mailbox_id in backfills:  # a lost job or a pause resumes from the cursor
         await defer_backfill(runtime, sync_id, mailbox_id)
     settled = now - timedelta(seconds=settings.learn_after_seconds)

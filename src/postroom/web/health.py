@@ -60,7 +60,8 @@ def readiness(database: Database, settings: Settings) -> dict[str, dict[str, Any
             }
             age = conn.execute(
                 text(
-                    "SELECT EXTRACT(EPOCH FROM now() - max(last_heartbeat)) FROM procrastinate_workers"
+                    "SELECT EXTRACT(EPOCH FROM now() - max(last_heartbeat)) "
+                    "FROM procrastinate_workers"
                 )
             ).scalar()
     except Exception as exc:  # unreachable, or the schema is missing: not ready, never a 500

@@ -52,9 +52,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
     )
-    op.create_index(
-        op.f("ix_incidents_workspace_id"), "incidents", ["workspace_id"], unique=False
-    )
+    op.create_index(op.f("ix_incidents_workspace_id"), "incidents", ["workspace_id"], unique=False)
     op.create_index(
         op.f("ix_incidents_integration_id"), "incidents", ["integration_id"], unique=False
     )
