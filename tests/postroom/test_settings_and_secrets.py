@@ -83,6 +83,11 @@ def test_no_token_secret_or_code_in_logs(
     web: httpx.Client, postroom: Postroom, sim: EmulatorState, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # An in-process uvicorn started by another test with uvicorn's default log config turns
+    # propagation of its access logger off; this test reads those lines through the root.
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).propagate = True
+        logging.getLogger(name).disabled = False
     org = postroom.org(sim)
     sign_up(web)
     base = connect_personal(web, postroom, org).removesuffix("/setup")
