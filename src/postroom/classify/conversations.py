@@ -63,15 +63,16 @@ def from_conversation(
 ) -> Prediction:
     """The model's prediction, unless the conversation already has a category that is to be
     followed: always when a person or a rule set it, else when the model is less sure than
-    :data:`CONVERSATION_TRUST`.
+    :data:`CONVERSATION_TRUST` (before the small-category shrinkage: both are its own guesses).
 
     ``known`` are the categories that may be used (a remembered category that was deleted
     since is ignored). The model's own scores stay attached for the activity view.
     """
     if remembered is None or (known is not None and remembered.category not in known):
         return prediction
+    sure = prediction.confidence if prediction.sureness is None else prediction.sureness
     if not remembered.by_person and (
-        prediction.category is not None and prediction.confidence >= CONVERSATION_TRUST
+        prediction.category is not None and sure >= CONVERSATION_TRUST
     ):
         return prediction
     return Prediction(

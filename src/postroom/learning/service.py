@@ -144,7 +144,15 @@ class ModelAdapter:
             return None
         via = "conversation" if prediction.stage == "conversation" else None
         none = prediction.category == NONE_OF_THESE  # (decide leaves such mail alone if sure)
-        return Prediction(prediction.category, prediction.confidence, via, none_of_these=none)
+        return Prediction(
+            prediction.category,
+            prediction.confidence,
+            via,
+            none_of_these=none,
+            fits=prediction.fits,
+            fit=prediction.fit,
+            fit_bar=self.classifier.config.open_set_quantile,
+        )
 
 
 @dataclass(frozen=True)
