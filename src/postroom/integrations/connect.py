@@ -148,11 +148,17 @@ def _redirect_to_admin_sign_in(
     return RedirectResponse(flow["auth_uri"], status_code=303)
 
 
-def _redirect_to_admin_consent(
-    request: Request, db: Session, caller: Caller, *, pending: Any, proof: AdministratorProof
-) -> Response:
-    """The second step: admin consent for exactly the proven tenant, under a new ``state``
-    bound to that tenant and administrator."""
+def _save_proven_flow(
+    request: Request,
+    db: Session,
+    pending: Any,
+    proof: AdministratorProof,
+    purpose: str,
+    *,
+    integration_id: str | None = None,
+) -> str:
+    """A new single-use ``state`` bound to the tenant ``proof`` proved and its administrator;
+    returns it."""
     state = secrets.token_urlsafe(32)
     service.save_flow(
         db=db,
@@ -160,11 +166,33 @@ def _redirect_to_admin_consent(
         state=state,
         workspace_id=pending.workspace_id,
         user_id=pending.user_id,
-        purpose="organization",
+        purpose=purpose,
         options={"admin_oid": proof.oid, "admin": proof.username, "admin_name": proof.name},
         flow=None,
-        integration_id=pending.integration_id,
+        integration_id=integration_id,
         tenant_id=proof.tenant_id,
+    )
+    return state
+
+
+def _proof_of(pending: Any) -> AdministratorProof:
+    """The administrator proof a flow saved by :func:`_save_proven_flow` carries."""
+    options = pending.options or {}
+    return AdministratorProof(
+        tenant_id=str(pending.tenant_id),
+        oid=str(options.get("admin_oid") or ""),
+        username=str(options.get("admin") or ""),
+        name=str(options.get("admin_name") or ""),
+    )
+
+
+def _redirect_to_admin_consent(
+    request: Request, db: Session, caller: Caller, *, pending: Any, proof: AdministratorProof
+) -> Response:
+    """The second step: admin consent for exactly the proven tenant, under a new ``state``
+    bound to that tenant and administrator."""
+    state = _save_proven_flow(
+        request, db, pending, proof, "organization", integration_id=pending.integration_id
     )
     return RedirectResponse(
         _identity(request).admin_consent_url(state=state, tenant_id=proof.tenant_id),
@@ -425,18 +453,7 @@ def _administrator_signed_in(
             db=db, workspace_id=caller.workspace_id, tenant_id=proof.tenant_id
         ):
             # Never attached silently: the administrator who just signed in confirms.
-            state = secrets.token_urlsafe(32)
-            service.save_flow(
-                db=db,
-                box=_box(request),
-                state=state,
-                workspace_id=pending.workspace_id,
-                user_id=pending.user_id,
-                purpose="organization-confirm",
-                options={"admin_oid": proof.oid, "admin": proof.username, "admin_name": proof.name},
-                flow=None,
-                tenant_id=proof.tenant_id,
-            )
+            state = _save_proven_flow(request, db, pending, proof, "organization-confirm")
             return render(
                 request,
                 "integrations/org_confirm.html",
@@ -466,14 +483,9 @@ def confirm_organization(
         or not pending.tenant_id
     ):
         return _bad_state(request)
-    options = pending.options or {}
-    proof = AdministratorProof(
-        tenant_id=pending.tenant_id,
-        oid=str(options.get("admin_oid") or ""),
-        username=str(options.get("admin") or ""),
-        name=str(options.get("admin_name") or ""),
+    return _redirect_to_admin_consent(
+        request, db, caller, pending=pending, proof=_proof_of(pending)
     )
-    return _redirect_to_admin_consent(request, db, caller, pending=pending, proof=proof)
 
 
 @router.get("/auth/admin-consent/callback")
