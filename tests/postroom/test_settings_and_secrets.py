@@ -83,9 +83,11 @@ def test_no_token_secret_or_code_in_logs(
     web: httpx.Client, postroom: Postroom, sim: EmulatorState, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    # An in-process uvicorn started by another test with uvicorn's default log config turns
-    # propagation of its access logger off; this test reads those lines through the root.
+    # Loggers are process-wide: an in-process uvicorn started by another test (m365sim's, at
+    # log level "warning") raises the access logger's level, and uvicorn's default log config
+    # turns its propagation off. This test reads those lines through the root, at INFO.
     for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        caplog.set_level(logging.DEBUG, logger=name)
         logging.getLogger(name).propagate = True
         logging.getLogger(name).disabled = False
     org = postroom.org(sim)
