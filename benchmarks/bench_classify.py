@@ -78,11 +78,12 @@ from postroom.classify import (
     ClassifierConfig,
     ConversationMemory,
     Example,
-    MessageView,
     dump_state,
     example_state,
     from_conversation,
 )
+from postroom.classify.features import long_text
+from postroom.processing.view import Address, MessageView
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not DATA.exists():
@@ -120,8 +121,7 @@ def load_20ng() -> tuple[list[Labelled], list[Labelled]]:
             payload = message.get_payload()
             view = MessageView(
                 subject=_text(message.get("Subject")),
-                from_name=name,
-                from_address=address,
+                sender=Address(name, address),
                 body_text=payload if isinstance(payload, str) else str(payload),
             )
             split = "train" if split_name.endswith("train") else "test"
@@ -154,9 +154,9 @@ def baseline_accuracy(train: list[Labelled], test: list[Labelled]) -> float:
     from sklearn.svm import LinearSVC
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    train_rows = vectorizer.fit_transform([item.view.long_text() for item in train])
+    train_rows = vectorizer.fit_transform([long_text(item.view) for item in train])
     model = LinearSVC(C=0.5, random_state=SEED).fit(train_rows, [i.category for i in train])
-    predicted = model.predict(vectorizer.transform([item.view.long_text() for item in test]))
+    predicted = model.predict(vectorizer.transform([long_text(item.view) for item in test]))
     return float(np.mean(predicted == np.array([item.category for item in test])))
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmarks.bench_classify import Labelled, load_20ng, load_banking77, log, make_examples
 from postroom.classify import Classifier, ClassifierConfig, Example
+from postroom.classify.features import long_text
 
 DRAWS = (0, 1, 2)
 LARGEST = 500
@@ -91,9 +92,9 @@ def baseline_predictions(train: Sequence[Labelled], test: Sequence[Labelled]) ->
     from sklearn.svm import LinearSVC
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    rows = vectorizer.fit_transform([item.view.long_text() for item in train])
+    rows = vectorizer.fit_transform([long_text(item.view) for item in train])
     model = LinearSVC(C=0.5, random_state=0).fit(rows, [item.category for item in train])
-    return [str(c) for c in model.predict(vectorizer.transform([i.view.long_text() for i in test]))]
+    return [str(c) for c in model.predict(vectorizer.transform([long_text(i.view) for i in test]))]
 
 
 def figures(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from postroom.classify import MessageView
+from postroom.processing.view import Address, MessageView
 
 TEMPLATES: dict[str, dict[str, list[tuple[str, str]]]] = {
     "Invoices": {
@@ -169,8 +169,7 @@ def email(category: str, language: str, variant: int, rng: random.Random) -> Mes
     name, address = rng.choice(SENDERS[language])
     return MessageView(
         subject=subject.format(**values),
-        from_name=name,
-        from_address=address,
+        sender=Address(name, address),
         body_text=body.format(**values),
     )
 
@@ -186,3 +185,11 @@ def dataset(
             language = languages[i % len(languages)]
             out.append((email(category, language, i // len(languages) + seed, rng), category))
     return out
+
+
+def view(
+    subject: str = "", name: str = "", address: str = "", body: str = "", conversation: str = ""
+) -> MessageView:
+    """A message as the classifier reads it (subject, sender, body, conversation id)."""
+    sender = Address(name, address) if name or address else None
+    return MessageView(subject=subject, sender=sender, body_text=body, conversation_id=conversation)

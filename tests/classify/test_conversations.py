@@ -5,7 +5,6 @@ from __future__ import annotations
 from postroom.classify import (
     Classifier,
     ConversationMemory,
-    MessageView,
     Prediction,
     Remembered,
     conversation_hash,
@@ -15,10 +14,11 @@ from postroom.classify import (
 )
 from postroom.classify.conversations import CONVERSATION_TRUST
 from postroom.classify.features import CONVERSATION_OFFSET, SPARSE_DIMENSION
+from postroom.processing.view import MessageView
 
 
 def test_conversation_key_prefers_the_id_and_normalizes_subjects() -> None:
-    assert conversation_key(MessageView(subject="Re: x", conversation="AAQk=")) == "id:AAQk="
+    assert conversation_key(MessageView(subject="Re: x", conversation_id="AAQk=")) == "id:AAQk="
     same = [
         "Invoice 42",
         "RE: Invoice 42",

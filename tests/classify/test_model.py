@@ -13,14 +13,15 @@ import pytest
 from postroom.classify import (
     Classifier,
     ClassifierConfig,
-    MessageView,
     adapted,
     dump_state,
     hash_message,
     load_embedder,
     load_state,
 )
-from tests.classify.mail import TEMPLATES, dataset, email
+from postroom.classify.features import sender_text, short_text
+from postroom.processing.view import Address, MessageView
+from tests.classify.mail import TEMPLATES, dataset, email, view
 
 SPARSE_ONLY = ClassifierConfig(fast_embedder=None, slow_embedder=None)
 CONFIGS = {
@@ -98,14 +99,12 @@ def _returns_email(rng: random.Random, dutch: bool = False) -> MessageView:
     if dutch:
         return MessageView(
             subject=f"Retour bestelling {order}",
-            from_name="Klant",
-            from_address="klant@voorbeeld.nl",
+            sender=Address("Klant", "klant@voorbeeld.nl"),
             body_text=f"Ik wil bestelling {order} retourneren. Stuur mij een retourlabel.",
         )
     return MessageView(
         subject=f"Return order {order}",
-        from_name="Customer",
-        from_address="customer@example.com",
+        sender=Address("Customer", "customer@example.com"),
         body_text=f"I would like to return order {order}. Please send me a return label.",
     )
 
@@ -218,7 +217,7 @@ def test_state_round_trip_predicts_the_same(five_shot: Classifier) -> None:
 
 
 def _words(views: list[MessageView]) -> set[str]:
-    text = " ".join(f"{v.subject} {v.from_name} {v.from_address} {v.body_text}" for v in views)
+    text = " ".join(f"{v.subject} {sender_text(v)} {v.body_text}" for v in views)
     words = {w.strip(".,?:()%@").lower() for w in text.replace("@", " ").split()}
     return {w for w in words if len(w) >= 5 and w.isalpha()}
 
@@ -247,16 +246,16 @@ def test_state_of_a_trained_model_contains_no_email_text(config_name: str) -> No
 
 
 def test_hashed_features_are_numbers_and_stable() -> None:
-    view = MessageView("Factuur 1234", "Jan", "jan@voorbeeld.nl", "Bijgevoegd de factuur.")
-    first, second = hash_message(view), hash_message(view)
+    message = view("Factuur 1234", "Jan", "jan@voorbeeld.nl", "Bijgevoegd de factuur.")
+    first, second = hash_message(message), hash_message(message)
     assert first == second
     assert first.indices.dtype == np.int32 and first.values.dtype == np.float32
     assert np.all(np.diff(first.indices) > 0)
-    assert first != hash_message(MessageView("Invoice 1234"))
+    assert first != hash_message(MessageView(subject="Invoice 1234"))
 
 
 def test_examples_made_with_another_config_are_refused() -> None:
-    example = Classifier(SPARSE_ONLY).make_example(MessageView("x"), "A", "user_example")
+    example = Classifier(SPARSE_ONLY).make_example(MessageView(subject="x"), "A", "user_example")
     with pytest.raises(ValueError):
         Classifier(ClassifierConfig.with_embeddings()).fit([example])
 
@@ -290,7 +289,7 @@ def test_pair_vectors_keep_their_e5_half_for_an_e5_model() -> None:
 
     for_e5 = adapted(correction, ClassifierConfig.with_embeddings())
     assert for_e5 is not None and for_e5.fast_embedding is None
-    e5_vector = load_embedder("e5").embed([_returns_email(random.Random(1)).short_text(32)])[0]
+    e5_vector = load_embedder("e5").embed([short_text(_returns_email(random.Random(1)), 32)])[0]
     assert for_e5.slow_embedding is not None
     np.testing.assert_allclose(for_e5.slow_embedding, e5_vector, atol=1e-6)
     e5_model = trained(ClassifierConfig.with_embeddings())

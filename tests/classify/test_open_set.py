@@ -12,34 +12,33 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from postroom.classify import Classifier, ClassifierConfig, MessageView, dump_state, load_state
+from postroom.classify import Classifier, ClassifierConfig, dump_state, load_state
 from postroom.learning.service import ModelAdapter
 from postroom.processing.decide import Prediction, decide, fits_none_words
 from postroom.processing.plan import CategoryConfig
-from postroom.processing.view import Address
-from postroom.processing.view import MessageView as ProcessingView
-from tests.classify.mail import TEMPLATES, dataset, email
+from postroom.processing.view import MessageView
+from tests.classify.mail import TEMPLATES, dataset, email, view
 
 OFF_TOPIC = [
-    MessageView(
+    view(
         "Team lunch on Friday",
         "Piet",
         "piet@example.com",
         "Hi all, shall we have lunch at the Italian place on Friday at noon? Let me know.",
     ),
-    MessageView(
+    view(
         "Re: holiday photos",
         "Anna",
         "anna@example.org",
         "Here are the pictures from our trip to the mountains; the kids loved the lake.",
     ),
-    MessageView(
+    view(
         "Vergadering dinsdag",
         "Kees",
         "kees@voorbeeld.nl",
         "Zullen we de vergadering van dinsdag verplaatsen naar woensdagmiddag?",
     ),
-    MessageView(
+    view(
         "Your password will expire",
         "IT desk",
         "it@example.com",
@@ -55,14 +54,8 @@ def trained(config: ClassifierConfig, per_category: int, seed: int = 1) -> Class
     return classifier.fit(classifier.make_examples(views, categories, "user_example"))
 
 
-def processing_view(view: MessageView, number: int = 1) -> ProcessingView:
-    return ProcessingView(
-        id=f"m{number}",
-        internet_message_id=f"<m{number}@test>",
-        subject=view.subject,
-        sender=Address(view.from_name, view.from_address),
-        body_text=view.body_text,
-    )
+def processing_view(message: MessageView, number: int = 1) -> MessageView:
+    return replace(message, id=f"m{number}", internet_message_id=f"<m{number}@test>")
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +97,12 @@ def test_off_topic_mail_fits_no_category_and_is_left_alone(
 ) -> None:
     classifier: Classifier = request.getfixturevalue(fixture)
     adapter = ModelAdapter(classifier)
-    for number, view in enumerate(OFF_TOPIC):
-        prediction = classifier.predict(view)
-        assert not prediction.fits, view.subject
+    for number, message in enumerate(OFF_TOPIC):
+        prediction = classifier.predict(message)
+        assert not prediction.fits, message.subject
         assert prediction.fit is not None and prediction.fit < 0.05
         assert prediction.category in TEMPLATES  # the nearest category is still named
-        plan = decide(processing_view(view, number), CATEGORIES, classifier=adapter)
+        plan = decide(processing_view(message, number), CATEGORIES, classifier=adapter)
         assert plan.category is None and plan.folder is None and not plan.add_categories
         assert plan.decided_by == "model"
         (reason,) = plan.reasons
@@ -142,7 +135,7 @@ def test_the_fit_is_kept_in_the_state_and_unknown_for_a_category_learned_since(
 
     twin = twenty_shot.copy()
     rng = random.Random(3)
-    returns = MessageView(
+    returns = view(
         "Return order 123456", "Customer", "c@example.com", "I want to return order 123456."
     )
     twin.learn(twin.make_example(returns, "Returns", "correction"))
@@ -168,8 +161,9 @@ def test_decide_names_the_nearest_category_and_a_conversation_still_wins() -> No
         def __init__(self, via: str | None = None) -> None:
             self.via = via
 
-        def predict(self, _: ProcessingView) -> Prediction:
-            return Prediction("Invoices", 0.97, self.via, fits=False, fit=0.034, fit_bar=0.1)
+        def predict(self, _: MessageView) -> Prediction:
+            stage = "conversation" if self.via else "fast"
+            return Prediction("Invoices", 0.97, stage=stage, fits=False, fit=0.034, fit_bar=0.1)
 
     plan = decide(view, CATEGORIES, classifier=Unfit())
     assert (plan.category, plan.decided_by, plan.reasons) == (

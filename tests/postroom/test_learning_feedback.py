@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 
 from m365sim.state import EmulatorState
 from postroom.classify import NONE_OF_THESE, Classifier, dump_state, load_state
-from postroom.classify import MessageView as ClassifyView
 from postroom.integrations.models import Category
 from postroom.learning import service as learning
 from postroom.learning.models import LearningEvent, ModelUpdate
@@ -268,8 +267,8 @@ def test_detect_rejection_is_pure_and_strict() -> None:
 
 def test_none_of_these_is_a_class_of_its_own_and_leaves_other_models_as_they_were() -> None:
     views = {
-        "Support": [ClassifyView(body_text=t) for t in SUPPORT],
-        "Sales": [ClassifyView(body_text=t) for t in SALES],
+        "Support": [MessageView(body_text=t) for t in SUPPORT],
+        "Sales": [MessageView(body_text=t) for t in SALES],
     }
     classifier = Classifier()
     classifier.fit(
@@ -279,7 +278,7 @@ def test_none_of_these_is_a_class_of_its_own_and_leaves_other_models_as_they_wer
             "user_example",
         )
     )
-    probe = ClassifyView(subject="Zanzibar printer", body_text=PRINTER)
+    probe = MessageView(subject="Zanzibar printer", body_text=PRINTER)
     untouched = Classifier.from_state(load_state(dump_state(classifier.to_state())))
     before = classifier.predict(probe)
     assert before.category == "Support"
@@ -290,7 +289,7 @@ def test_none_of_these_is_a_class_of_its_own_and_leaves_other_models_as_they_wer
     assert after.scores["Support"] < before.scores["Support"]
     assert classifier.categories == ("Sales", "Support")  # never a category to give
     assert classifier.labelled_categories() == ("Sales", "Support")
-    assert classifier.predict(ClassifyView(body_text=SALES[0])).category == "Sales"
+    assert classifier.predict(MessageView(body_text=SALES[0])).category == "Sales"
     # A later correction of the same email to a category replaces the "none of these".
     twin = classifier.copy()
     twin.learn(twin.make_example(probe, "Sales", "correction", key=7))
@@ -314,7 +313,7 @@ def test_none_of_these_is_a_class_of_its_own_and_leaves_other_models_as_they_wer
             self.confidence = confidence
 
         def predict(self, view: MessageView) -> Prediction:
-            return Prediction("", self.confidence, none_of_these=True)
+            return Prediction(NONE_OF_THESE, self.confidence)
 
     email = MessageView(id="m", internet_message_id="<m@x>", subject="", sender=None)
     categories = [CategoryConfig(name="Support", folder="Support")]

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from postroom import db as db_module
 from postroom.accounts.models import Workspace
 from postroom.classify import Classifier, ClassifierConfig
-from postroom.classify import MessageView as ClassifyView
 from postroom.db import Database
 from postroom.integrations.models import Integration
 from postroom.learning import service as learning
@@ -106,7 +105,7 @@ def _correct(
 
 
 def _scores(classifier: Classifier) -> np.ndarray:
-    predictions = classifier.predict_many([ClassifyView(body_text=p) for p in PROBES])
+    predictions = classifier.predict_many([MessageView(body_text=p) for p in PROBES])
     return np.array([[p.scores[c] for c in sorted(p.scores)] for p in predictions])
 
 
@@ -556,5 +555,5 @@ def test_a_snapshot_committed_before_the_deferred_state_is_read_is_not_mislabell
         assert stale.version == read_at + 2 and corrections == 1  # read again: the new one
 
 
-def _classify(text: str) -> ClassifyView:
-    return ClassifyView(subject=text, body_text=f"{text}. Kind regards, someone")
+def _classify(text: str) -> MessageView:
+    return MessageView(subject=text, body_text=f"{text}. Kind regards, someone")

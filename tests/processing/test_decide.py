@@ -160,8 +160,9 @@ def test_a_model_without_an_answer_or_with_an_unknown_category_is_unsure() -> No
     plan = decide(UNMATCHED, CATEGORIES, classifier=model("Deleted category", 0.97))
     assert (plan.decided_by, plan.folder, plan.forward) == ("needs_review", None, None)
     assert plan.reasons[0] == "model:unknown-category"
-    plan = decide(UNMATCHED, CATEGORIES, classifier=model("", 0.97), needs_review=None)
-    assert (plan.decided_by, plan.category) == ("none", None)
+    untrained = FakeClassifier(Prediction(None, 0.0))  # (a model before any training)
+    plan = decide(UNMATCHED, CATEGORIES, classifier=untrained, needs_review=None)
+    assert (plan.decided_by, plan.category, plan.reasons[0]) == ("none", None, "model:none")
 
 
 def test_the_model_may_name_a_category_in_other_case() -> None:

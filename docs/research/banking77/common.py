@@ -2,7 +2,8 @@
 import sys, csv, numpy as np
 sys.path.insert(0, "/tmp/exp/b77s4")
 from scipy import sparse
-from postroom.classify.features import hash_messages, stack, MessageView, WORD_BUCKETS  # run with PYTHONPATH=src
+from postroom.classify.features import hash_messages, stack, WORD_BUCKETS
+from postroom.processing.view import MessageView  # run with PYTHONPATH=src
 D = "/tmp/exp/b77/"
 
 def rows(f):

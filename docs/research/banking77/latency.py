@@ -2,7 +2,8 @@
 import sys, time, csv, numpy as np
 sys.path.insert(0, "/work/main/src")
 from postroom.classify.embed import load_embedder
-from postroom.classify.features import MessageView, hash_messages
+from postroom.classify.features import hash_messages
+from postroom.processing.view import MessageView
 from minilm import MiniLM, MiniLMFast
 texts = [r["text"] for r in csv.DictReader(open("/work/shared/data/banking77/test.csv"))]
 texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[:200]]

@@ -1,14 +1,16 @@
 """The learned classifier: categorizes an email from examples and learns from corrections.
 
-Pure and offline (no database, HTTP or settings): the pipeline passes a :class:`MessageView`
-in memory, gets a :class:`Prediction`, and :func:`combine` turns it and any rule match into a
-:class:`Decision`. What is kept per integration is :meth:`Classifier.to_state` — hashed
-features, embedding vectors and model parameters, never the text of an email.
+Pure and offline (no database, HTTP or settings): the pipeline passes the one message view
+(:class:`postroom.processing.view.MessageView`) in memory and gets a :class:`Prediction`
+(defined beside :func:`postroom.processing.decide.decide`, the one place that says how rules,
+the model and "Needs review" combine). What is kept per integration is
+:meth:`Classifier.to_state` — hashed features, embedding vectors and model parameters, never
+the text of an email.
 
 Modules: ``features`` (view → hashed n-grams), ``embed`` (bundled embedding models, loaded once
-per process), ``model`` (the cascade classifier), ``decide`` (rules + model + threshold),
-``summary`` (accuracy against corrections, confusions), ``state`` (state ⇄ bytes, no pickle),
-``conversations`` (a reply follows its conversation).
+per process), ``model`` (the cascade classifier), ``summary`` (accuracy against corrections,
+confusions), ``state`` (state ⇄ bytes, no pickle), ``conversations`` (a reply follows its
+conversation).
 """
 
 from postroom.classify.conversations import (
@@ -18,22 +20,19 @@ from postroom.classify.conversations import (
     from_conversation,
     merged,
 )
-from postroom.classify.decide import Decision, DecisionSource, combine
 from postroom.classify.embed import EmbedderUnavailable, load_embedder
 from postroom.classify.features import (
     HashedFeatures,
-    MessageView,
     conversation_key,
     hash_message,
+    text_view,
 )
 from postroom.classify.model import (
-    NONE_OF_THESE,
     OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
     Example,
     Origin,
-    Prediction,
     adapted,
     example_from_state,
     example_state,
@@ -41,6 +40,7 @@ from postroom.classify.model import (
 )
 from postroom.classify.state import dump_state, load_state
 from postroom.classify.summary import ModelSummary, Outcome, summarize
+from postroom.processing.decide import NONE_OF_THESE, Prediction
 
 __all__ = [
     "NONE_OF_THESE",
@@ -48,19 +48,15 @@ __all__ = [
     "Classifier",
     "ClassifierConfig",
     "ConversationMemory",
-    "Decision",
-    "DecisionSource",
     "EmbedderUnavailable",
     "Example",
     "HashedFeatures",
-    "MessageView",
     "ModelSummary",
     "Origin",
     "Outcome",
     "Prediction",
     "Remembered",
     "adapted",
-    "combine",
     "conversation_hash",
     "conversation_key",
     "dump_state",
@@ -73,4 +69,5 @@ __all__ = [
     "load_state",
     "message_number",
     "summarize",
+    "text_view",
 ]

@@ -26,8 +26,9 @@ import hmac
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from postroom.classify.features import MessageView, conversation_key
-from postroom.classify.model import Prediction
+from postroom.classify.features import conversation_key
+from postroom.processing.decide import Prediction
+from postroom.processing.view import MessageView
 
 CONVERSATION_CONFIDENCE = 0.95
 """Confidence given to a category taken from the conversation (measured 0.98 on 20NG)."""
@@ -80,6 +81,7 @@ def from_conversation(
         confidence=max(CONVERSATION_CONFIDENCE, prediction.scores.get(remembered.category, 0.0)),
         scores=prediction.scores,
         stage="conversation",
+        fit_bar=prediction.fit_bar,
     )
 
 

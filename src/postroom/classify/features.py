@@ -1,7 +1,8 @@
 """From a message view to numbers: hashed sparse features that keep no text.
 
-A :class:`MessageView` is what the processing pipeline holds in memory while it decides about
-one email: subject, sender and the plain-text body. It is never persisted. Everything the
+A :class:`~postroom.processing.view.MessageView` is what the processing pipeline holds in
+memory while it decides about one email; the classifier reads its subject, sender, plain-text
+body and conversation id. It is never persisted. Everything the
 classifier keeps is produced here, and is numbers only:
 
 * **word features** — lower-cased word 1- and 2-grams of ``subject``, sender and body,
@@ -36,6 +37,8 @@ import numpy.typing as npt
 from scipy import sparse  # type: ignore[import-untyped]
 from sklearn.feature_extraction.text import HashingVectorizer  # type: ignore[import-untyped]
 
+from postroom.processing.view import MessageView
+
 WORD_BUCKETS = 2**18
 """Buckets for word 1–2-grams: feature ids ``[0, WORD_BUCKETS)``."""
 
@@ -55,27 +58,27 @@ MAX_CHAR_NGRAM_CHARS = 3_000
 """Character n-grams are taken from this many leading characters only (they cost ~1 µs each)."""
 
 
-@dataclass(frozen=True, slots=True)
-class MessageView:
-    """The parts of an email the classifier reads. Held in memory only, never stored."""
+def sender_text(view: MessageView) -> str:
+    """The sender's name and address, as the features read them."""
+    sender = view.sender
+    return f"{sender.name} {sender.address}".strip() if sender else ""
 
-    subject: str = ""
-    from_name: str = ""
-    from_address: str = ""
-    body_text: str = ""
-    conversation: str = ""
-    """Graph's ``conversationId`` when known (it is an opaque id, not content)."""
 
-    def sender(self) -> str:
-        return f"{self.from_name} {self.from_address}".strip()
+def short_text(view: MessageView, max_words: int) -> str:
+    """Subject and the first ``max_words`` words of the body, for a costly embedding."""
+    words = view.body_text[: max_words * 12].split()[:max_words]
+    return f"{view.subject}\n{' '.join(words)}".strip()
 
-    def short_text(self, max_words: int) -> str:
-        """Subject and the first ``max_words`` words of the body, for a costly embedding."""
-        words = self.body_text[: max_words * 12].split()[:max_words]
-        return f"{self.subject}\n{' '.join(words)}".strip()
 
-    def long_text(self) -> str:
-        return f"{self.subject}\n{self.sender()}\n{self.body_text[:MAX_BODY_CHARS]}"
+def long_text(view: MessageView) -> str:
+    """Subject, sender and the body (up to :data:`MAX_BODY_CHARS`): what the words come from."""
+    return f"{view.subject}\n{sender_text(view)}\n{view.body_text[:MAX_BODY_CHARS]}"
+
+
+def text_view(text: str) -> MessageView:
+    """A pasted example as a view: all of it is read as body text (subject and body weigh the
+    same in the features)."""
+    return MessageView(body_text=text)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -110,8 +113,8 @@ def conversation_key(view: MessageView) -> str:
     """What ties a message to its conversation: the conversation id, else the normalized
     subject (reply/forward prefixes in English, Dutch, German, French and Nordic mail removed,
     case and spacing folded); ``""`` when there is neither."""
-    if view.conversation:
-        return f"id:{view.conversation}"
+    if view.conversation_id:
+        return f"id:{view.conversation_id}"
     subject = _REPLY_PREFIX.sub("", view.subject.strip())
     subject = " ".join(subject.casefold().split())
     return f"subject:{subject}" if subject else ""
@@ -146,10 +149,10 @@ def hash_messages(views: Sequence[MessageView]) -> list[HashedFeatures]:
     """Hash many messages at once (vectorized; same result as one by one)."""
     if not views:
         return []
-    words = _WORDS.transform([view.long_text() for view in views])
+    words = _WORDS.transform([long_text(view) for view in views])
     chars = _CHARS.transform(
         [
-            f"{view.subject}\n{view.sender()}\n{view.body_text}"[:MAX_CHAR_NGRAM_CHARS]
+            f"{view.subject}\n{sender_text(view)}\n{view.body_text}"[:MAX_CHAR_NGRAM_CHARS]
             for view in views
         ]
     )

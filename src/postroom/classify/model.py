@@ -134,14 +134,14 @@ from postroom.classify.features import (
     SPARSE_DIMENSION,
     WORD_BUCKETS,
     HashedFeatures,
-    MessageView,
     hash_messages,
+    long_text,
+    short_text,
     stack,
 )
+from postroom.processing.decide import NONE_OF_THESE, Prediction, Stage
+from postroom.processing.view import MessageView
 
-NONE_OF_THESE = ""
-"""The class of emails that belong to none of the categories (a person took the category the
-model gave off the email): never a category's name (names are not empty)."""
 Origin = Literal["user_example", "correction", "seed", "decision"]
 ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed", "decision")
 """Append only: a stored state refers to origins by their position here."""
@@ -154,7 +154,6 @@ an uncorrected stream): learning every decision at confidence ≥ 0.9 *lowered* 
 0.1, and left it at 0.814 when decisions only joined the next retrain; the fast stage alone
 went from 0.740 to 0.714 even then. On 20 Newsgroups (hundreds of examples per category) the
 same decisions help. Hence: no update step for a decision, and only past this minimum."""
-Stage = Literal["fast", "slow", "conversation", "empty"]
 Head = Literal["svm", "logistic"]
 Recipe = Literal["none", "e5", "e5+minilm"]
 """What ``POSTROOM_CLASSIFIER_EMBEDDER`` chooses (:meth:`ClassifierConfig.recipe`)."""
@@ -363,31 +362,6 @@ def example_from_state(state: Mapping[str, Any], category: str) -> Example:
 def message_number(message_key: str) -> int:
     """A positive 60-bit number from a message's hex key, to tie examples to a message."""
     return int(message_key[:15], 16) if message_key else 0
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """The model's answer: best category, its calibrated probability, and all probabilities.
-
-    ``category`` is None before any training, and :data:`NONE_OF_THESE` when the model thinks
-    the email belongs to none of the categories (only after a person said so of a similar one).
-    """
-
-    category: str | None
-    confidence: float
-    scores: Mapping[str, float] = field(default_factory=dict)
-    stage: Stage = "empty"
-    fits: bool = True
-    """False when the email is less like ``category`` than nearly all of its own examples
-    (``fit`` below :attr:`ClassifierConfig.open_set_quantile`): it fits no category, and
-    ``category`` is only the nearest one."""
-    fit: float | None = None
-    """Share of ``category``'s own examples (scored out of fold at the last fit) that scored
-    lower than this email, 0–1; None when not known (no fit yet, a category added since)."""
-    sureness: float | None = None
-    """The calibrated confidence before the small-category shrinkage: what the model's own
-    comparisons use (the cascade, a conversation's earlier model decision), since both sides
-    of those come from the same model. None: the same as ``confidence``."""
 
 
 @dataclass(slots=True)
@@ -1054,6 +1028,7 @@ class Classifier:
             stage=stage,
             fits=fit is None or fit >= self.config.open_set_quantile,
             fit=fit,
+            fit_bar=self.config.open_set_quantile,
             sureness=sureness,
         )
 
@@ -1066,13 +1041,13 @@ class Classifier:
         if self.config.fast_embedder is None:
             return None
         embedder = load_embedder(self.config.fast_embedder)
-        return embedder.embed([v.long_text() for v in views])
+        return embedder.embed([long_text(v) for v in views])
 
     def _embed_slow(self, views: Sequence[MessageView]) -> Float32Array | None:
         if self.config.slow_embedder is None:
             return None
         embedder = load_embedder(self.config.slow_embedder)
-        return embedder.embed([v.short_text(SLOW_EMBEDDER_WORDS) for v in views])
+        return embedder.embed([short_text(v, SLOW_EMBEDDER_WORDS) for v in views])
 
     def _check_embeddings(self, examples: Sequence[Example]) -> None:
         for example in examples:

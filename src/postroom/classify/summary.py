@@ -3,7 +3,7 @@ category, recent accuracy, confusions.
 
 Accuracy is *agreement with people*: the pipeline records an :class:`Outcome` for each model
 decision once it is settled — the category a person moved it to (a correction;
-:data:`~postroom.classify.model.NONE_OF_THESE` when they took the category off and chose none)
+:data:`~postroom.processing.decide.NONE_OF_THESE` when they took the category off and chose none)
 or the model's own category when nobody changed it. Recent accuracy is the share of agreeing
 outcomes among the last ``window``; the confusion summary counts the disagreeing
 (predicted, chosen) pairs. Pure and text-free: categories are configuration, outcomes hold
@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postroom.classify.model import NONE_OF_THESE, Example
+from postroom.classify.model import Example
+from postroom.processing.decide import NONE_OF_THESE
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,7 @@ from postroom.classify import (
     message_number,
     summarize,
 )
-from postroom.classify import MessageView as ClassifyView
+from postroom.classify import text_view as classify_text_view
 from postroom.integrations.models import Category
 from postroom.learning.models import (
     DEFAULT_NEEDS_REVIEW,
@@ -105,22 +105,10 @@ def classifier_config(settings: Settings) -> ClassifierConfig:
 
 
 # ---------------------------------------------------------------------- adapter
-def classify_view(view: MessageView) -> ClassifyView:
-    """processing's view (in memory) → the classifier's view (in memory)."""
-    sender = view.sender
-    return ClassifyView(
-        subject=view.subject,
-        from_name=sender.name if sender else "",
-        from_address=sender.address if sender else "",
-        body_text=view.body_text,
-        conversation=view.conversation_id,
-    )
-
-
-def text_view(text: str) -> ClassifyView:
-    """A pasted example as a view: all of it is read as body text (subject and body weigh
-    the same in the features)."""
-    return ClassifyView(body_text=text[:MAX_EXAMPLE_CHARS])
+def text_view(text: str) -> MessageView:
+    """A pasted example as a view: all of it is read as body text (up to
+    :data:`MAX_EXAMPLE_CHARS`)."""
+    return classify_text_view(text[:MAX_EXAMPLE_CHARS])
 
 
 class ModelAdapter:
@@ -136,23 +124,9 @@ class ModelAdapter:
 
     def predict(self, view: MessageView) -> Prediction | None:
         prediction = from_conversation(
-            self.classifier.predict(classify_view(view)),
-            self.remembered,
-            known=self.classifier.categories,
+            self.classifier.predict(view), self.remembered, known=self.classifier.categories
         )
-        if prediction.category is None:
-            return None
-        via = "conversation" if prediction.stage == "conversation" else None
-        none = prediction.category == NONE_OF_THESE  # (decide leaves such mail alone if sure)
-        return Prediction(
-            prediction.category,
-            prediction.confidence,
-            via,
-            none_of_these=none,
-            fits=prediction.fits,
-            fit=prediction.fit,
-            fit_bar=self.classifier.config.open_set_quantile,
-        )
+        return None if prediction.category is None else prediction
 
 
 @dataclass(frozen=True)
@@ -175,7 +149,7 @@ def recall_conversation(
     db: Session, integration_id: str, view: MessageView, secret: bytes
 ) -> Remembered | None:
     """Where the message's conversation went last, if anywhere."""
-    key = conversation_hash(classify_view(view), secret)
+    key = conversation_hash(view, secret)
     if key is None:
         return None
     row = db.execute(
@@ -189,7 +163,7 @@ def recall_conversation(
 
 def forget_conversation(db: Session, integration_id: str, view: MessageView, secret: bytes) -> None:
     """A person rejected the category the conversation went to: its replies no longer follow."""
-    key = conversation_hash(classify_view(view), secret)
+    key = conversation_hash(view, secret)
     if key is not None:
         db.execute(
             delete(ConversationMemory).where(
@@ -210,7 +184,7 @@ def remember_conversation(
 ) -> None:
     """Record that the message's conversation went to ``category`` (upsert, bounded);
     ``by_person`` for a correction or a rule (see :func:`~postroom.classify.merged`)."""
-    key = conversation_hash(classify_view(view), secret)
+    key = conversation_hash(view, secret)
     if key is None:
         return
     now = datetime.now(UTC)
@@ -888,7 +862,7 @@ def record_correction(
         )
     )
     example = classifier.make_example(
-        classify_view(view), correction.category, "correction", key=message_number(key)
+        view, correction.category, "correction", key=message_number(key)
     )
     classifier.learn(example)  # replaces the decision it corrects, if that was learned already
     version = _append(db, row, classifier, example)
@@ -930,9 +904,7 @@ def record_decision(
     """Keep a decision as a pending example (hashed features only) until it has stood long
     enough without a correction to be learned (:func:`fold`). Once per message."""
     key = message_key(view.internet_message_id, key_secret)
-    example = classifier.make_example(
-        classify_view(view), category, "decision", key=message_number(key)
-    )
+    example = classifier.make_example(view, category, "decision", key=message_number(key))
     db.execute(
         pg_insert(PendingExample)
         .values(

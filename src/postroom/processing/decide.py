@@ -33,31 +33,56 @@ Pure and deterministic: no I/O, no logging, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from postroom.processing.plan import CategoryConfig, DecidedBy, Forward, Plan
 from postroom.processing.rules import MessageFacts
 from postroom.processing.view import MessageView
 
+NONE_OF_THESE = ""
+"""The class of emails that belong to none of the categories (a person took the category the
+model gave off a similar email): never a category's name (names are not empty)."""
 
-@dataclass(frozen=True)
+Stage = Literal["fast", "slow", "conversation", "empty"]
+"""Which part of the classifier answered (``conversation``: where the conversation went)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
-    """A classifier's best category for a message and its calibrated confidence (0–1)."""
+    """A classifier's answer: its best category, the calibrated probability (0–1), all of them.
 
-    category: str
+    ``category`` is None before any training, and :data:`NONE_OF_THESE` when the model thinks
+    the email belongs to none of the categories (only after a person said so of a similar one).
+    """
+
+    category: str | None
     confidence: float
-    via: str | None = None
-    """How the classifier got there when it is worth showing, e.g. ``"conversation"``."""
-    none_of_these: bool = False
-    """The message belongs to none of the categories (``category`` names none)."""
+    scores: Mapping[str, float] = field(default_factory=dict)
+    stage: Stage = "empty"
     fits: bool = True
-    """False when the message fits no category: ``category`` is only the nearest one."""
+    """False when the email is less like ``category`` than nearly all of its own examples
+    (``fit`` below ``fit_bar``): it fits no category, and ``category`` is only the nearest."""
     fit: float | None = None
-    """Share of ``category``'s own examples the message is more like (0–1), when known."""
+    """Share of ``category``'s own examples (scored out of fold at the last fit) that scored
+    lower than this email, 0–1; None when not known (no fit yet, a category added since)."""
     fit_bar: float = 0.0
-    """The share below which a message fits no category (the classifier's setting)."""
+    """The share below which an email fits no category (the classifier's setting)."""
+    sureness: float | None = None
+    """The calibrated confidence before the small-category shrinkage: what the model's own
+    comparisons use (the cascade, a conversation's earlier model decision), since both sides
+    of those come from the same model. None: the same as ``confidence``."""
+
+    @property
+    def none_of_these(self) -> bool:
+        """The email belongs to none of the categories (``category`` names none)."""
+        return self.category == NONE_OF_THESE
+
+    @property
+    def via(self) -> str | None:
+        """How the classifier got there when it is worth showing (``"conversation"``)."""
+        return "conversation" if self.stage == "conversation" else None
 
 
 class Classifier(Protocol):
@@ -96,6 +121,8 @@ def decide(
         return Plan(category=None, decided_by="none", reasons=("rule:none", "model:off"))
 
     prediction = classifier.predict(view)
+    if prediction is not None and prediction.category is None:
+        prediction = None  # (an untrained model has nothing to say)
     confidence = prediction.confidence if prediction is not None else None
     if prediction is None:
         why = "model:none"
@@ -186,7 +213,7 @@ def _added(view: MessageView, name: str) -> tuple[str, ...]:
     return () if present else (name,)
 
 
-def _configured(categories: Sequence[CategoryConfig], name: str) -> CategoryConfig | None:
+def _configured(categories: Sequence[CategoryConfig], name: str | None) -> CategoryConfig | None:
     """The configured category a prediction names: exact name first, then case-insensitive."""
     if not name:
         return None

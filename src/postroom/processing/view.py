@@ -1,4 +1,8 @@
-"""The message as the decision sees it: in memory only, never persisted (invariant 2)."""
+"""The message as the decision sees it: in memory only, never persisted (invariant 2).
+
+The one message view: rules read it (:mod:`.rules`), the classifier reads its subject, sender,
+body and conversation id (:mod:`postroom.classify.features`), and a pasted example becomes one
+with only a body (:func:`postroom.classify.features.text_view`)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,10 @@ class Address:
 
 @dataclass(frozen=True)
 class MessageView:
-    id: str  # immutable Graph id
-    internet_message_id: str
-    subject: str
-    sender: Address | None
+    id: str = ""  # immutable Graph id ("" for a pasted example, which is no message)
+    internet_message_id: str = ""
+    subject: str = ""
+    sender: Address | None = None
     to: tuple[Address, ...] = ()
     cc: tuple[Address, ...] = ()
     body_text: str = ""
