@@ -32,7 +32,7 @@ for name, chosen in (("5shot", [fit_items[i] for i in few_shot(fit_items, 5, SEE
         print(f"  none={none}: configured filed right {right:.3f}, other filed {filed_out:.3f}")
 
 print("--- none logit at a quantile of out-of-fold true-class scores")
-from postroom.classify.model import _project, _fit_linear
+from postroom.classify.head import fit_linear as _fit_linear, project_columns as _project
 for name, chosen in (("5shot", [fit_items[i] for i in few_shot(fit_items, 5, SEED)]), ("full", fit_items)):
     c = Classifier(ClassifierConfig(seed=SEED)); ex = make_examples(c, chosen); c.fit(ex)
     rows = c._rows(c.examples, slow=False)

@@ -6,7 +6,7 @@ import numpy as np
 from benchmarks.bench_classify import few_shot, make_examples
 
 from postroom.classify import Classifier, ClassifierConfig
-from postroom.classify.model import _fit_linear, _project
+from postroom.classify.head import fit_linear as _fit_linear, project_columns as _project
 
 train, test = pickle.load(open("/tmp/L/20ng.pkl", "rb"))
 groups = sorted({i.category for i in train})

@@ -8,11 +8,14 @@ the model and "Needs review" combine). What is kept per integration is
 the text of an email.
 
 Modules: ``features`` (view → hashed n-grams), ``embed`` (bundled embedding models, loaded once
-per process), ``model`` (the cascade classifier), ``summary`` (accuracy against corrections,
+per process), ``config`` (how a classifier is built), ``examples`` (a labelled message as numbers),
+``head`` (the linear head: fitting, calibration, k-NN vote, open-set quantiles), ``model`` (the
+cascade classifier), ``summary`` (accuracy against corrections,
 confusions), ``state`` (state ⇄ bytes, no pickle), ``conversations`` (a reply follows its
 conversation).
 """
 
+from postroom.classify.config import ClassifierConfig
 from postroom.classify.conversations import (
     ConversationMemory,
     Remembered,
@@ -21,16 +24,7 @@ from postroom.classify.conversations import (
     merged,
 )
 from postroom.classify.embed import EmbedderUnavailable, load_embedder
-from postroom.classify.features import (
-    HashedFeatures,
-    conversation_key,
-    hash_message,
-    text_view,
-)
-from postroom.classify.model import (
-    OBSERVE_MINIMUM,
-    Classifier,
-    ClassifierConfig,
+from postroom.classify.examples import (
     Example,
     Origin,
     adapted,
@@ -38,6 +32,13 @@ from postroom.classify.model import (
     example_state,
     message_number,
 )
+from postroom.classify.features import (
+    HashedFeatures,
+    conversation_key,
+    hash_message,
+    text_view,
+)
+from postroom.classify.model import OBSERVE_MINIMUM, Classifier
 from postroom.classify.state import dump_state, load_state
 from postroom.classify.summary import ModelSummary, Outcome, summarize
 from postroom.processing.decide import NONE_OF_THESE, Prediction

@@ -39,6 +39,8 @@ from sklearn.feature_extraction.text import HashingVectorizer  # type: ignore[im
 
 from postroom.processing.view import MessageView
 
+Float32Array = npt.NDArray[np.float32]
+
 WORD_BUCKETS = 2**18
 """Buckets for word 1–2-grams: feature ids ``[0, WORD_BUCKETS)``."""
 

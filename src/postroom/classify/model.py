@@ -109,43 +109,51 @@ Invariants
 
 from __future__ import annotations
 
-import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal, cast
+from dataclasses import asdict, replace
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse  # type: ignore[import-untyped]
-from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
-from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-from sklearn.svm import LinearSVC  # type: ignore[import-untyped]
 
+from postroom.classify.config import ClassifierConfig
 from postroom.classify.embed import (
     EMBEDDER_PARTS,
     SLOW_EMBEDDER_WORDS,
-    EmbedderName,
     load_embedder,
     one_blas_thread,
+)
+from postroom.classify.examples import (
+    ORIGINS,
+    STATE_FORMAT,
+    Example,
+    ExampleIndex,
+    Origin,
 )
 from postroom.classify.features import (
     CONVERSATION_OFFSET,
     SPARSE_DIMENSION,
     WORD_BUCKETS,
+    Float32Array,
     HashedFeatures,
     hash_messages,
     long_text,
     short_text,
     stack,
 )
+from postroom.classify.head import (
+    Blend,
+    LinearHead,
+    fit_linear,
+    fit_temperature,
+    knn_vote,
+    project_columns,
+    zscored,
+)
 from postroom.processing.decide import NONE_OF_THESE, Prediction, Stage
 from postroom.processing.view import MessageView
 
-Origin = Literal["user_example", "correction", "seed", "decision"]
-ORIGINS: tuple[Origin, ...] = ("user_example", "correction", "seed", "decision")
-"""Append only: a stored state refers to origins by their position here."""
-_BY_PEOPLE: frozenset[Origin] = frozenset({"user_example", "correction"})
 OBSERVE_MINIMUM = 20
 """Examples labelled by people a category needs before the classifier learns from its own
 uncorrected decisions in it. Measured (BANKING77, 10 examples per intent, the test split as
@@ -154,572 +162,6 @@ an uncorrected stream): learning every decision at confidence ≥ 0.9 *lowered* 
 0.1, and left it at 0.814 when decisions only joined the next retrain; the fast stage alone
 went from 0.740 to 0.714 even then. On 20 Newsgroups (hundreds of examples per category) the
 same decisions help. Hence: no update step for a decision, and only past this minimum."""
-Head = Literal["svm", "logistic"]
-Recipe = Literal["none", "e5", "e5+minilm"]
-"""What ``POSTROOM_CLASSIFIER_EMBEDDER`` chooses (:meth:`ClassifierConfig.recipe`)."""
-
-Float32Array = npt.NDArray[np.float32]
-
-CALIBRATION_EXAMPLES = 1_500
-"""At most this many examples (a seeded, per-category sample) are used to fit the temperature."""
-
-STATE_FORMAT = 1
-TWO_ENCODER_CASCADE = 0.9
-"""Fast-stage confidence at which :meth:`ClassifierConfig.with_two_encoders` skips the
-encoders. Chosen on a validation split of the BANKING77 train set (the highest threshold
-within ~0.1 point of always asking the encoders): full data 0.9304 vs 0.9309 always-slow with
-16 % slow; 10 shots 0.8475 vs 0.8487 with 43–50 % slow (0.95: 20 % / 53 % slow, 0.8: 11 % /
-33 % slow but 0.4 point lower at 10 shots)."""
-_DEFAULT_TEMPERATURE = 4.0
-FIT_LEVELS = np.linspace(0.0, 1.0, 21)
-"""Levels at which a class's out-of-fold scores are kept (every 5 %): what
-:attr:`Prediction.fit` is read from. 21 numbers per category, no text."""
-MIN_FIT_SCORES = 8
-"""A class with fewer out-of-fold scores of its own takes the quantiles of all classes'."""
-_CALIBRATION_FOLDS = 3
-_TEMPERATURES = np.geomspace(0.5, 60.0, 48)
-
-
-@dataclass(frozen=True, slots=True)
-class ClassifierConfig:
-    """How a classifier is built. Part of its state; changing it needs a :meth:`retrain`."""
-
-    fast_embedder: EmbedderName | None = None
-    slow_embedder: EmbedderName | None = None
-    """``"e5"`` turns the cascade on (see :meth:`with_embeddings`)."""
-    cascade_confidence: float = 0.95
-    """Fast-stage confidence at or above which the slow stage is skipped."""
-    fast_weight: float = 1.0
-    slow_weight: float = 2.0
-    conversation_weight: float = 0.5
-    """Weight of the conversation token beside the (unit-weight) n-gram blocks."""
-    svm_c: float = 0.5
-    """Inverse regularization of the linear SVMs (the usual value for TF-IDF text)."""
-    head: Head = "svm"
-    """Linear heads: one-vs-rest SVMs, or a multinomial logistic regression (``logistic_c``)."""
-    logistic_c: float = 10.0
-    balanced: bool = True
-    """Weigh each category's examples inversely to its size in the heads' fit (scikit-learn's
-    ``class_weight="balanced"``): a mailbox has a few big folders and many small ones, and an
-    unweighted head leaves the small ones to the big. Validation draws of Zipf-sized 20NG
-    folders (500 down to 4, train split; ``docs/research/longtail_validate.py``): accuracy on
-    the rest of those folders 0.175 → 0.391, and on a Zipf-sized test set like a 70/30 split
-    of a real mailbox 0.733 → 0.862 (TF-IDF + LinearSVC baseline 0.697). Off for
-    :meth:`with_two_encoders`, whose weights were chosen unweighted on BANKING77."""
-    second_weight: float = 3.0
-    """Weight of the second half of a pair slow embedder (``e5+minilm``: MiniLM)."""
-    knn_weight: float = 0.0
-    """Slow stage only: weight of a nearest-neighbour vote over the examples' slow embeddings
-    blended into the head's scores (0: off). Both are z-scored per email first, so the vote
-    counts the same whatever the head's scale; a correction joins the vote at once."""
-    knn_neighbours: int = 10
-    knn_temperature: float = 0.05
-    correction_step: float = 4.0
-    """Cap of a passive-aggressive step (PA-I ``C``); large enough that a correction sticks."""
-    retrain_fraction: float = 0.05
-    """:meth:`Classifier.needs_retrain` once this share of the examples was learned since the
-    last fit (or ``retrain_minimum`` examples). 20NG read in date order with nobody correcting
-    (confident decisions learned): cumulative 0.906 after 7,000 messages with 0.05, 0.901 with
-    0.2 (0.897 at the end of the stream, as learning nothing)."""
-    retrain_minimum: int = 20
-    max_decisions: int = 10_000
-    """Decisions nobody corrected (origin ``decision``) kept as examples; the oldest go first."""
-    seed: int = 0
-    open_set_quantile: float = 0.05
-    """Open set: an email whose best category scores lower than this share of that category's
-    own examples did (out of fold, see :data:`FIT_LEVELS`) *fits no category*
-    (``Prediction.fits`` false; 0 turns the check off). Chosen on validation splits carved
-    from the 20 Newsgroups train split, see ``docs/decisions/0010-open-set.md``."""
-    small_category_prior: float = 2.0
-    """Confidence shrinks toward "unsure" for a model with few examples per category: the
-    probabilities are mixed with uniform ones by ``prior / (n + prior)``, ``n`` the median
-    number of examples of its categories at the last fit (4: a third; 50: 4 %). Calibration
-    folds only ever hold in-domain mail, so a model fitted on a handful of examples is as
-    sure of off-topic mail as of its own. Model-wide, not per category: a category or "none
-    of these" that a single correction created must still decide the next similar email."""
-
-    def same_embeddings(self, other: ClassifierConfig) -> bool:
-        """Whether examples made under ``other`` can be trained on under this configuration
-        (the other fields only shape the model, not the examples)."""
-        return (self.fast_embedder, self.slow_embedder) == (
-            other.fast_embedder,
-            other.slow_embedder,
-        )
-
-    @classmethod
-    def with_embeddings(cls, **overrides: Any) -> ClassifierConfig:
-        """The cascade: fast n-gram stage, then e5 for the emails the fast stage is unsure of."""
-        return cls(**{"slow_embedder": "e5", **overrides})
-
-    @classmethod
-    def with_two_encoders(cls, **overrides: Any) -> ClassifierConfig:
-        """The strongest recipe, for short intent-like mail and few examples (BANKING77).
-
-        Fast stage: logistic regression over n-grams and WordLlama. Slow stage, for the
-        emails the fast stage is unsure of: logistic regression over n-grams, WordLlama,
-        2·e5 and 3·MiniLM, blended with a 10-nearest-neighbour vote over ``[e5 ‖ MiniLM]``.
-        Weights and ``C`` were chosen on a validation split of the BANKING77 train set
-        (``docs/research/banking77/``), the cascade threshold with this classifier's own
-        calibrated confidence (``benchmarks/bench_classify.py``)."""
-        return cls(
-            **{
-                "fast_embedder": "wordllama",
-                "slow_embedder": "e5+minilm",
-                "head": "logistic",
-                "slow_weight": 2.0,
-                "second_weight": 3.0,
-                "knn_weight": 0.5,
-                "cascade_confidence": TWO_ENCODER_CASCADE,
-                "balanced": False,
-                **overrides,
-            }
-        )
-
-    @classmethod
-    def recipe(cls, name: Recipe, **overrides: Any) -> ClassifierConfig:
-        """The configuration ``POSTROOM_CLASSIFIER_EMBEDDER=name`` stands for."""
-        if name == "e5":
-            return cls.with_embeddings(**overrides)
-        if name == "e5+minilm":
-            return cls.with_two_encoders(**overrides)
-        return cls(**overrides)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Example:
-    """A labelled message as numbers: what the classifier keeps instead of the email."""
-
-    category: str
-    origin: Origin
-    features: HashedFeatures
-    fast_embedding: Float32Array | None = None
-    slow_embedding: Float32Array | None = None
-    key: int = 0
-    """Which message it came from (a hash, see :func:`message_number`); 0 when none."""
-
-
-def adapted(example: Example, config: ClassifierConfig) -> Example | None:
-    """``example`` for a classifier built with ``config``: embeddings that classifier does not
-    use are dropped (a correction made under the e5 cascade still teaches an n-gram model), and
-    an ``e5+minilm`` vector keeps its e5 half for an ``e5`` classifier; None when it needs an
-    embedding the example lacks — that would take the email's text, which is not kept."""
-    fast = _reused(example.fast_embedding, config.fast_embedder)
-    slow = _reused(example.slow_embedding, config.slow_embedder)
-    if (config.fast_embedder is not None and fast is None) or (
-        config.slow_embedder is not None and slow is None
-    ):
-        return None
-    return replace(example, fast_embedding=fast, slow_embedding=slow)
-
-
-def _reused(vector: Float32Array | None, embedder: EmbedderName | None) -> Float32Array | None:
-    """The part of ``vector`` an ``embedder`` classifier can use, if any. Pair vectors start
-    with their first encoder's block (``e5+minilm``: the e5 vector)."""
-    if vector is None or embedder is None:
-        return None
-    width = sum(EMBEDDER_PARTS[embedder])
-    if vector.shape[-1] == width:
-        return vector
-    if embedder == "e5" and vector.shape[-1] == sum(EMBEDDER_PARTS["e5+minilm"]):
-        return vector[:width]
-    return None
-
-
-def example_state(example: Example) -> dict[str, Any]:
-    """One example as arrays and numbers (for :func:`~postroom.classify.state.dump_state`);
-    the category name is kept by the caller."""
-    state: dict[str, Any] = {
-        "format": STATE_FORMAT,
-        "origin": ORIGINS.index(example.origin),
-        "key": example.key,
-        "indices": example.features.indices,
-        "values": example.features.values,
-    }
-    for name in ("fast_embedding", "slow_embedding"):
-        vector = getattr(example, name)
-        if vector is not None:
-            state[name] = vector
-    return state
-
-
-def example_from_state(state: Mapping[str, Any], category: str) -> Example:
-    """The :class:`Example` that :func:`example_state` described."""
-    if int(state["format"]) != STATE_FORMAT:
-        raise ValueError(f"unsupported example format {state['format']!r}")
-    fast, slow = state.get("fast_embedding"), state.get("slow_embedding")
-    return Example(
-        category=category,
-        origin=ORIGINS[int(state["origin"])],
-        features=HashedFeatures(
-            np.asarray(state["indices"], np.int32), np.asarray(state["values"], np.float32)
-        ),
-        fast_embedding=None if fast is None else np.asarray(fast, np.float32),
-        slow_embedding=None if slow is None else np.asarray(slow, np.float32),
-        key=int(state["key"]),
-    )
-
-
-def message_number(message_key: str) -> int:
-    """A positive 60-bit number from a message's hex key, to tie examples to a message."""
-    return int(message_key[:15], 16) if message_key else 0
-
-
-@dataclass(slots=True)
-class _LinearHead:
-    """One-vs-rest linear scores over the feature columns seen in training or learning.
-
-    ``columns[j]`` is the feature id of weight column ``j`` (unique, in the order they were
-    first seen); ``weights`` may have spare zero columns beyond ``len(columns)`` so that a
-    correction bringing new features rarely reallocates (capacity doubles)."""
-
-    classes: list[str]
-    columns: npt.NDArray[np.int64]
-    weights: Float32Array  # (classes, capacity >= len(columns))
-    bias: Float32Array  # (classes,)
-    temperature: float
-    fit_quantiles: Float32Array | None = None
-    """(classes, len(FIT_LEVELS)): quantiles of each class's own out-of-fold scores at the last
-    fit; a NaN row for a class without them (added since, or "none of these")."""
-    _position: npt.NDArray[np.int32] | None = field(default=None, repr=False)
-
-    def _positions(self, width: int) -> npt.NDArray[np.int32]:
-        """Feature id → weight column (-1 for unknown), for ids below ``width`` at least."""
-        known = int(self.columns.max()) + 1 if self.columns.size else 0
-        if self._position is None or self._position.size < max(width, known):
-            position = np.full(max(width, known), -1, np.int32)
-            position[self.columns] = np.arange(self.columns.size, dtype=np.int32)
-            self._position = position
-        return self._position
-
-    def project(self, rows: sparse.csr_matrix) -> sparse.csr_matrix:
-        """``rows`` as weight columns (unknown features dropped: they score zero)."""
-        position = self._positions(rows.shape[1])[rows.indices]
-        keep = position >= 0
-        row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-        indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum(np.bincount(row_of[keep], minlength=rows.shape[0]))
-        return sparse.csr_matrix(
-            (rows.data[keep], position[keep], indptr),
-            shape=(rows.shape[0], self.weights.shape[1]),
-        )
-
-    def scores(self, rows: sparse.csr_matrix) -> Float32Array:
-        """Scores over the weight columns the rows touch only: ``rows @ weights.T`` would have
-        scipy copy the whole transposed matrix on every call (17 ms for a 20-category 20NG model,
-        45 ms once corrections had doubled its capacity; a few ms this way)."""
-        projected = self.project(rows)
-        touched, compact = np.unique(projected.indices, return_inverse=True)
-        narrow = sparse.csr_matrix(
-            (projected.data, compact.ravel(), projected.indptr),
-            shape=(rows.shape[0], touched.size),
-        )
-        return np.asarray(narrow @ self.weights[:, touched].T, dtype=np.float32) + self.bias
-
-    def copy(self) -> _LinearHead:
-        """An independent head: a step on the copy leaves this one as it was."""
-        return _LinearHead(
-            list(self.classes),
-            self.columns.copy(),
-            self.weights.copy(),
-            self.bias.copy(),
-            self.temperature,
-            None if self.fit_quantiles is None else self.fit_quantiles.copy(),
-            None if self._position is None else self._position.copy(),
-        )
-
-    def fit_of(self, row: int, score: float) -> float | None:
-        """Share of class ``row``'s own examples that scored lower than ``score`` (linear
-        between the stored quantiles); None when that class has none."""
-        if self.fit_quantiles is None or row >= self.fit_quantiles.shape[0]:
-            return None
-        quantiles = self.fit_quantiles[row]
-        if np.isnan(quantiles).any():
-            return None
-        if score <= quantiles[0]:
-            return 0.0
-        if score >= quantiles[-1]:
-            return 1.0
-        # Equal quantiles (ties): side="right" takes the highest level among them.
-        upper = np.searchsorted(quantiles, score, side="right")
-        low, high = quantiles[upper - 1], quantiles[upper]
-        share = (score - low) / (high - low) if high > low else 1.0
-        return float(FIT_LEVELS[upper - 1] + share * (FIT_LEVELS[upper] - FIT_LEVELS[upper - 1]))
-
-    def probabilities(self, scores: Float32Array) -> Float32Array:
-        return _softmax(scores, self.temperature)
-
-    def used_weights(self) -> Float32Array:
-        return self.weights[:, : self.columns.size]
-
-    def add_category(self, category: str) -> None:
-        self.classes.append(category)
-        self.weights = np.vstack([self.weights, np.zeros((1, self.weights.shape[1]), np.float32)])
-        start = float(np.mean(self.bias)) if self.bias.size else -1.0
-        if category == NONE_OF_THESE:
-            # No evidence for "none of these" except the example's own features: it starts
-            # where the PA step puts every other class on that email (at most -1), so that
-            # mail unlike it keeps its category and confidence.
-            start = min(start, -1.0, float(np.min(self.bias)) if self.bias.size else -1.0)
-        self.bias = np.append(self.bias, np.float32(start)).astype(np.float32)
-        if self.fit_quantiles is not None:
-            unknown = np.full((1, self.fit_quantiles.shape[1]), np.nan, np.float32)
-            self.fit_quantiles = np.vstack([self.fit_quantiles, unknown])
-
-    def _add_columns(self, features: npt.NDArray[np.int64], width: int) -> None:
-        position = self._positions(width)
-        new = np.unique(features[position[features] < 0])
-        if not new.size:
-            return
-        used = self.columns.size
-        if used + new.size > self.weights.shape[1]:
-            capacity = max(2 * self.weights.shape[1], used + new.size, 1024)
-            grown = np.zeros((self.weights.shape[0], capacity), np.float32)
-            grown[:, :used] = self.weights[:, :used]
-            self.weights = grown
-        self.columns = np.concatenate([self.columns, new.astype(np.int64)])
-        position[new] = np.arange(used, used + new.size, dtype=np.int32)
-
-    def passive_aggressive_step(self, row: sparse.csr_matrix, category: str, cap: float) -> None:
-        """One PA-I step per one-vs-rest problem towards ``category`` for a single row.
-
-        Biases stay as trained: moving them would shift the scores of *every* email.
-        """
-        self._add_columns(row.indices.astype(np.int64), row.shape[1])
-        projected = self.project(row)
-        values = projected.data.astype(np.float32)
-        positions = projected.indices
-        scores = (self.weights[:, positions] @ values) + self.bias
-        signs = np.where(np.array(self.classes) == category, 1.0, -1.0).astype(np.float32)
-        losses = np.maximum(0.0, 1.0 - signs * scores)
-        steps = np.minimum(cap, losses / max(float(values @ values), 1e-6)) * signs
-        self.weights[:, positions] += steps[:, None].astype(np.float32) * values[None, :]
-
-
-def _project(rows: sparse.csr_matrix, columns: npt.NDArray[np.int64]) -> sparse.csr_matrix:
-    indices = rows.indices.astype(np.int64)
-    positions = np.searchsorted(columns, indices)
-    positions[positions == columns.size] = 0
-    keep = columns[positions] == indices if columns.size else np.zeros(indices.size, bool)
-    row_of = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    indptr = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(np.bincount(row_of[keep], minlength=rows.shape[0]))
-    return sparse.csr_matrix(
-        (rows.data[keep], positions[keep], indptr), shape=(rows.shape[0], columns.size)
-    )
-
-
-def _softmax(scores: Float32Array, temperature: float) -> Float32Array:
-    scaled = scores.astype(np.float64) * temperature
-    scaled -= scaled.max(axis=-1, keepdims=True)
-    exp = np.exp(scaled)
-    probabilities: Float32Array = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
-    return probabilities
-
-
-def _fit_linear(
-    rows: sparse.csr_matrix,
-    labels: npt.NDArray[np.int64],
-    classes: int,
-    *,
-    head: Head,
-    c: float,
-    seed: int,
-    balanced: bool = False,
-) -> tuple[Float32Array, Float32Array]:
-    """Weights ``(classes, columns)`` and biases of one-vs-rest linear SVMs (liblinear, seeded)
-    or of a multinomial logistic regression (lbfgs: deterministic, no sampling)."""
-    present = np.unique(labels)
-    weights = np.zeros((classes, rows.shape[1]), np.float32)
-    bias = np.full(classes, -1.0, np.float32)
-    if present.size < 2:
-        if present.size == 1:
-            bias[present[0]] = 1.0
-        return weights, bias
-    weight = "balanced" if balanced else None
-    if head == "logistic":
-        model = LogisticRegression(C=c, max_iter=300, class_weight=weight)
-    else:
-        model = LinearSVC(C=c, random_state=seed, dual=True, max_iter=2_000, class_weight=weight)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(rows, labels)
-    coef = np.asarray(model.coef_, np.float32)
-    intercept = np.asarray(model.intercept_, np.float32)
-    if present.size == 2:  # one row for two classes; a logistic logit is split symmetrically
-        half = np.float32(0.5 if head == "logistic" else 1.0)
-        coef = np.vstack([-coef[0], coef[0]]) * half
-        intercept = np.array([-intercept[0], intercept[0]], np.float32) * half
-    weights[present] = coef
-    bias[present] = intercept
-    return weights, bias
-
-
-Fit = Callable[[sparse.csr_matrix, npt.NDArray[np.int64]], tuple[Float32Array, Float32Array]]
-Blend = Callable[[Float32Array, npt.NDArray[np.bool_], npt.NDArray[np.bool_]], Float32Array]
-"""Final scores of held-out rows from their head scores, given which rows are training and
-which held out (the nearest-neighbour vote may only use the training ones)."""
-
-
-def _zscored(scores: Float32Array) -> Float32Array:
-    spread = scores.std(axis=-1, keepdims=True)
-    out: Float32Array = (
-        (scores - scores.mean(axis=-1, keepdims=True)) / np.maximum(spread, 1e-6)
-    ).astype(np.float32)
-    return out
-
-
-def _knn_vote(
-    queries: Float32Array,
-    memory: Float32Array,
-    labels: npt.NDArray[np.int64],
-    classes: int,
-    neighbours: int,
-    temperature: float,
-) -> Float32Array:
-    """log of each class's share of a similarity-weighted vote of the nearest examples."""
-    votes = np.zeros((queries.shape[0], classes), np.float64)
-    k = min(neighbours, memory.shape[0] - 1)
-    if k < 1:
-        return votes.astype(np.float32)
-    # One product per email: a matrix product over several emails may round differently
-    # from the same email alone, and predict_many() must equal predict() one by one.
-    similarity = np.vstack([memory @ query for query in queries])
-    top = np.argpartition(-similarity, k, axis=1)[:, :k]
-    weight = np.exp((np.take_along_axis(similarity, top, 1) - 1.0) / temperature)
-    rows = np.repeat(np.arange(queries.shape[0]), k)
-    np.add.at(votes, (rows, labels[top].ravel()), weight.ravel())
-    votes /= np.maximum(votes.sum(axis=1, keepdims=True), 1e-300)
-    logs: Float32Array = np.log(votes + 1e-4).astype(np.float32)
-    return logs
-
-
-def _fit_temperature(
-    rows: sparse.csr_matrix,
-    labels: npt.NDArray[np.int64],
-    classes: int,
-    fit: Fit,
-    seed: int,
-    blend: Blend | None = None,
-    no_fit: int | None = None,
-) -> tuple[float, Float32Array | None]:
-    """Softmax temperature minimizing the log loss of out-of-fold scores, and the quantiles
-    (:data:`FIT_LEVELS`) of each class's out-of-fold scores for its own examples (class
-    ``no_fit``, "none of these", gets none: it is what fits nothing).
-
-    The temperature is fitted on a sample (:data:`CALIBRATION_EXAMPLES`). The quantiles need
-    folds trained on (nearly) all examples: fold models trained on the sample score their
-    held-out examples lower than the full model scores new mail, and the bar would sit too
-    low (20NG, 10 groups configured: 61 % instead of 35 % of other mail filed at q = 0.1,
-    validation split). When the sample left examples out, a second pass over all of them
-    gives the quantiles (three more fits, in the background retrain)."""
-    rng = np.random.default_rng(seed)
-    chosen: list[npt.NDArray[np.int64]] = []
-    per_category = max(_CALIBRATION_FOLDS, CALIBRATION_EXAMPLES // max(classes, 1))
-    for label in range(classes):
-        members = np.flatnonzero(labels == label)
-        if members.size >= 2:
-            chosen.append(np.sort(rng.permutation(members)[:per_category]))
-    if len(chosen) < 2:
-        return _DEFAULT_TEMPERATURE, None
-    folds = np.full(labels.size, -1, np.int64)
-    for members in chosen:
-        folds[members] = rng.permutation(members.size) % _CALIBRATION_FOLDS
-    scored = _out_of_fold(rows, labels, folds, fit, blend)
-    if scored is None:
-        return _DEFAULT_TEMPERATURE, None
-    scores, answers = scored
-    losses = [
-        -np.mean(np.log(_softmax(scores, t)[np.arange(answers.size), answers] + 1e-9))
-        for t in _TEMPERATURES
-    ]
-    temperature = float(_TEMPERATURES[int(np.argmin(losses))])
-    eligible = np.bincount(labels, minlength=classes)[labels] >= 2
-    if np.sum(folds >= 0) < np.sum(eligible):
-        everything = np.full(labels.size, -1, np.int64)
-        for label in range(classes):
-            members = np.flatnonzero(labels == label)
-            if members.size >= 2:
-                everything[members] = rng.permutation(members.size) % _CALIBRATION_FOLDS
-        scored = _out_of_fold(rows, labels, everything, fit, blend) or scored
-        scores, answers = scored
-    own = scores[np.arange(answers.size), answers]
-    return temperature, _fit_quantiles(own, answers, classes, no_fit)
-
-
-def _out_of_fold(
-    rows: sparse.csr_matrix,
-    labels: npt.NDArray[np.int64],
-    folds: npt.NDArray[np.int64],
-    fit: Fit,
-    blend: Blend | None,
-) -> tuple[Float32Array, npt.NDArray[np.int64]] | None:
-    """Scores of each row in a fold (``folds`` ≥ 0) from a model fitted on the other folds,
-    and the rows' labels; None when no fold could be scored."""
-    in_sample = folds >= 0
-    scored: list[Float32Array] = []
-    truth: list[npt.NDArray[np.int64]] = []
-    for fold in range(_CALIBRATION_FOLDS):
-        held_out = folds == fold
-        training = in_sample & ~held_out
-        if not held_out.any() or np.unique(labels[training]).size < 2:
-            continue
-        weights, bias = fit(rows[training], labels[training])
-        scores = np.asarray(rows[held_out] @ weights.T, np.float32) + bias
-        scored.append(scores if blend is None else blend(scores, training, held_out))
-        truth.append(labels[held_out])
-    if not scored:
-        return None
-    return np.vstack(scored), np.concatenate(truth)
-
-
-def _fit_quantiles(
-    own: Float32Array, answers: npt.NDArray[np.int64], classes: int, no_fit: int | None
-) -> Float32Array:
-    """Per class, quantiles of the out-of-fold scores its own examples got; classes with few
-    take those of all classes (but "none of these"), and NaN where there is nothing."""
-    regular = answers != no_fit if no_fit is not None else np.ones(answers.size, bool)
-    out = np.full((classes, FIT_LEVELS.size), np.nan, np.float32)
-    if not regular.any():
-        return out
-    pooled = np.quantile(own[regular], FIT_LEVELS).astype(np.float32)
-    for label in range(classes):
-        if label == no_fit:
-            continue
-        mine = own[answers == label]
-        out[label] = np.quantile(mine, FIT_LEVELS) if mine.size >= MIN_FIT_SCORES else pooled
-    return out
-
-
-@dataclass(slots=True)
-class _ExampleIndex:
-    """What :meth:`Classifier.observe` asks of the examples per decision, kept up to date
-    instead of scanning them all (a 2,000-decision fold of a 10,000-example model made
-    60 million comparisons)."""
-
-    keys: set[int]
-    by_people: Counter[str]
-    decisions: int
-    by_category: Counter[str] = field(default_factory=Counter)
-
-    @classmethod
-    def of(cls, examples: Iterable[Example]) -> _ExampleIndex:
-        index = cls(set(), Counter(), 0)
-        for example in examples:
-            index.add(example)
-        return index
-
-    def median_per_category(self) -> float:
-        """Median number of examples of the categories ("none of these" not counted)."""
-        counts = [n for category, n in self.by_category.items() if category != NONE_OF_THESE]
-        return float(np.median(counts)) if counts else 0.0
-
-    def add(self, example: Example) -> None:
-        self.by_category[example.category] += 1
-        if example.key:
-            self.keys.add(example.key)
-        if example.origin in _BY_PEOPLE:
-            self.by_people[example.category] += 1
-        self.decisions += example.origin == "decision"
 
 
 class Classifier:
@@ -728,14 +170,14 @@ class Classifier:
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         self.config = config or ClassifierConfig()
         self._examples: list[Example] = []
-        self._index_cache: _ExampleIndex | None = None
+        self._index_cache: ExampleIndex | None = None
         self._idf_columns: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._idf_values: Float32Array = np.zeros(0, np.float32)
         self._idf_default = 1.0
         self._fast_center: Float32Array | None = None
         self._slow_center: Float32Array | None = None
-        self._fast: _LinearHead | None = None
-        self._slow: _LinearHead | None = None
+        self._fast: LinearHead | None = None
+        self._slow: LinearHead | None = None
         self._memory: tuple[Float32Array, npt.NDArray[np.int64]] | None = None
         self._examples_at_fit = 0
         self._learned_since_fit = 0
@@ -789,9 +231,9 @@ class Classifier:
     ) -> Example:
         return replace(self.make_examples([view], [category], origin)[0], key=key)
 
-    def _index(self) -> _ExampleIndex:
+    def _index(self) -> ExampleIndex:
         if self._index_cache is None:
-            self._index_cache = _ExampleIndex.of(self._examples)
+            self._index_cache = ExampleIndex.of(self._examples)
         return self._index_cache
 
     def _append(self, example: Example) -> None:
@@ -1005,7 +447,7 @@ class Classifier:
                 out[i] = self._prediction(slow_head, slow_scores[k], "slow")
         return out
 
-    def _prediction(self, head: _LinearHead, scores: Float32Array, stage: Stage) -> Prediction:
+    def _prediction(self, head: LinearHead, scores: Float32Array, stage: Stage) -> Prediction:
         """Calibrated probabilities, shrunk toward uniform when the model has few examples per
         category (:attr:`ClassifierConfig.small_category_prior`), and whether the email fits
         the best category at all (:attr:`ClassifierConfig.open_set_quantile`)."""
@@ -1065,9 +507,9 @@ class Classifier:
         labels: npt.NDArray[np.int64],
         classes: list[str],
         blend: Blend | None = None,
-    ) -> _LinearHead:
+    ) -> LinearHead:
         columns = np.unique(rows.indices).astype(np.int64)
-        projected = _project(rows, columns)
+        projected = project_columns(rows, columns)
         config, count = self.config, len(classes)
 
         c = config.logistic_c if config.head == "logistic" else config.svm_c
@@ -1075,7 +517,7 @@ class Classifier:
         def fit(
             rows: sparse.csr_matrix, labels: npt.NDArray[np.int64]
         ) -> tuple[Float32Array, Float32Array]:
-            return _fit_linear(
+            return fit_linear(
                 rows,
                 labels,
                 count,
@@ -1087,10 +529,10 @@ class Classifier:
 
         weights, bias = fit(projected, labels)
         no_fit = classes.index(NONE_OF_THESE) if NONE_OF_THESE in classes else None
-        temperature, quantiles = _fit_temperature(
+        temperature, quantiles = fit_temperature(
             projected, labels, count, fit, config.seed, blend, no_fit
         )
-        return _LinearHead(list(classes), columns, weights, bias, temperature, quantiles)
+        return LinearHead(list(classes), columns, weights, bias, temperature, quantiles)
 
     def _knn_rows(self, slow: Float32Array) -> Float32Array:
         """Slow embeddings as nearest-neighbour keys: centered on the training mean, unit length."""
@@ -1118,7 +560,7 @@ class Classifier:
         labels: npt.NDArray[np.int64],
     ) -> Float32Array:
         config = self.config
-        votes = _knn_vote(
+        votes = knn_vote(
             queries,
             memory,
             labels,
@@ -1126,7 +568,7 @@ class Classifier:
             config.knn_neighbours,
             config.knn_temperature,
         )
-        out: Float32Array = (_zscored(scores) + config.knn_weight * _zscored(votes)).astype(
+        out: Float32Array = (zscored(scores) + config.knn_weight * zscored(votes)).astype(
             np.float32
         )
         return out
@@ -1251,7 +693,7 @@ class Classifier:
                 state[f"{key}_bias"] = head.bias
                 state[f"{key}_temperature"] = head.temperature
                 if head.fit_quantiles is not None:
-                    state[f"{key}_fit_quantiles"] = head.fit_quantiles
+                    state[f"{key}fit_quantiles"] = head.fit_quantiles
         return state
 
     @classmethod
@@ -1294,18 +736,18 @@ class Classifier:
             if median is not None
             else classifier._index().median_per_category()  # (a state from before it was kept)
         )
-        heads: dict[str, _LinearHead] = {}
+        heads: dict[str, LinearHead] = {}
         for key in ("fast", "slow"):
             if f"{key}_classes" in state:
-                heads[key] = _LinearHead(
+                heads[key] = LinearHead(
                     classes=[names[int(i)] for i in state[f"{key}_classes"]],
                     columns=np.asarray(state[f"{key}_columns"], np.int64),
                     weights=np.array(state[f"{key}_weights"], np.float32),
                     bias=np.array(state[f"{key}_bias"], np.float32),
                     temperature=float(state[f"{key}_temperature"]),
                     fit_quantiles=None
-                    if state.get(f"{key}_fit_quantiles") is None
-                    else np.array(state[f"{key}_fit_quantiles"], np.float32),
+                    if state.get(f"{key}fit_quantiles") is None
+                    else np.array(state[f"{key}fit_quantiles"], np.float32),
                 )
         classifier._fast = heads.get("fast")
         classifier._slow = heads.get("slow")

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postroom.classify.model import Example
+from postroom.classify.examples import Example
 from postroom.processing.decide import NONE_OF_THESE
 
 
