@@ -71,6 +71,8 @@ class ProcessingEnv:
     mailboxes: int = 1
     emulator: EmulatorConfig | None = None
     quiet: bool = True
+    settings: dict[str, str] = field(default_factory=dict)
+    """More ``POSTROOM_*`` variables for every process (and :meth:`runtime`)."""
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="postroom-bench-")))
     sim: EmulatorState = field(init=False)
     users: list[User] = field(init=False, default_factory=list)
@@ -148,19 +150,20 @@ class ProcessingEnv:
                 "POSTROOM_GRAPH_BASE_URL": f"{self._server.base_url}/v1.0",
                 "POSTROOM_CA_BUNDLE": str(self._server.ca_file),
                 "POSTROOM_RECONCILE_MINUTES": "60",
+                **self.settings,
             }
         )
         return env
 
     def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 (the process owns it)
-        return subprocess.Popen(
-            [str(VENV_BIN / "postroom"), *args],
-            env=self.environment(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.root / f"{name}.log", "ab") as log:  # (the child keeps its own copy)
+            return subprocess.Popen(
+                [str(VENV_BIN / "postroom"), *args],
+                env=self.environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def _wait_for_web(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -315,6 +318,7 @@ class ProcessingEnv:
             authority_host=env["POSTROOM_AUTHORITY_HOST"],
             graph_base_url=env["POSTROOM_GRAPH_BASE_URL"],
             ca_bundle=Path(env["POSTROOM_CA_BUNDLE"]),
+            **{k.removeprefix("POSTROOM_").lower(): v for k, v in self.settings.items()},
         )
         box = SecretBox(load_or_create_key(None, settings.data_dir / "token.key"))
         return make_runtime(settings, self._db, box)

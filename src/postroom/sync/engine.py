@@ -706,13 +706,11 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
     return result
 
 
-STALE_CLAIM = timedelta(minutes=10)  # a claimed row this old lost its worker
-
-
-def stale_claims(db: Any, now: datetime) -> list[tuple[str, str]]:
+def stale_claims(db: Any, now: datetime, stale_after: timedelta) -> list[tuple[str, str]]:
     """(folder sync id, mailbox row id) per mailbox with ledger rows still ``claimed`` long
-    after a worker claimed them: the worker died between an action and its record, and when
-    the action was the move the email has left the folder, so no delta page brings it back."""
+    after a worker claimed them (``stale_after``, ``POSTROOM_STALE_CLAIM_SECONDS``): the worker
+    died between an action and its record, and when the action was the move the email has left
+    the folder, so no delta page brings it back."""
     from postroom.processing.models import LedgerEntry
 
     rows = db.execute(
@@ -722,7 +720,7 @@ def stale_claims(db: Any, now: datetime) -> list[tuple[str, str]]:
         .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
         .where(
             LedgerEntry.state == "claimed",
-            LedgerEntry.claimed_at < now - STALE_CLAIM,
+            LedgerEntry.claimed_at < now - stale_after,
             FolderSync.active.is_(True),
             FolderSync.watch.is_(False),
             Integration.status.in_(ACTIVE),
@@ -746,7 +744,7 @@ async def resume_stale_claims(runtime: Runtime, sync_id: str, *, limit: int = 50
     work = load_work(runtime, sync_id)
     if work is None or work.status not in ACTIVE:
         return 0
-    cutoff = datetime.now(UTC) - STALE_CLAIM
+    cutoff = datetime.now(UTC) - timedelta(seconds=runtime.settings.stale_claim_seconds)
     with runtime.database.session() as db:
         rows = db.execute(
             select(LedgerEntry.id, LedgerEntry.message_id, LedgerEntry.historical)

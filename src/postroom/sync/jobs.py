@@ -383,7 +383,7 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
             counts["renew"] += 1
     # Emails a dead worker left claimed (after the move, no delta page shows them again).
     with runtime.database.session() as db:
-        stale = engine.stale_claims(db, now)
+        stale = engine.stale_claims(db, now, timedelta(seconds=settings.stale_claim_seconds))
     counts["stale"] = 0
     for sync_id, mailbox_id in stale:
         counts["stale"] += int(await defer_resume_stale(runtime, sync_id, mailbox_id))
