@@ -21,6 +21,7 @@ from sqlalchemy import func, select, text
 from m365sim.state import EmulatorState
 from postroom.db import Base
 from postroom.integrations.models import Category
+from postroom.learning import corrections
 from postroom.learning import service as learning
 from postroom.learning.models import LearningEvent, ModelState, ModelUpdate
 from postroom.processing.models import LedgerEntry
@@ -455,27 +456,27 @@ def test_detect_correction_is_pure_and_strict() -> None:
 
     configured = ["Support", "Sales"]
     model_plan = {"category": "Support", "decided_by": "model"}
-    assert learning.detect_correction(model_plan, view("Support"), configured) is None
-    assert learning.detect_correction(model_plan, view("Support", "Sales"), configured) is None
-    assert learning.detect_correction(model_plan, view("Personal"), configured) is None
-    found = learning.detect_correction(model_plan, view("Personal", "sales"), configured)
-    assert found == learning.Correction("Support", "Sales", "model")
+    assert corrections.detect_correction(model_plan, view("Support"), configured) is None
+    assert corrections.detect_correction(model_plan, view("Support", "Sales"), configured) is None
+    assert corrections.detect_correction(model_plan, view("Personal"), configured) is None
+    found = corrections.detect_correction(model_plan, view("Personal", "sales"), configured)
+    assert found == corrections.Correction("Support", "Sales", "model")
     corrected = {**model_plan, "corrected_to": "Sales"}
-    assert learning.detect_correction(corrected, view("Sales"), configured) is None
+    assert corrections.detect_correction(corrected, view("Sales"), configured) is None
     review = {"category": "Needs review", "decided_by": "needs_review"}
-    assert learning.detect_correction(review, view("Needs review", "Sales"), configured) == (
-        learning.Correction("Needs review", "Sales", "needs_review")
+    assert corrections.detect_correction(review, view("Needs review", "Sales"), configured) == (
+        corrections.Correction("Needs review", "Sales", "needs_review")
     )
-    assert learning.detect_correction(None, view("Sales"), configured) is None
+    assert corrections.detect_correction(None, view("Sales"), configured) is None
 
     folders = [("Support", "Help/Support"), ("Sales", "Sales")]
     filed = {"category": "Support", "decided_by": "model", "folder": "Help/Support"}
-    assert learning.detect_move(filed, "help/support", folders) is None  # Postroom put it there
-    assert learning.detect_move(filed, "Sales", folders) == (
-        learning.Correction("Support", "Sales", "model")
+    assert corrections.detect_move(filed, "help/support", folders) is None  # Postroom put it there
+    assert corrections.detect_move(filed, "Sales", folders) == (
+        corrections.Correction("Support", "Sales", "model")
     )
-    assert learning.detect_move(filed, "Elsewhere", folders) is None
-    assert learning.detect_move({**filed, "corrected_to": "Sales"}, "Sales", folders) is None
+    assert corrections.detect_move(filed, "Elsewhere", folders) is None
+    assert corrections.detect_move({**filed, "corrected_to": "Sales"}, "Sales", folders) is None
 
 
 def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_managers(
@@ -611,7 +612,7 @@ def test_corrections_alone_lead_to_a_retrain_through_the_reconcile(
                 integration_id=integration_id,
                 entry_id="no-such-entry",
                 view=view,
-                correction=learning.Correction("Support", "Sales", "model"),
+                correction=corrections.Correction("Support", "Sales", "model"),
                 config=config,
                 key_secret=b"k" * 32,
             )

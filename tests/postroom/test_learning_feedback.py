@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from m365sim.state import EmulatorState
 from postroom.classify import NONE_OF_THESE, Classifier, dump_state, load_state
 from postroom.integrations.models import Category
+from postroom.learning import corrections
 from postroom.learning import service as learning
 from postroom.learning.models import LearningEvent, ModelUpdate
 from postroom.processing.decide import Prediction, decide
@@ -210,42 +211,46 @@ def test_detect_rejection_is_pure_and_strict() -> None:
         "folder": "Help/Support",
     }
     done = ["label", "folder", "move"]
-    rejected = learning.Correction("Support", NONE_OF_THESE, "model")
+    rejected = corrections.Correction("Support", NONE_OF_THESE, "model")
     assert rejected.rejected
     # taken off, nothing else chosen
-    assert learning.detect_rejection(filed, view(), configured, actions=done) == rejected
-    assert learning.detect_rejection(filed, view("Personal"), configured, actions=done) == rejected
+    assert corrections.detect_rejection(filed, view(), configured, actions=done) == rejected
+    assert (
+        corrections.detect_rejection(filed, view("Personal"), configured, actions=done) == rejected
+    )
     # still on, or another category chosen (detect_correction's case), or both: no
-    assert learning.detect_rejection(filed, view("support"), configured, actions=done) is None
-    assert learning.detect_rejection(filed, view("Sales"), configured, actions=done) is None
+    assert corrections.detect_rejection(filed, view("support"), configured, actions=done) is None
+    assert corrections.detect_rejection(filed, view("Sales"), configured, actions=done) is None
     # a label that never made it (the step failed) was not taken off by anyone
-    assert learning.detect_rejection(filed, view(), configured, actions=["move"]) is None
+    assert corrections.detect_rejection(filed, view(), configured, actions=["move"]) is None
     # rules are rejectable; needs-review and "no match" are not
     rule = {**filed, "decided_by": "rule"}
-    assert learning.detect_rejection(rule, view(), configured, actions=done) == (
-        learning.Correction("Support", NONE_OF_THESE, "rule")
+    assert corrections.detect_rejection(rule, view(), configured, actions=done) == (
+        corrections.Correction("Support", NONE_OF_THESE, "rule")
     )
     review = {"category": "Needs review", "decided_by": "needs_review"}
-    assert learning.detect_rejection(review, view(), configured, actions=["label"]) is None
+    assert corrections.detect_rejection(review, view(), configured, actions=["label"]) is None
     assert (
-        learning.detect_rejection(
+        corrections.detect_rejection(
             {"category": None, "decided_by": "none"}, view(), configured, actions=[]
         )
         is None
     )
     # once only
     noted = {**filed, "corrected_to": NONE_OF_THESE}
-    assert learning.detect_rejection(noted, view(), configured, actions=done) is None
+    assert corrections.detect_rejection(noted, view(), configured, actions=done) is None
 
     # moved back: out of its category folder into the folder Postroom processes
     def back(plan: dict[str, object], actions: list[str], here: MessageView) -> bool:
-        return learning.moved_back(
+        return corrections.moved_back(
             plan, actions, folder_key="inbox", folder_id="inbox-id", view=here
         )
 
     assert back(filed, done, view("Support"))
     assert (
-        learning.detect_rejection(filed, view("Support"), configured, actions=done, moved_back=True)
+        corrections.detect_rejection(
+            filed, view("Support"), configured, actions=done, moved_back=True
+        )
         == rejected
     )
     assert not back(filed, ["label", "folder"], view("Support"))  # the move never happened
@@ -255,12 +260,14 @@ def test_detect_rejection_is_pure_and_strict() -> None:
     # After a correction to Sales by moving it into Sales' folder, taking the wrong Support
     # off is tidying up; moving it back to the Inbox is "none of these".
     moved = {**filed, "corrected_to": "Sales"}
-    assert learning.detect_rejection(moved, view(), configured, actions=done) is None
-    assert learning.detect_rejection(moved, view(), configured, actions=done, moved_back=True) == (
-        learning.Correction("Sales", NONE_OF_THESE, "model")
-    )
+    assert corrections.detect_rejection(moved, view(), configured, actions=done) is None
+    assert corrections.detect_rejection(
+        moved, view(), configured, actions=done, moved_back=True
+    ) == (corrections.Correction("Sales", NONE_OF_THESE, "model"))
     assert (
-        learning.detect_rejection(moved, view("Sales"), configured, actions=done, moved_back=True)
+        corrections.detect_rejection(
+            moved, view("Sales"), configured, actions=done, moved_back=True
+        )
         is None
     )
 

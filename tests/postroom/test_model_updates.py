@@ -20,6 +20,7 @@ from postroom.accounts.models import Workspace
 from postroom.classify import Classifier, ClassifierConfig
 from postroom.db import Database
 from postroom.integrations.models import Integration
+from postroom.learning import corrections
 from postroom.learning import service as learning
 from postroom.learning.models import ModelState, ModelUpdate, PendingExample
 from postroom.processing.view import Address, MessageView
@@ -98,7 +99,7 @@ def _correct(
             integration_id=integration_id,
             entry_id="no-such-entry",
             view=view or _view(n, subject, f"{subject}. Kind regards, someone"),
-            correction=learning.Correction("Support", category, "model"),
+            correction=corrections.Correction("Support", category, "model"),
             config=CONFIG,
             key_secret=KEY_SECRET,
         )
@@ -312,7 +313,7 @@ def test_two_encoders_learn_through_the_update_log_and_hand_their_e5_half_to_e5(
             integration_id=integration_id,
             entry_id="no-such-entry",
             view=_view(1, "Quixotic toner quote for the drum", "Quixotic toner. Regards"),
-            correction=learning.Correction("Support", "Sales", "model"),
+            correction=corrections.Correction("Support", "Sales", "model"),
             config=two,
             key_secret=KEY_SECRET,
         )

@@ -15,6 +15,7 @@ from postroom.accounts.models import Workspace, new_id
 from postroom.classify import Classifier, ClassifierConfig
 from postroom.db import Database
 from postroom.integrations.models import Integration, Mailbox
+from postroom.learning import corrections
 from postroom.learning import service as learning
 from postroom.learning.models import LearningEvent, PendingExample
 from postroom.processing.executor import claim
@@ -183,7 +184,7 @@ def test_a_legacy_pending_decision_is_found_by_a_correction_before_and_after_rek
             integration_id=rows.integration_id,
             entry_id="no-such-entry",
             view=view,
-            correction=learning.Correction("Support", "Invoices", "model"),
+            correction=corrections.Correction("Support", "Invoices", "model"),
             config=ClassifierConfig(),
             key_secret=SECRET,
         )

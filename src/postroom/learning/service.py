@@ -16,9 +16,9 @@ Training:
   corrections already learned (their hashed features are in the stored state); it writes a
   snapshot, as does :func:`fold`; people ask for it through :func:`request_refit` and the
   ``refit_model`` job (:func:`refit`).
-* :func:`detect_correction`, :func:`detect_move` and :func:`detect_rejection` (pure) say what a
-  person changed in Outlook; a category taken off, or a move back to the Inbox, is learned as
-  "none of these" (:data:`~postroom.classify.NONE_OF_THESE`, see ``docs/processing.md``).
+* :mod:`postroom.learning.corrections` (pure) says what a person changed in Outlook; a
+  category taken off, or a move back to the Inbox, is learned as "none of these"
+  (:data:`~postroom.classify.NONE_OF_THESE`, see ``docs/processing.md``).
   Corrections are learned whether the model is on or off (:func:`load_model`): while it is off
   they wait in its state and are used once it turns on (:func:`model_status` says which).
 * :func:`record_correction` is the fast path: one :meth:`~postroom.classify.Classifier.learn`
@@ -37,18 +37,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import case, delete, func, literal, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from postroom.accounts.models import new_id
 from postroom.classify import (
-    NONE_OF_THESE,
     OBSERVE_MINIMUM,
     Classifier,
     ClassifierConfig,
@@ -57,7 +54,6 @@ from postroom.classify import (
     Outcome,
     Remembered,
     adapted,
-    conversation_hash,
     dump_state,
     example_from_state,
     example_state,
@@ -68,11 +64,12 @@ from postroom.classify import (
 )
 from postroom.classify import text_view as classify_text_view
 from postroom.integrations.models import Category
+from postroom.learning.conversations import forget_conversation, remember_conversation
+from postroom.learning.corrections import Correction
 from postroom.learning.models import (
     DEFAULT_NEEDS_REVIEW,
     DEFAULT_THRESHOLD,
     CategoryExample,
-    ConversationMemory,
     LearningEvent,
     ModelState,
     ModelUpdate,
@@ -85,8 +82,6 @@ from postroom.processing.view import MessageView
 from postroom.settings import Settings
 
 MAX_EXAMPLES_PER_CATEGORY = 50
-MAX_CONVERSATIONS = 20_000
-"""Conversations remembered per integration; the least recently updated are forgotten."""
 MAX_EXAMPLE_CHARS = 5_000
 
 log = logging.getLogger(__name__)
@@ -115,8 +110,8 @@ class ModelAdapter:
     """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it.
 
     ``remembered`` is where the message's conversation went last (looked up before deciding,
-    see :func:`recall_conversation`); :func:`~postroom.classify.from_conversation` says when it
-    wins over the model's own guess."""
+    see :func:`postroom.learning.conversations.recall_conversation`);
+    :func:`~postroom.classify.from_conversation` says when it wins over the model's own guess."""
 
     def __init__(self, classifier: Classifier, remembered: Remembered | None = None) -> None:
         self.classifier = classifier
@@ -142,87 +137,6 @@ class LoadedModel:
 
     def adapter_for(self, remembered: Remembered | None) -> ModelAdapter:
         return ModelAdapter(self.classifier, remembered)
-
-
-# ---------------------------------------------------------------------- conversations
-def recall_conversation(
-    db: Session, integration_id: str, view: MessageView, secret: bytes
-) -> Remembered | None:
-    """Where the message's conversation went last, if anywhere."""
-    key = conversation_hash(view, secret)
-    if key is None:
-        return None
-    row = db.execute(
-        select(ConversationMemory.category, ConversationMemory.by_person).where(
-            ConversationMemory.integration_id == integration_id,
-            ConversationMemory.key_hash == key,
-        )
-    ).one_or_none()
-    return None if row is None else Remembered(row.category, row.by_person)
-
-
-def forget_conversation(db: Session, integration_id: str, view: MessageView, secret: bytes) -> None:
-    """A person rejected the category the conversation went to: its replies no longer follow."""
-    key = conversation_hash(view, secret)
-    if key is not None:
-        db.execute(
-            delete(ConversationMemory).where(
-                ConversationMemory.integration_id == integration_id,
-                ConversationMemory.key_hash == key,
-            )
-        )
-
-
-def remember_conversation(
-    db: Session,
-    integration_id: str,
-    view: MessageView,
-    category: str,
-    secret: bytes,
-    *,
-    by_person: bool,
-) -> None:
-    """Record that the message's conversation went to ``category`` (upsert, bounded);
-    ``by_person`` for a correction or a rule (see :func:`~postroom.classify.merged`)."""
-    key = conversation_hash(view, secret)
-    if key is None:
-        return
-    now = datetime.now(UTC)
-    table = ConversationMemory.__table__
-    keep_person = case(
-        (table.c.category == category, or_(table.c.by_person, literal(by_person))),
-        else_=literal(by_person),
-    )
-    db.execute(
-        pg_insert(ConversationMemory)
-        .values(
-            integration_id=integration_id,
-            key_hash=key,
-            category=category,
-            by_person=by_person,
-            updated_at=now,
-        )
-        .on_conflict_do_update(
-            index_elements=["integration_id", "key_hash"],
-            set_={"category": category, "by_person": keep_person, "updated_at": now},
-        )
-    )
-    count = db.scalar(
-        select(func.count()).where(ConversationMemory.integration_id == integration_id)
-    )
-    if count is not None and count > MAX_CONVERSATIONS:
-        oldest = (
-            select(ConversationMemory.key_hash)
-            .where(ConversationMemory.integration_id == integration_id)
-            .order_by(ConversationMemory.updated_at)
-            .limit(count - MAX_CONVERSATIONS)
-        )
-        db.execute(
-            delete(ConversationMemory).where(
-                ConversationMemory.integration_id == integration_id,
-                ConversationMemory.key_hash.in_(oldest.scalar_subquery()),
-            )
-        )
 
 
 # ---------------------------------------------------------------------- state
@@ -674,165 +588,6 @@ def integrations_to_refit(db: Session) -> list[str]:
 
 
 # ---------------------------------------------------------------------- corrections
-@dataclass(frozen=True)
-class Correction:
-    """What a person changed: Postroom said ``previous``, the message now carries ``category``
-    — or, with ``category`` :data:`~postroom.classify.NONE_OF_THESE`, a person took
-    ``previous`` off (or moved the message out of its folder) and chose no other category."""
-
-    previous: str | None
-    category: str
-    decided_by: str | None
-
-    @property
-    def rejected(self) -> bool:
-        """A "not this category": negative feedback (see :func:`detect_rejection`)."""
-        return self.category == NONE_OF_THESE
-
-
-def detect_correction(
-    plan: dict[str, Any] | None, view: MessageView, configured: list[str]
-) -> Correction | None:
-    """Pure: did a person re-categorize this processed message? (see docs/processing.md)
-
-    Yes when the category Postroom gave is gone (or was the needs-review category) and another
-    configured category is on the message, which was not already recorded as the correction.
-    """
-    if not plan:
-        return None
-    previous = plan.get("category")
-    present = {c.strip().casefold(): c for c in view.categories}
-    decided_by = plan.get("decided_by")
-    if isinstance(previous, str) and previous.strip().casefold() in present:
-        if decided_by != "needs_review":
-            return None
-    candidates = [
-        name
-        for name in configured
-        if name.strip().casefold() in present
-        and (not isinstance(previous, str) or name.strip().casefold() != previous.casefold())
-    ]
-    if not candidates:
-        return None
-    chosen = candidates[0]
-    if plan.get("corrected_to") == chosen:
-        return None
-    return Correction(
-        previous if isinstance(previous, str) else None,
-        chosen,
-        decided_by if isinstance(decided_by, str) else None,
-    )
-
-
-def detect_move(
-    plan: dict[str, Any] | None, watched_path: str, folders: list[tuple[str, str | None]]
-) -> Correction | None:
-    """Pure: was this processed message moved by a person into category Y's folder?
-
-    ``watched_path`` is the folder it is in now; ``folders`` the configured (category, folder).
-    Yes when exactly one category files into that folder, it is not the category Postroom gave,
-    and Postroom did not put the message there itself.
-    """
-    if not plan:
-        return None
-    key = _path_key(watched_path)
-    owners = [name for name, folder in folders if folder and _path_key(folder) == key]
-    if len(owners) != 1 or _path_key(str(plan.get("folder") or "")) == key:
-        return None
-    chosen, previous = owners[0], plan.get("category")
-    if isinstance(previous, str) and previous.casefold() == chosen.casefold():
-        return None
-    if plan.get("corrected_to") == chosen:
-        return None
-    decided_by = plan.get("decided_by")
-    return Correction(
-        previous if isinstance(previous, str) else None,
-        chosen,
-        decided_by if isinstance(decided_by, str) else None,
-    )
-
-
-def _path_key(path: str) -> str:
-    return "/".join(s.strip().casefold() for s in path.split("/") if s.strip())
-
-
-REJECTABLE = ("model", "rule")
-"""Decisions whose category a person can reject: a needs-review label taken off means "looked
-at", not "none of these", and a message left alone has nothing to reject."""
-
-
-def moved_back(
-    plan: dict[str, Any] | None,
-    actions: Sequence[str],
-    *,
-    folder_key: str,
-    folder_id: str | None,
-    view: MessageView,
-) -> bool:
-    """Pure: is this message, which Postroom moved into its category's folder, back in a
-    folder Postroom processes (``folder_key``/``folder_id``: where delta found it now)?
-
-    Only when the move is recorded as done (a move that failed is no correction) and the
-    message's own ``parentFolderId``, when given, is that folder."""
-    if not plan or "move" not in actions:
-        return False
-    filed = plan.get("folder")
-    if not isinstance(filed, str) or not _path_key(filed):
-        return False
-    if _path_key(filed) == _path_key(folder_key):
-        return False  # Postroom filed it where it is (a category folder that is synced)
-    return not (folder_id and view.folder_id and view.folder_id != folder_id)
-
-
-def detect_rejection(
-    plan: dict[str, Any] | None,
-    view: MessageView,
-    configured: list[str],
-    *,
-    actions: Sequence[str],
-    moved_back: bool = False,
-) -> Correction | None:
-    """Pure: did a person say "not this category" of a processed message? (see
-    docs/processing.md)
-
-    Yes when a rule or the model gave category X, Postroom put X on the message, and now X is
-    gone from it — or the message was moved out of X's folder back to where Postroom reads new
-    mail (``moved_back``) — while no other configured category is on it (that would be a
-    correction to it, :func:`detect_correction`, or two categories: no clear answer). After a
-    person corrected X to Y, only moving it back without Y on it counts: Y may never have been
-    on the message (a correction by moving it into Y's folder), and taking the wrong X off
-    then is tidying up. Once per message: the ledger row records it.
-    """
-    if not plan or plan.get("decided_by") not in REJECTABLE:
-        return None
-    given = plan.get("category")
-    if not isinstance(given, str) or not given.strip():
-        return None
-    corrected = plan.get("corrected_to")
-    if corrected == NONE_OF_THESE:
-        return None  # already learned
-    current = corrected if isinstance(corrected, str) else given
-    present = {c.strip().casefold() for c in view.categories}
-    others = [
-        name
-        for name in configured
-        if name.strip().casefold() in present and name.casefold() != current.casefold()
-    ]
-    if others:
-        return None
-    gone = current.strip().casefold() not in present
-    if isinstance(corrected, str):
-        rejected = moved_back and gone
-    else:
-        # Postroom put it on (or it was there already); a label that failed was never there.
-        labelled = "label" in actions or not plan.get("add_categories")
-        rejected = (labelled and gone) or moved_back
-    if not rejected:
-        return None
-    decided_by = plan.get("decided_by")
-    return Correction(current, NONE_OF_THESE, decided_by if isinstance(decided_by, str) else None)
-
-
 def record_correction(
     db: Session,
     *,

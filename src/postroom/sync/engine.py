@@ -62,6 +62,7 @@ from postroom.integrations.statuses import (
     REASONS,
     colors_refusal_lasts,
 )
+from postroom.learning import conversations, corrections
 from postroom.learning import service as learning
 from postroom.processing.decide import decide
 from postroom.processing.executor import DECIDE_FAILED, MAX_ATTEMPTS, claim, execute, settle
@@ -376,7 +377,7 @@ async def process_message(
         model = learning.load_model(db, work.integration_id)
         remembered = None
         if model is not None:
-            remembered = learning.recall_conversation(
+            remembered = conversations.recall_conversation(
                 db, work.integration_id, view, runtime.conversation_secret
             )
         entry = claim(
@@ -463,7 +464,7 @@ async def process_message(
             settings.learn_confidence
         )
         with runtime.database.session() as db:
-            learning.remember_conversation(
+            conversations.remember_conversation(
                 db,
                 work.integration_id,
                 view,
@@ -538,13 +539,13 @@ async def _watched(
             return
         configured = [c.name for c in work.categories]
         found = (
-            learning.detect_correction(row.plan, view, configured)
-            or learning.detect_move(
+            corrections.detect_correction(row.plan, view, configured)
+            or corrections.detect_move(
                 row.plan,
                 work.folder_key.removeprefix(WATCH_PREFIX),
                 [(c.name, c.folder) for c in work.categories],
             )
-            or learning.detect_rejection(
+            or corrections.detect_rejection(
                 row.plan, view, configured, actions=list(row.actions_done or [])
             )
         )
@@ -591,7 +592,7 @@ async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any])
 
 def _correction(
     db: Session, work: FolderWork, view: MessageView
-) -> tuple[str, learning.Correction] | None:
+) -> tuple[str, corrections.Correction] | None:
     """A done ledger row whose message a person re-categorized since, took its category off,
     or moved back here from its category's folder (see learning.service)."""
     row = db.scalars(
@@ -603,12 +604,12 @@ def _correction(
         return None
     configured = [c.name for c in work.categories]
     actions = list(row.actions_done or [])
-    back = learning.moved_back(
+    back = corrections.moved_back(
         row.plan, actions, folder_key=work.folder_key, folder_id=work.folder_id, view=view
     )
-    found = learning.detect_correction(row.plan, view, configured) or learning.detect_rejection(
-        row.plan, view, configured, actions=actions, moved_back=back
-    )
+    found = corrections.detect_correction(
+        row.plan, view, configured
+    ) or corrections.detect_rejection(row.plan, view, configured, actions=actions, moved_back=back)
     return (row.id, found) if found is not None else None
 
 
@@ -618,7 +619,7 @@ async def _learn_correction(
     work: FolderWork,
     data: dict[str, Any],
     entry_id: str,
-    correction: learning.Correction,
+    correction: corrections.Correction,
 ) -> None:
     """Learn from a person's correction; the message itself is not acted on again."""
     try:
