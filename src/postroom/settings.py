@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     alert_lag_minutes: int = Field(default=30, ge=2, le=7 * 24 * 60)
     alert_webhook_url: SecretStr | None = None
     # an email a worker claimed this long ago and never finished lost its worker (SIGKILL, a
-    # lost machine): the reconcile finishes it (postroom.sync.engine.resume_stale_claims). Safe
-    # to lower: a live sync holds its mailbox's lock, and the resume waits for that lock
+    # lost machine): the reconcile finishes it (postroom.sync.stale_claims). Safe to lower: a
+    # live sync holds its mailbox's lock, and the resume waits for that lock
     stale_claim_seconds: int = Field(default=600, ge=10, le=24 * 3600)
 
     @model_validator(mode="before")

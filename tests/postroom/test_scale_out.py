@@ -5,7 +5,7 @@ worker's job, which held its mailbox's lock, is given back by the reconcile
 (:mod:`postroom.sync.stalled`) once the worker's heartbeat is 30 s old, and an email it had
 claimed but not finished (perhaps already moved out of the synced folder, so no delta page
 brings it back) is read by id and finished once its claim is ``POSTROOM_STALE_CLAIM_SECONDS``
-old (:func:`postroom.sync.engine.resume_stale_claims`).
+old (:func:`postroom.sync.stale_claims.resume_stale_claims`).
 
 Before: the killed worker's job stayed ``doing`` for good, and with it the lock of its mailbox:
 that mailbox's later syncs never ran and its new mail was never processed.

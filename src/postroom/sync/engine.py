@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from postroom import metrics
@@ -705,81 +705,6 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
         if tokens.new_cache:
             _store_cache(runtime, work.integration_id, tokens.new_cache)
     return result
-
-
-def stale_claims(db: Any, now: datetime, stale_after: timedelta) -> list[tuple[str, str]]:
-    """(folder sync id, mailbox row id) per mailbox with ledger rows still ``claimed`` long
-    after a worker claimed them (``stale_after``, ``POSTROOM_STALE_CLAIM_SECONDS``): the worker
-    died between an action and its record, and when the action was the move the email has left
-    the folder, so no delta page brings it back."""
-    from postroom.processing.models import LedgerEntry
-
-    rows = db.execute(
-        select(FolderSync.id, FolderSync.mailbox_id)
-        .join(LedgerEntry, LedgerEntry.mailbox_id == FolderSync.mailbox_id)
-        .join(Integration, Integration.id == FolderSync.integration_id)
-        .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
-        .where(
-            LedgerEntry.state == "claimed",
-            LedgerEntry.claimed_at < now - stale_after,
-            FolderSync.active.is_(True),
-            FolderSync.watch.is_(False),
-            Integration.status.in_(ACTIVE),
-            or_(Mailbox.status != "access_denied", Mailbox.status.is_(None)),
-        )
-        .order_by(FolderSync.mailbox_id, FolderSync.id)
-    ).all()
-    first: dict[str, str] = {}
-    for sync_id, mailbox_id in rows:
-        first.setdefault(mailbox_id, sync_id)  # one job per mailbox
-    return [(sync_id, mailbox_id) for mailbox_id, sync_id in first.items()]
-
-
-async def resume_stale_claims(runtime: Runtime, sync_id: str, *, limit: int = 50) -> int:
-    """Finish ledger rows of this folder sync's mailbox that a dead worker left ``claimed``
-    (run under the mailbox's lock, so no live sync holds them): read each message by its
-    immutable id and process it again; the executor skips what is recorded and checks the
-    mailbox before repeating a step whose record was lost. Returns how many were resumed."""
-    from postroom.processing.models import LedgerEntry
-
-    work = load_work(runtime, sync_id)
-    if work is None or work.status not in ACTIVE:
-        return 0
-    cutoff = datetime.now(UTC) - timedelta(seconds=runtime.settings.stale_claim_seconds)
-    with runtime.database.session() as db:
-        rows = db.execute(
-            select(LedgerEntry.id, LedgerEntry.message_id, LedgerEntry.historical)
-            .where(
-                LedgerEntry.mailbox_id == work.mailbox_row_id,
-                LedgerEntry.state == "claimed",
-                LedgerEntry.claimed_at < cutoff,
-            )
-            .order_by(LedgerEntry.claimed_at)
-            .limit(limit)
-        ).all()
-    resumed = 0
-    tokens = IntegrationTokens(runtime.identity, work.connection)
-    try:
-        async with _graph(runtime, tokens) as graph:
-            for entry_id, message_id, historical in rows:
-                try:
-                    data = await graph.message(work.mailbox, message_id, select=SYNC_SELECT)
-                except NotFound:
-                    settle(runtime.database, entry_id, "skipped", "not_found")
-                    continue
-                await process_message(runtime, graph, work, data, historical=bool(historical))
-                resumed += 1
-    except TokenFailure as failure:
-        _pause(runtime, work.integration_id, failure)
-    except AccessDenied as denied:
-        reason = "policy_denied" if denied.by_policy else "mailbox_access_denied"
-        _mailbox_status(runtime, work.mailbox_row_id, "access_denied", reason)
-    finally:
-        if tokens.new_cache:
-            _store_cache(runtime, work.integration_id, tokens.new_cache)
-    if resumed:
-        log.info("folder sync %s: resumed %d emails left claimed", sync_id, resumed)
-    return resumed
 
 
 def _store_cache(runtime: Runtime, integration_id: str, cache: str) -> None:

@@ -45,7 +45,7 @@ from postroom.learning import service as learning
 from postroom.processing import message_keys
 from postroom.processing.models import LedgerEntry
 from postroom.settings import Settings
-from postroom.sync import backfill, engine, folder_syncs, stalled
+from postroom.sync import backfill, engine, folder_syncs, stale_claims, stalled
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
 
@@ -179,7 +179,7 @@ async def defer_resume_stale(runtime: Runtime, folder_sync_id: str, mailbox_id: 
 
 
 async def resume_stale_claims(folder_sync_id: str) -> None:
-    await engine.resume_stale_claims(current(), folder_sync_id)
+    await stale_claims.resume_stale_claims(current(), folder_sync_id)
 
 
 async def defer_resume(runtime: Runtime, integration_id: str) -> None:
@@ -383,7 +383,7 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
             counts["renew"] += 1
     # Emails a dead worker left claimed (after the move, no delta page shows them again).
     with runtime.database.session() as db:
-        stale = engine.stale_claims(db, now, timedelta(seconds=settings.stale_claim_seconds))
+        stale = stale_claims.stale_claims(db, now, timedelta(seconds=settings.stale_claim_seconds))
     counts["stale"] = 0
     for sync_id, mailbox_id in stale:
         counts["stale"] += int(await defer_resume_stale(runtime, sync_id, mailbox_id))
