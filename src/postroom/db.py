@@ -133,13 +133,20 @@ def open_database(settings: Settings) -> Database:
     )
 
 
+MIGRATION_LOCK = 0x706F7374726F6F6D  # "postroom": the advisory lock migrations take
+
+
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest revision (idempotent)."""
+    """Upgrade the schema to the newest revision (idempotent). Several processes starting at
+    once (web and workers on several machines, docs/deploy.md) take turns: a transaction-level
+    advisory lock serializes them, and the later ones find the schema already at head."""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
