@@ -10,8 +10,10 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select, update
 
+from postroom.accounts.models import utcnow
 from postroom.activity.live import LiveMessage, fetch_subjects
 from postroom.categories.colours import _graph_words
 from postroom.categories.form import MAX_NAME
@@ -21,11 +23,12 @@ from postroom.integrations import service, wizard
 from postroom.integrations.graph_access import TokenFailure
 from postroom.integrations.statuses import LABELS
 from postroom.integrations.web import graph_call, load_integration
+from postroom.processing import undo as undoing
 from postroom.processing.decide import fits_none_words
-from postroom.processing.models import LEDGER_STATES
+from postroom.processing.models import LEDGER_STATES, LedgerEntry
 from postroom.processing.outcomes import outcome_words
 from postroom.web.deps import DbSession, current_caller, render
-from postroom.web.security import Caller
+from postroom.web.security import Caller, check_csrf
 
 # What was done to the email. The ledger's "master_category" and "folder" steps mean the
 # category's colour and the folder were made sure of (found, or created): usually they
@@ -43,6 +46,16 @@ DECIDED_BY_WORDS = {
     "none": "no match",
 }
 STATE_WORDS = {"claimed": "in progress", "done": "done", "failed": "failed", "skipped": "skipped"}
+UNDO_NOTES = {
+    undoing.NOTE_LEFT_MOVED: "left in the folder a person moved it to",
+    undoing.NOTE_TO_INBOX: "the folder it came from is gone, so it went to the Inbox",
+    undoing.NOTE_NO_SOURCE: "filed before Postroom recorded where mail came from: not moved back",
+    undoing.NOTE_GONE: "the email is gone",
+}
+UNDO_NOTICES = {
+    "requested": "Undo requested: Postroom is reversing what it did to that email.",
+    "already": "That email was undone already (or its undo is under way).",
+}
 
 PER_PAGE = 50
 
@@ -65,6 +78,11 @@ class ActivityRow:
     actions: list[str]
     error: str | None
     live: LiveMessage | None
+    entry_id: str = ""
+    can_undo: bool = False
+    undo: str | None = None
+    """What became of an undo, in words (None: not asked)."""
+    forwarded: bool = False
 
 
 @router.get("/integrations/{integration_id}/activity")
@@ -146,6 +164,10 @@ def activity_page(
                     attempts=entry.attempts,
                 ),
                 live=live.get((box.graph_user_id, entry.message_id)),
+                entry_id=entry.id,
+                can_undo=undoing.undoable(entry),
+                undo=_undo_words(entry),
+                forwarded="forward_sent" in (entry.actions_done or []),
             )
         )
     pages = max(1, math.ceil(total / PER_PAGE))
@@ -176,6 +198,71 @@ def activity_page(
         ),
         category="*" if category is None else category,
         subjects_problem=subjects_problem,
+        undo_notice=UNDO_NOTICES.get(params.get("undo") or ""),
         status_notice=_status_notice(integration),
         labels=LABELS,
     )
+
+
+def _undo_words(entry: LedgerEntry) -> str | None:
+    if entry.undo_state is None:
+        return None
+    if entry.undo_state == "requested":
+        return "undo under way"
+    note = UNDO_NOTES.get(entry.undo_note or "")
+    if entry.undo_state == "done":
+        return "undone" + (f" ({note})" if note else "")
+    return "undo failed: " + (note or str(entry.undo_note or "an error at Microsoft"))
+
+
+@router.post("/integrations/{integration_id}/activity/{entry_id}/undo")
+def undo_email(
+    request: Request,
+    integration_id: str,
+    entry_id: str,
+    caller: CallerDep,
+    db: DbSession,
+    csrf_token: Token = "",
+) -> Response:
+    """Ask for the undo of one email: recorded at once (one request however often it is
+    clicked), carried out by the ``undo_message`` job (:mod:`postroom.processing.undo`)."""
+    check_csrf(request, csrf_token)
+    integration = load_integration(db, caller, integration_id)
+    entry = db.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.id == entry_id[:64], LedgerEntry.integration_id == integration.id
+        )
+    )
+    if entry is None:
+        raise HTTPException(404, "There is no such email in this integration's activity.")
+    back = f"/integrations/{integration.id}/activity"
+    if entry.undo_state is not None:
+        return RedirectResponse(f"{back}?undo=already", status_code=303)
+    if not undoing.undoable(entry):
+        raise HTTPException(
+            409,
+            "Only an email Postroom has finished, and labelled or moved, can be undone.",
+        )
+    asked = db.execute(
+        update(LedgerEntry)
+        .where(
+            LedgerEntry.id == entry.id,
+            LedgerEntry.undo_state.is_(None),
+            LedgerEntry.state == "done",
+        )
+        .values(undo_state="requested", undo_requested_at=utcnow())
+    )
+    db.commit()
+    if not getattr(asked, "rowcount", 0):
+        return RedirectResponse(f"{back}?undo=already", status_code=303)
+    from anyio import from_thread
+
+    from postroom.sync.jobs import defer_undo
+
+    try:
+        from_thread.run(defer_undo, request.app.state.runtime, entry.id, entry.mailbox_id)
+    except Exception:  # recorded anyway: the reconcile queues a standing request again
+        import logging
+
+        logging.getLogger(__name__).warning("ledger %s: could not queue the undo now", entry.id)
+    return RedirectResponse(f"{back}?undo=requested", status_code=303)

@@ -419,9 +419,11 @@ class _Run:
     colors_refused: str | None = None
 
     # ------------------------------------------------------------------ bookkeeping
-    def record(self, action: str) -> None:
+    def record(self, action: str, **columns: str) -> None:
         def change(row: LedgerEntry) -> None:
             _append(row, action)
+            for name, value in columns.items():
+                setattr(row, name, value)
 
         _locked(self.database, self.entry_id, change)
         self.done.add(action)
@@ -634,8 +636,10 @@ class _Run:
     async def move(self, path: str, folder_id: str) -> None:
         message = self.snapshot or await self.read_message()
         if message.get("parentFolderId") == folder_id:
-            self.record("move")  # already there: a resumed move, or the user filed it
+            # already there: a resumed move, or the user filed it
+            self.record("move", filed_folder_id=folder_id)
             return
+        self.remember_source(message.get("parentFolderId"))
         try:
             moved = await self.graph.move(self.mailbox, self.message_id, folder_id)
         except NotFound:
@@ -659,7 +663,19 @@ class _Run:
         if moved.get("id") not in (None, self.message_id):
             log.warning("ledger %s: move changed the message id (not immutable?)", self.entry_id)
         self.snapshot = moved
-        self.record("move")
+        self.record("move", filed_folder_id=folder_id)
+
+    def remember_source(self, folder_id: Any) -> None:
+        """Record where the message is before it is moved (what Undo moves it back to), once:
+        a resumed run finds the message already moved, and keeps the first source."""
+        if not isinstance(folder_id, str) or not folder_id:
+            return
+
+        def change(row: LedgerEntry) -> None:
+            if row.source_folder_id is None:
+                row.source_folder_id = folder_id
+
+        _locked(self.database, self.entry_id, change)
 
     # ------------------------------------------------------------------ forward
     async def forward(self) -> None:

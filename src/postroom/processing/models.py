@@ -34,6 +34,8 @@ from postroom.accounts.models import new_id, utcnow
 from postroom.db import Base
 
 LEDGER_STATES = ("claimed", "done", "failed", "skipped")
+UNDO_STATES = ("requested", "done", "failed")
+UNDO_STEPS = ("learned", "unlabel", "move_back")
 ACTIONS = (
     "master_category",
     "label",
@@ -50,6 +52,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         UniqueConstraint("mailbox_id", "message_id"),
         Index("ix_ledger_legacy_key", "id", postgresql_where=text("legacy_key")),
+        Index("ix_ledger_undo_requested", "id", postgresql_where=text("undo_state = 'requested'")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -70,3 +73,16 @@ class LedgerEntry(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)  # a code only
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Where the move took the message from and to (folder ids, never names): what Undo needs.
+    # The source is recorded before the move, the destination with it (see executor.move).
+    source_folder_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    filed_folder_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # Undo (postroom.processing.undo): requested → done | failed; each step recorded like an
+    # action, so a crash resumes it and nothing is reversed twice.
+    undo_state: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    undo_done: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    undo_note: Mapped[str | None] = mapped_column(String(200), nullable=True)  # a code only
+    undo_requested_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -8,6 +8,8 @@
 * ``renew_subscription`` — extend, or re-create when Graph forgot it;
 * ``resume_integration`` — after a reconnect: renew every subscription and catch up at once;
 * ``resume_stale_claims`` — emails a dead worker left claimed are read by id and finished;
+* ``undo_message`` — the undo a person asked for in the activity view (``lock`` per mailbox;
+  a request whose job was lost is queued again by the reconcile);
 * ``poll`` (every 15 s) — syncs the folders Microsoft sends no notifications for (a shared
   mailbox on a personal connection; an installation without a public URL) when due: every
   15 s while mail is arriving there (an email in the last 10 minutes), every
@@ -45,7 +47,7 @@ from postroom.learning import service as learning
 from postroom.processing import message_keys
 from postroom.processing.models import LedgerEntry
 from postroom.settings import Settings
-from postroom.sync import backfill, engine, folder_syncs, stale_claims, stalled
+from postroom.sync import backfill, engine, folder_syncs, stale_claims, stalled, undo
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
 
@@ -180,6 +182,21 @@ async def defer_resume_stale(runtime: Runtime, folder_sync_id: str, mailbox_id: 
 
 async def resume_stale_claims(folder_sync_id: str) -> None:
     await stale_claims.resume_stale_claims(current(), folder_sync_id)
+
+
+async def defer_undo(runtime: Runtime, entry_id: str, mailbox_id: str) -> bool:
+    """Queue the undo a person asked for (under the mailbox's lock, like its syncs)."""
+    return await _defer(
+        runtime,
+        "undo_message",
+        lock=f"mailbox:{mailbox_id}",
+        queueing_lock=f"undo:{entry_id}",
+        entry_id=entry_id,
+    )
+
+
+async def undo_message(entry_id: str) -> None:
+    await undo.run_undo(current(), entry_id)
 
 
 async def defer_resume(runtime: Runtime, integration_id: str) -> None:
@@ -334,6 +351,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="renew_subscription", retry=RETRY)(renew_subscription)
     blueprint.task(name="resume_integration", retry=RETRY)(resume_integration)
     blueprint.task(name="resume_stale_claims", retry=RETRY)(resume_stale_claims)
+    blueprint.task(name="undo_message", retry=RETRY)(undo_message)
     blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
     blueprint.task(name="refit_model", retry=RETRY)(refit_model)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
@@ -387,6 +405,12 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     counts["stale"] = 0
     for sync_id, mailbox_id in stale:
         counts["stale"] += int(await defer_resume_stale(runtime, sync_id, mailbox_id))
+    # Undo requests whose job was lost (a worker died, or the queue was unreachable).
+    with runtime.database.session() as db:
+        standing = undo.standing_requests(db, now)
+    counts["undo"] = 0
+    for entry_id, mailbox_id in standing:
+        counts["undo"] += int(await defer_undo(runtime, entry_id, mailbox_id))
     with runtime.database.session() as db:
         backfills = backfill.unfinished_backfills(db)
     for sync_id, mailbox_id in backfills:  # a lost job or a pause resumes from the cursor

@@ -1,0 +1,222 @@
+"""Undo: reverse exactly what Postroom did to one email, once, crash-safe like every action.
+
+A person asks from the activity view (``undo_state = "requested"``, set by one conditional
+UPDATE, so two clicks make one request); the ``undo_message`` job runs :func:`undo` under the
+mailbox's lock. Its steps are recorded in ``undo_done`` right after each one took effect, the
+same way :mod:`.executor` records actions, and each checks the mailbox before acting, so a
+resumed run repeats nothing:
+
+1. ``learned`` — the model learns "not this category" (the caller's ``learn``; the same path
+   as a category a person takes off in Outlook, :func:`postroom.learning.service.record_correction`,
+   which also marks the row ``corrected_to`` so the sync does not learn it a second time when
+   it sees the categories change). Only for a rule or model decision that no one corrected yet.
+2. ``unlabel`` — remove the categories Postroom added (the plan's ``add_categories``, and only
+   when the ``label`` action was recorded), compared case-insensitively as Outlook does; the
+   person's own categories stay. A conditional write naming the change key just read; a
+   person changing the message in between costs one more read.
+3. ``move_back`` — when Postroom moved the email, move it back to the folder it came from
+   (``source_folder_id``, recorded before the move), but only while it still sits in the folder
+   Postroom filed it into (``filed_folder_id``): an email a person moved since stays where
+   they put it. When the source folder is gone (404) or now lies in Deleted Items (the Graph
+   client's never-delete guard refuses), the email goes to the Inbox instead, and the note
+   says so.
+
+Nothing is deleted: a folder Postroom created stays, even when it is empty now. A forward
+cannot be recalled; the activity view says so. Graph failures follow the executor: a
+transient error or a lost token leaves the request standing for a retry (the job's, or the
+reconcile's), anything else ends it ``failed`` with the error code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from postroom.accounts.models import utcnow
+from postroom.db import Database
+from postroom.graph import (
+    AccessDenied,
+    AuthFailed,
+    DeletionRefused,
+    GraphClient,
+    GraphError,
+    NotFound,
+    StaleChangeKey,
+    TransientError,
+)
+from postroom.processing.executor import LABEL_ATTEMPTS, SNAPSHOT_SELECT, _etag, _locked
+from postroom.processing.models import LedgerEntry
+
+log = logging.getLogger(__name__)
+
+# Notes (codes, shown in words by the activity view)
+NOTE_LEFT_MOVED = "left_where_moved"  # a person moved the email since: not moved back
+NOTE_TO_INBOX = "source_gone_inbox"  # the folder it came from is gone: moved to the Inbox
+NOTE_NO_SOURCE = "source_unknown"  # filed before sources were recorded: not moved back
+NOTE_GONE = "message_gone"  # the email itself is gone
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    state: str  # "done", "failed", or "requested" (left for a retry)
+    steps: tuple[str, ...]
+    note: str | None
+
+
+def undoable(entry: LedgerEntry) -> bool:
+    """Whether the activity view offers Undo: a finished email Postroom labelled or moved."""
+    return (
+        entry.state == "done"
+        and entry.undo_state is None
+        and bool({"label", "move"} & set(entry.actions_done or []))
+    )
+
+
+async def undo(
+    *,
+    graph: GraphClient,
+    database: Database,
+    entry_id: str,
+    mailbox: str,
+    learn: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> UndoResult:
+    """Carry out the requested undo of ledger row ``entry_id`` in ``mailbox`` (a Graph user
+    id). ``learn`` gets the message as read (with its body) and teaches the model."""
+    row = _load(database, entry_id)
+    if row is None or row.undo_state != "requested":
+        state = row.undo_state if row is not None and row.undo_state else "done"
+        return UndoResult(state, tuple(row.undo_done or []) if row else (), None)
+    done = set(row.undo_done or [])
+    run = _UndoRun(graph, database, entry_id, mailbox, row.message_id, done)
+    try:
+        try:
+            message = await run.read()
+        except NotFound:
+            return run.finish("failed", NOTE_GONE)
+        if "learned" not in done:
+            if learn is not None and _learnable(row):
+                await learn(message)
+            run.record("learned")
+        if "unlabel" not in done:
+            message = await run.unlabel(message, _ours(row))
+        if "move_back" not in done:
+            note = await run.move_back(message, row)
+            run.note = note or run.note
+    except NotFound:
+        return run.finish("failed", NOTE_GONE)
+    except (TransientError, AuthFailed, AccessDenied) as exc:
+        if isinstance(exc, AccessDenied) and not exc.by_policy:
+            return run.finish("failed", exc.code or "ErrorAccessDenied")
+        log.warning("undo of ledger %s: %s; left for a retry", entry_id, exc.code)
+        raise
+    except GraphError as exc:
+        log.warning("undo of ledger %s: %s; failed", entry_id, exc.code)
+        return run.finish("failed", exc.code or "GraphError")
+    return run.finish("done", run.note)
+
+
+def _load(database: Database, entry_id: str) -> LedgerEntry | None:
+    with database.session() as db:
+        row = db.get(LedgerEntry, entry_id)
+        if row is not None:
+            db.expunge(row)
+        return row
+
+
+def _ours(row: LedgerEntry) -> list[str]:
+    """The categories Postroom added (and recorded) to this email."""
+    if "label" not in (row.actions_done or []):
+        return []
+    added = (row.plan or {}).get("add_categories") or []
+    return [str(name) for name in added if isinstance(name, str)]
+
+
+def _learnable(row: LedgerEntry) -> bool:
+    plan = row.plan or {}
+    return (
+        plan.get("decided_by") in ("model", "rule")
+        and bool(plan.get("category"))
+        and "corrected_to" not in plan
+    )
+
+
+@dataclass
+class _UndoRun:
+    graph: GraphClient
+    database: Database
+    entry_id: str
+    mailbox: str
+    message_id: str
+    done: set[str]
+    note: str | None = None
+
+    def record(self, step: str) -> None:
+        def change(row: LedgerEntry) -> None:
+            steps = list(row.undo_done or [])
+            if step not in steps:
+                row.undo_done = [*steps, step]
+
+        _locked(self.database, self.entry_id, change)
+        self.done.add(step)
+        log.info("undo of ledger %s: %s recorded", self.entry_id, step)
+
+    def finish(self, state: str, note: str | None) -> UndoResult:
+        def change(row: LedgerEntry) -> None:
+            row.undo_state = state
+            row.undo_note = note
+            row.undone_at = utcnow()
+
+        _locked(self.database, self.entry_id, change)
+        return UndoResult(state, tuple(sorted(self.done)), note)
+
+    async def read(self) -> dict[str, Any]:
+        return await self.graph.message(self.mailbox, self.message_id, select=SNAPSHOT_SELECT)
+
+    async def unlabel(self, message: dict[str, Any], ours: list[str]) -> dict[str, Any]:
+        """Take Postroom's categories off, keeping the person's; one conditional write."""
+        gone = {name.strip().casefold() for name in ours}
+        for _ in range(LABEL_ATTEMPTS):
+            current = [str(c) for c in message.get("categories") or []]
+            keep = [c for c in current if c.strip().casefold() not in gone]
+            if len(keep) == len(current):
+                break  # none of ours left (a person took them off already)
+            try:
+                message = await self.graph.set_categories(
+                    self.mailbox, self.message_id, keep, if_match=_etag(message)
+                )
+                break
+            except StaleChangeKey:
+                message = await self.read()
+        else:
+            raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
+        self.record("unlabel")
+        return message
+
+    async def move_back(self, message: dict[str, Any], row: LedgerEntry) -> str | None:
+        if "move" not in (row.actions_done or []):
+            self.record("move_back")
+            return None
+        source, filed = row.source_folder_id, row.filed_folder_id
+        here = message.get("parentFolderId")
+        if source is None:
+            self.record("move_back")
+            return NOTE_NO_SOURCE
+        if here == source:
+            self.record("move_back")  # already back (a resumed run, or the person did it)
+            return None
+        if filed is not None and here != filed:
+            self.record("move_back")
+            return NOTE_LEFT_MOVED
+        note = None
+        try:
+            await self.graph.move(self.mailbox, self.message_id, source)
+        except (NotFound, DeletionRefused):
+            # The folder it came from is gone, or lies in Deleted Items now: the Inbox instead
+            # (a 404 for the message itself is told apart by reading it again).
+            await self.read()
+            await self.graph.move(self.mailbox, self.message_id, "inbox")
+            note = NOTE_TO_INBOX
+        self.record("move_back")
+        return note

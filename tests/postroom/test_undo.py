@@ -1,0 +1,199 @@
+"""Undo from the activity view (issue 18): Postroom reverses exactly what it did to one email —
+its categories off (the person's own stay), back to the folder it came from (recorded by id
+before the move) — once, crash-safe, and the model learns "not this category". Nothing is
+deleted.
+
+Everything is real: m365sim over HTTPS, Postroom's webhook, the job queue on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from m365sim.state import EmulatorState
+from postroom.graph import GraphClient, TransientError
+from postroom.learning.models import LearningEvent
+from postroom.processing.models import LedgerEntry
+from tests.helpers import Org
+from tests.postroom.conftest import Postroom
+from tests.postroom.test_requests_per_email import _drain_all, _warm
+from tests.postroom.test_sync import folder_of, setup_personal
+from tests.postroom.webtools import csrf, post_form
+
+
+def _row(postroom: Postroom, message_id: str) -> LedgerEntry:
+    with postroom.database.session() as db:
+        row = db.scalar(select(LedgerEntry).where(LedgerEntry.message_id == message_id))
+        assert row is not None
+        db.expunge(row)
+        return row
+
+
+def _writes(sim: EmulatorState, message_id: str) -> list[str]:
+    return [
+        f"{r.method} {r.status}"
+        for r in sim.request_log
+        if r.method in ("PATCH", "POST") and message_id in r.path
+    ]
+
+
+def _filed(web: httpx.Client, postroom: Postroom, sim: EmulatorState) -> tuple[Org, str, str]:
+    """Alice's Invoices rule filed one email that carried her own category Personal."""
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    postroom.drain()
+    _warm(postroom, org)
+    msg = org.deliver(org.alice, subject="Invoice 4711", categories=["Personal"])
+    _drain_all(postroom)
+    assert folder_of(org.alice, msg.immutable_id) == "Invoices"
+    assert org.alice.mailbox.messages[msg.immutable_id].categories == ["Personal", "Invoices"]
+    return org, base, msg.immutable_id
+
+
+def _undo(web: httpx.Client, base: str, entry_id: str) -> httpx.Response:
+    return post_form(web, f"{base}/activity", f"{base}/activity/{entry_id}/undo")
+
+
+def test_undo_restores_categories_and_folder_keeps_the_persons_own_and_happens_once(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    assert row.source_folder_id == org.alice.mailbox.well_known["inbox"]  # recorded by id
+    assert row.filed_folder_id == org.alice.mailbox.messages[message_id].folder_id
+
+    page = web.get(f"{base}/activity").text
+    assert f"/activity/{row.id}/undo" in page and ">Undo<" in page
+    answer = _undo(web, base, row.id)
+    assert answer.status_code == 303 and answer.headers["location"].endswith("?undo=requested")
+    assert "Undo requested" in web.get(answer.headers["location"]).text
+    _drain_all(postroom)
+
+    current = org.alice.mailbox.messages[message_id]
+    assert current.categories == ["Personal"]  # hers stays, ours is gone
+    assert folder_of(org.alice, message_id) == "Inbox"
+    done = _row(postroom, message_id)
+    assert (done.undo_state, done.undo_note) == ("done", None)
+    assert done.undo_done == ["learned", "unlabel", "move_back"]
+    assert done.state == "done" and (done.plan or {}).get("corrected_to") == ""
+    with postroom.database.session() as db:
+        events = [(e.kind, e.category, e.decided_by) for e in db.scalars(select(LearningEvent))]
+    assert events == [("rejection", "Invoices", "rule")]  # learned as "not this category"
+    assert "undone" in web.get(f"{base}/activity").text
+
+    # Once: a second click, and the job run again, change nothing in the mailbox.
+    writes = _writes(sim, message_id)
+    again = _undo(web, base, row.id)
+    assert again.status_code == 303 and again.headers["location"].endswith("?undo=already")
+    from postroom.sync.queue import make_runtime
+    from postroom.sync.undo import run_undo
+
+    runtime = make_runtime(postroom.settings, postroom.database, postroom.app.state.box)
+    result = asyncio.run(run_undo(runtime, row.id))
+    assert result is not None and result.state == "done"
+    _drain_all(postroom)
+    assert _writes(sim, message_id) == writes
+    # The sync saw the email come back to the Inbox without our category: not processed
+    # again, and not learned a second time.
+    assert org.alice.mailbox.messages[message_id].categories == ["Personal"]
+    with postroom.database.session() as db:
+        assert len(list(db.scalars(select(LearningEvent)))) == 1
+        rows = list(db.scalars(select(LedgerEntry).where(LedgerEntry.message_id == message_id)))
+        assert len(rows) == 1
+    assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
+
+
+def test_undo_survives_a_failure_between_its_steps_and_repeats_nothing(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    original = GraphClient.move
+    failed: list[str] = []
+
+    async def move_fails_once(self: GraphClient, mailbox: str, mid: str, dest: str) -> Any:
+        if not failed:  # as if the worker died right after the categories came off
+            failed.append(dest)
+            raise TransientError("gateway timeout", code="gatewayTimeout")
+        return await original(self, mailbox, mid, dest)
+
+    monkeypatch.setattr(GraphClient, "move", move_fails_once)
+    assert _undo(web, base, row.id).status_code == 303
+    _drain_all(postroom)
+    assert failed  # the first move back failed ...
+    done = _row(postroom, message_id)
+    assert done.undo_state == "done"  # ... and the retry finished it
+    assert folder_of(org.alice, message_id) == "Inbox"
+    assert org.alice.mailbox.messages[message_id].categories == ["Personal"]
+    writes = _writes(sim, message_id)
+    undo_patches = [w for w in writes if w.startswith("PATCH")]
+    assert len(undo_patches) == 2  # the label, and one unlabel: not repeated by the retry
+    assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
+
+
+def test_an_email_a_person_moved_since_stays_where_they_put_it(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    mailbox = org.alice.mailbox
+    msg = mailbox.messages[message_id]
+    msg.folder_id = mailbox.well_known["archive"]
+    sim.store.update_message(org.tenant, mailbox, msg)
+    assert _undo(web, base, row.id).status_code == 303
+    _drain_all(postroom)
+    assert folder_of(org.alice, message_id) == "Archive"
+    assert mailbox.messages[message_id].categories == ["Personal"]
+    done = _row(postroom, message_id)
+    assert (done.undo_state, done.undo_note) == ("done", "left_where_moved")
+    assert "left in the folder a person moved it to" in web.get(f"{base}/activity").text
+
+
+def test_undo_is_refused_for_what_postroom_did_not_do_and_for_other_workspaces(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    token = csrf(web.get(f"{base}/activity").text)
+    # no CSRF token: refused, nothing recorded
+    assert web.post(f"{base}/activity/{row.id}/undo", data={}).status_code in (400, 403)
+    assert _row(postroom, message_id).undo_state is None
+    # an id of no row of this integration
+    missing = web.post(f"{base}/activity/{'x' * 300}/undo", data={"csrf_token": token})
+    assert missing.status_code == 404
+    # a row Postroom did nothing to (skipped) cannot be undone
+    with postroom.database.session() as db:
+        db.add(
+            LedgerEntry(
+                integration_id=row.integration_id,
+                mailbox_id=row.mailbox_id,
+                message_id="AAMk-skipped",
+                message_key="0" * 64,
+                state="skipped",
+                actions_done=[],
+            )
+        )
+    with postroom.database.session() as db:
+        skipped = db.scalar(select(LedgerEntry).where(LedgerEntry.message_id == "AAMk-skipped"))
+        assert skipped is not None
+        skipped_id = skipped.id
+    refused = web.post(f"{base}/activity/{skipped_id}/undo", data={"csrf_token": token})
+    assert refused.status_code == 409 and "can be undone" in refused.text
+    # another workspace cannot undo this one's email: the integration is not theirs
+    from tests.postroom.test_security_invitations import client
+    from tests.postroom.webtools import sign_up
+
+    with client(postroom) as stranger:
+        sign_up(stranger, email="mallory@evil.test", workspace="Evil")
+        page = stranger.get("/integrations")
+        token = csrf(page.text)
+        theirs = stranger.post(f"{base}/activity/{row.id}/undo", data={"csrf_token": token})
+        assert theirs.status_code == 404
+    assert _row(postroom, message_id).undo_state is None
+    assert re.search(r"Invoices", web.get(f"{base}/activity").text)
