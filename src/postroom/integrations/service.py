@@ -237,6 +237,28 @@ def mark_failed(
     set_status(db=db, integration=integration, status=reason.status, reason=reason, detail=detail)
 
 
+def pause(*, db: Session, integration: Integration) -> bool:
+    """Stop processing: the status ``paused`` is outside ``ACTIVE``, so syncs, backfills,
+    renewals and the reconcile leave it alone and no alert is sent. False when it is not
+    running (a stopped or unfinished integration has nothing to pause)."""
+    from postroom.integrations.statuses import ACTIVE, PAUSED
+
+    if integration.status not in ACTIVE:
+        return False
+    set_status(db=db, integration=integration, status=PAUSED)
+    return True
+
+
+def unpause(*, db: Session, integration: Integration) -> bool:
+    """Back to ``connected``; the caller queues the catch-up (delta from where it stopped)."""
+    from postroom.integrations.statuses import PAUSED
+
+    if integration.status != PAUSED:
+        return False
+    set_status(db=db, integration=integration, status="connected")
+    return True
+
+
 def restore_after_reconnect(*, db: Session, integration: Integration) -> None:
     status = "connected" if integration.finished_at else "setup"
     set_status(db=db, integration=integration, status=status)

@@ -15,6 +15,7 @@ from typing import Any
 NEEDS_RECONNECT = "needs_reconnect"
 ADMIN_CONSENT_MISSING = "admin_consent_missing"
 ACCESS_DENIED = "access_denied"
+PAUSED = "paused"  # a person paused it: no email is processed until Resume
 
 LABELS = {
     "setup": "Setup not finished",
@@ -24,6 +25,7 @@ LABELS = {
     NEEDS_RECONNECT: "Needs reconnect",
     ADMIN_CONSENT_MISSING: "Admin consent missing",
     ACCESS_DENIED: "Access denied",
+    PAUSED: "Paused",
 }
 
 

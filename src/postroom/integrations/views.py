@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -224,6 +224,45 @@ class CheckLine:
     ok: bool
     detail: str
     repaired: str = ""
+
+
+@router.post("/integrations/{integration_id}/pause")
+def pause_integration(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+) -> Response:
+    """Pause: no email is processed until Resume. Nothing is lost: new mail waits in the
+    mailbox, and Resume catches up through delta from where processing stopped."""
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = load_integration(db, caller, integration_id)
+    if not service.pause(db=db, integration=integration):
+        raise HTTPException(409, "Only a running integration can be paused.")
+    db.commit()
+    return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
+
+
+@router.post("/integrations/{integration_id}/resume")
+def resume_integration(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+) -> Response:
+    """Resume a paused integration: subscriptions renewed (or made again) and every folder
+    caught up through delta at once, so mail that arrived while paused is processed."""
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = load_integration(db, caller, integration_id)
+    if not service.unpause(db=db, integration=integration):
+        raise HTTPException(409, "Only a paused integration can be resumed.")
+    resume(request, db, integration)
+    db.commit()
+    return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
 
 
 @router.post("/integrations/{integration_id}/check")
