@@ -78,6 +78,16 @@ def wait_for_jobs(postroom: Postroom, timeout: float = 10.0) -> int:
     return 0
 
 
+def process_filed_mail_too(postroom: Postroom) -> None:
+    """Untick "leave alone email that already has a category of its own" (on by default):
+    for the tests of how Postroom's category goes beside the person's own."""
+    from postroom.integrations.models import Integration
+
+    with postroom.database.session() as db:
+        for integration in db.scalars(select(Integration)):
+            integration.options = {**(integration.options or {}), "respect_filed": False}
+
+
 def folder_of(user: User, message_id: str) -> str:
     mailbox = user.mailbox
     msg = mailbox.messages[message_id]
@@ -103,6 +113,7 @@ def test_new_mail_is_labelled_filed_and_forwarded_exactly_once(
         assert fs.client_state_hash and len(fs.client_state_hash) == 64
     assert folder_of(org.alice, before.immutable_id) == "Inbox"  # old mail left alone
 
+    process_filed_mail_too(postroom)
     msg = org.deliver(org.alice, subject="Invoice 4711 for order 99", categories=["Personal"])
     other = org.deliver(org.alice, subject="Lunch on Friday?")
     assert wait_for_jobs(postroom) >= 1, "the webhook did not enqueue a sync"

@@ -23,7 +23,7 @@ from postroom.processing.models import LedgerEntry
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
 from tests.postroom.test_requests_per_email import _drain_all, _warm
-from tests.postroom.test_sync import folder_of, setup_personal
+from tests.postroom.test_sync import folder_of, process_filed_mail_too, setup_personal
 from tests.postroom.webtools import csrf, post_form
 
 
@@ -49,6 +49,7 @@ def _filed(web: httpx.Client, postroom: Postroom, sim: EmulatorState) -> tuple[O
     base = setup_personal(web, postroom, org)
     postroom.drain()
     _warm(postroom, org)
+    process_filed_mail_too(postroom)
     msg = org.deliver(org.alice, subject="Invoice 4711", categories=["Personal"])
     _drain_all(postroom)
     assert folder_of(org.alice, msg.immutable_id) == "Invoices"

@@ -265,6 +265,27 @@ def resume_integration(
     return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
 
 
+@router.post("/integrations/{integration_id}/settings")
+def save_integration_settings(
+    request: Request,
+    integration_id: str,
+    caller: Annotated[Caller, Depends(current_caller)],
+    db: DbSession,
+    csrf_token: Field = "",
+    respect_filed: Field = "",
+) -> Response:
+    """Settings of how mail is treated: leave alone mail that already has a category of its
+    own (ticked by default; unticked, Postroom adds its category beside the person's)."""
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = load_integration(db, caller, integration_id)
+    if respect_filed not in ("", "on"):
+        raise HTTPException(400, "The setting is a tick box: on or off.")
+    integration.options = {**(integration.options or {}), "respect_filed": respect_filed == "on"}
+    db.commit()
+    return RedirectResponse(f"/integrations/{integration.id}?saved=settings", status_code=303)
+
+
 @router.post("/integrations/{integration_id}/check")
 def check_connection(
     request: Request,

@@ -61,6 +61,10 @@ def _pending_step(plan: dict[str, Any], actions_done: list[str]) -> str:
     return "finish"
 
 
+ALREADY_FILED = "already_filed"
+"""``last_error`` of a row left alone because the email already had a category of its own."""
+
+
 def outcome_words(
     *,
     state: str,
@@ -80,6 +84,11 @@ def outcome_words(
                 "Microsoft to send it, so it was not sent again."
             )
         return None
+    if state == "skipped" and code == ALREADY_FILED:
+        return (
+            "Left alone: already filed — it had a category of its own (a person or an Outlook "
+            "rule set it) when Postroom got to it."
+        )
     if state == "skipped":
         return "The email was deleted or moved out of reach before Postroom got to it."
     step = _pending_step(plan, actions)

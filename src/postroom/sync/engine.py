@@ -67,6 +67,7 @@ from postroom.learning import service as learning
 from postroom.processing.decide import decide
 from postroom.processing.executor import DECIDE_FAILED, MAX_ATTEMPTS, claim, execute, settle
 from postroom.processing.models import LedgerEntry
+from postroom.processing.outcomes import ALREADY_FILED
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
 from postroom.processing.view import Address, MessageView
@@ -110,6 +111,7 @@ class FolderWork:
     allow_forward: bool
     status: str
     watch: bool = False  # a category folder: corrections only, nothing is processed
+    respect_filed: bool = True  # leave alone mail that already has a category of its own
     colors_noted: bool = False  # the mailbox has the note "colors_refused"
 
 
@@ -201,8 +203,14 @@ def load_work(runtime: Runtime, sync_id: str) -> FolderWork | None:
             or any(s.endswith(("/Mail.Send", "/Mail.Send.Shared")) for s in scopes),
             status=integration.status,
             watch=fs.watch,
+            respect_filed=respect_filed(integration.options),
             colors_noted=colors_noted,
         )
+
+
+def respect_filed(options: dict[str, Any] | None) -> bool:
+    """Whether mail that already has a category of its own is left alone (the default)."""
+    return bool((options or {}).get("respect_filed", True))
 
 
 def _colors_refused(notes: dict[str, str] | None, *, lasting: bool) -> bool:
@@ -390,6 +398,7 @@ async def process_message(
             key_secret=runtime.message_key_secret,
         )
         entry_id = entry.id if entry is not None else None
+        first_time = entry is not None and entry.plan is None and not entry.actions_done
         correction = None
         if entry is None:
             correction = _correction(db, work, view)
@@ -398,6 +407,12 @@ async def process_message(
         return False
     if entry_id is None:
         return False  # done before (our own move/label shows up in delta too)
+    if first_time and work.respect_filed and view.categories:
+        # A person or an Outlook rule filed it before Postroom got to it: left alone, and
+        # said so in the activity view (a setting per integration turns this off).
+        settle(runtime.database, entry_id, "skipped", ALREADY_FILED)
+        metrics.email_processed("skipped", "none")
+        return False
     if model is not None or _needs_body(work.categories):
         try:
             view = await _with_body(graph, work, data)
