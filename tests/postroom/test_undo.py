@@ -198,3 +198,63 @@ def test_undo_is_refused_for_what_postroom_did_not_do_and_for_other_workspaces(
         assert theirs.status_code == 404
     assert _row(postroom, message_id).undo_state is None
     assert re.search(r"Invoices", web.get(f"{base}/activity").text)
+
+
+def test_fix_refiles_learns_the_correction_and_the_next_similar_email_follows(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    from tests.postroom.test_learning import (
+        _add_categories,
+        _deliver_and_sync,
+        _integration_id,
+        _plan,
+        _train,
+    )
+
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    integration_id = _integration_id(base)
+    _add_categories(postroom, integration_id, support_folder="Support", sales_folder="Sales")
+    postroom.drain()
+    _train(postroom, integration_id)
+    body = "Zanzibar printer refurbished quoted Quixotic, broken toner drum needs a replacement."
+    first = _deliver_and_sync(postroom, org, subject="Quixotic Zanzibar printer", body=body)
+    plan = _plan(postroom, first)
+    assert plan["category"] == "Support" and plan["decided_by"] == "model"
+    assert folder_of(org.alice, first) == "Support"
+
+    row = _row(postroom, first)
+    page = web.get(f"{base}/activity").text
+    assert f"/activity/{row.id}/fix" in page
+    token = csrf(page)
+    bad = web.post(f"{base}/activity/{row.id}/fix", data={"csrf_token": token, "category": "Nope"})
+    assert bad.status_code == 400 and _row(postroom, first).undo_state is None
+    same = web.post(
+        f"{base}/activity/{row.id}/fix", data={"csrf_token": token, "category": "Support"}
+    )
+    assert same.status_code == 409
+    fixed = web.post(
+        f"{base}/activity/{row.id}/fix", data={"csrf_token": token, "category": "Sales"}
+    )
+    assert fixed.status_code == 303 and fixed.headers["location"].endswith("?undo=fix")
+    _drain_all(postroom)
+
+    assert org.alice.mailbox.messages[first].categories == ["Sales"]
+    assert folder_of(org.alice, first) == "Sales"
+    done = _row(postroom, first)
+    assert done.undo_state == "done" and (done.plan or {}).get("corrected_to") == "Sales"
+    assert done.undo_done == ["learned", "unlabel", "fix_label", "move_back"]
+    with postroom.database.session() as db:
+        events = [(e.kind, e.category, e.decided_by) for e in db.scalars(select(LearningEvent))]
+    learned = [e for e in events if e[0] in ("correction", "rejection")]
+    assert learned == [("correction", "Sales", "model")]  # the same path as in Outlook
+    assert "fixed: Sales" in web.get(f"{base}/activity").text
+
+    second = _deliver_and_sync(
+        postroom,
+        org,
+        subject="Quixotic Zanzibar printer",
+        body="Zanzibar printer refurbished quoted Quixotic, the toner drum needs a replacement.",
+    )
+    assert _plan(postroom, second)["category"] == "Sales"  # the next similar one follows
+    assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []

@@ -54,6 +54,8 @@ UNDO_NOTES = {
 }
 UNDO_NOTICES = {
     "requested": "Undo requested: Postroom is reversing what it did to that email.",
+    "fix": "Fix requested: Postroom is moving that email to the category you chose, and "
+    "learns from it.",
     "already": "That email was undone already (or its undo is under way).",
 }
 
@@ -93,6 +95,7 @@ class ActivityRow:
     live: LiveMessage | None
     entry_id: str = ""
     can_undo: bool = False
+    can_fix: bool = False
     undo: str | None = None
     """What became of an undo, in words (None: not asked)."""
     forwarded: bool = False
@@ -173,6 +176,7 @@ def activity_page(
                 live=live.get((box.graph_user_id, entry.message_id)),
                 entry_id=entry.id,
                 can_undo=undoing.undoable(entry),
+                can_fix=undoing.fixable(entry),
                 undo=_undo_words(entry),
                 forwarded="forward_sent" in (entry.actions_done or []),
             )
@@ -203,6 +207,7 @@ def activity_page(
             set(service.activity_categories(db=db, integration=integration)) | set(colours),
             key=str.casefold,
         ),
+        fix_names=[c.name for c in service.categories(db=db, integration=integration)],
         category="*" if category is None else category,
         subjects_problem=subjects_problem,
         undo_notice=UNDO_NOTICES.get(params.get("undo") or ""),
@@ -214,11 +219,13 @@ def activity_page(
 def _undo_words(entry: LedgerEntry) -> str | None:
     if entry.undo_state is None:
         return None
+    fix = undoing.fix_of(entry)
     if entry.undo_state == "requested":
-        return "undo under way"
+        return f"fix to {fix['category']} under way" if fix else "undo under way"
     note = UNDO_NOTES.get(entry.undo_note or "")
     if entry.undo_state == "done":
-        return "undone" + (f" ({note})" if note else "")
+        done = f"fixed: {fix['category']}" if fix else "undone"
+        return done + (f" ({note})" if note else "")
     return "undo failed: " + (note or str(entry.undo_note or "an error at Microsoft"))
 
 
@@ -262,16 +269,7 @@ def undo_email(
     db.commit()
     if not getattr(asked, "rowcount", 0):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
-    from anyio import from_thread
-
-    from postroom.sync.jobs import defer_undo
-
-    try:
-        from_thread.run(defer_undo, request.app.state.runtime, entry.id, entry.mailbox_id)
-    except Exception:  # recorded anyway: the reconcile queues a standing request again
-        import logging
-
-        logging.getLogger(__name__).warning("ledger %s: could not queue the undo now", entry.id)
+    _queue_undo(request, entry)
     return RedirectResponse(f"{back}?undo=requested", status_code=303)
 
 
@@ -352,3 +350,72 @@ def activity_csv(
             "Cache-Control": "no-store",
         },
     )
+
+
+@router.post("/integrations/{integration_id}/activity/{entry_id}/fix")
+def fix_email(
+    request: Request,
+    integration_id: str,
+    entry_id: str,
+    caller: CallerDep,
+    db: DbSession,
+    csrf_token: Token = "",
+    category: Annotated[str, Form(max_length=MAX_NAME)] = "",
+) -> Response:
+    """Give one email the category a person chose: Postroom undoes its own action, applies the
+    chosen category's label and folder, and learns the correction (no forward is sent)."""
+    check_csrf(request, csrf_token)
+    integration = load_integration(db, caller, integration_id)
+    entry = db.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.id == entry_id[:64], LedgerEntry.integration_id == integration.id
+        )
+    )
+    if entry is None:
+        raise HTTPException(404, "There is no such email in this integration's activity.")
+    back = f"/integrations/{integration.id}/activity"
+    if entry.undo_state is not None:
+        return RedirectResponse(f"{back}?undo=already", status_code=303)
+    if not undoing.fixable(entry):
+        raise HTTPException(409, "Only an email Postroom has finished can be fixed.")
+    chosen = next(
+        (c for c in service.categories(db=db, integration=integration) if c.name == category),
+        None,
+    )
+    if chosen is None:
+        raise HTTPException(400, "Choose one of this integration's categories.")
+    current = (entry.plan or {}).get("category")
+    if isinstance(current, str) and current.strip().casefold() == chosen.name.casefold():
+        raise HTTPException(409, f"This email already has {chosen.name}: nothing to fix.")
+    fix = {"category": chosen.name, "folder": (chosen.folder or "").strip() or None}
+    asked = db.execute(
+        update(LedgerEntry)
+        .where(
+            LedgerEntry.id == entry.id,
+            LedgerEntry.undo_state.is_(None),
+            LedgerEntry.state == "done",
+        )
+        .values(
+            undo_state="requested",
+            undo_requested_at=utcnow(),
+            plan={**(entry.plan or {}), "fix": fix},
+        )
+    )
+    db.commit()
+    if not getattr(asked, "rowcount", 0):
+        return RedirectResponse(f"{back}?undo=already", status_code=303)
+    _queue_undo(request, entry)
+    return RedirectResponse(f"{back}?undo=fix", status_code=303)
+
+
+def _queue_undo(request: Request, entry: LedgerEntry) -> None:
+    from anyio import from_thread
+
+    from postroom.sync.jobs import defer_undo
+
+    try:
+        from_thread.run(defer_undo, request.app.state.runtime, entry.id, entry.mailbox_id)
+    except Exception:  # recorded anyway: the reconcile queues a standing request again
+        import logging
+
+        logging.getLogger(__name__).warning("ledger %s: could not queue the undo now", entry.id)

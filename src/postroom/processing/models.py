@@ -35,7 +35,7 @@ from postroom.db import Base
 
 LEDGER_STATES = ("claimed", "done", "failed", "skipped")
 UNDO_STATES = ("requested", "done", "failed")
-UNDO_STEPS = ("learned", "unlabel", "move_back")
+UNDO_STEPS = ("learned", "unlabel", "fix_label", "move_back")
 ACTIONS = (
     "master_category",
     "label",

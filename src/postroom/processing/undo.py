@@ -21,6 +21,14 @@ resumed run repeats nothing:
    client's never-delete guard refuses), the email goes to the Inbox instead, and the note
    says so.
 
+**Fix** is an undo that ends in the category the person chose (``plan["fix"]``: its name and
+folder, copied from the configuration when they asked): ``learned`` teaches the model the
+correction (previous → chosen, as a correction made in Outlook), ``unlabel`` takes Postroom's
+category off, ``fix_label`` adds the chosen one (the person's own stay), and ``move_back``
+files the email into the chosen category's folder instead — or, when that category has no
+folder, back where it came from. Fix sends no forward: a forward cannot be taken back, so it is
+left to the person (the activity view says so).
+
 Nothing is deleted: a folder Postroom created stays, even when it is empty now. A forward
 cannot be recalled; the activity view says so. Graph failures follow the executor: a
 transient error or a lost token leaves the request standing for a retry (the job's, or the
@@ -46,8 +54,16 @@ from postroom.graph import (
     StaleChangeKey,
     TransientError,
 )
-from postroom.processing.executor import LABEL_ATTEMPTS, SNAPSHOT_SELECT, _etag, _locked
+from postroom.processing.executor import (
+    LABEL_ATTEMPTS,
+    SNAPSHOT_SELECT,
+    FolderCache,
+    _etag,
+    _locked,
+    _Run,
+)
 from postroom.processing.models import LedgerEntry
+from postroom.processing.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +79,17 @@ class UndoResult:
     state: str  # "done", "failed", or "requested" (left for a retry)
     steps: tuple[str, ...]
     note: str | None
+
+
+def fixable(entry: LedgerEntry) -> bool:
+    """Whether the activity view offers Fix: a finished email no undo or fix was asked for
+    (also one Postroom left without a category: Fix then files it)."""
+    return entry.state == "done" and entry.undo_state is None
+
+
+def fix_of(entry: LedgerEntry) -> dict[str, Any] | None:
+    fix = (entry.plan or {}).get("fix")
+    return fix if isinstance(fix, dict) and isinstance(fix.get("category"), str) else None
 
 
 def undoable(entry: LedgerEntry) -> bool:
@@ -81,6 +108,7 @@ async def undo(
     entry_id: str,
     mailbox: str,
     learn: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    folder_cache: FolderCache | None = None,
 ) -> UndoResult:
     """Carry out the requested undo of ledger row ``entry_id`` in ``mailbox`` (a Graph user
     id). ``learn`` gets the message as read (with its body) and teaches the model."""
@@ -89,6 +117,7 @@ async def undo(
         state = row.undo_state if row is not None and row.undo_state else "done"
         return UndoResult(state, tuple(row.undo_done or []) if row else (), None)
     done = set(row.undo_done or [])
+    fix = fix_of(row)
     run = _UndoRun(graph, database, entry_id, mailbox, row.message_id, done)
     try:
         try:
@@ -96,14 +125,21 @@ async def undo(
         except NotFound:
             return run.finish("failed", NOTE_GONE)
         if "learned" not in done:
-            if learn is not None and _learnable(row):
+            if learn is not None and (_learnable(row) or fix is not None):
                 await learn(message)
             run.record("learned")
         if "unlabel" not in done:
-            message = await run.unlabel(message, _ours(row))
+            ours = [c for c in _ours(row) if fix is None or _key(c) != _key(fix["category"])]
+            message = await run.unlabel(message, ours)
+        if fix is not None and "fix_label" not in done:
+            message = await run.add_label(message, str(fix["category"]))
         if "move_back" not in done:
-            note = await run.move_back(message, row)
-            run.note = note or run.note
+            folder = str(fix.get("folder") or "") if fix is not None else ""
+            if folder:
+                await run.refile(message, row, folder, folder_cache or FolderCache())
+            else:
+                note = await run.move_back(message, row)
+                run.note = note or run.note
     except NotFound:
         return run.finish("failed", NOTE_GONE)
     except (TransientError, AuthFailed, AccessDenied) as exc:
@@ -115,6 +151,10 @@ async def undo(
         log.warning("undo of ledger %s: %s; failed", entry_id, exc.code)
         return run.finish("failed", exc.code or "GraphError")
     return run.finish("done", run.note)
+
+
+def _key(name: str) -> str:
+    return name.strip().casefold()
 
 
 def _load(database: Database, entry_id: str) -> LedgerEntry | None:
@@ -193,6 +233,51 @@ class _UndoRun:
             raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
         self.record("unlabel")
         return message
+
+    async def add_label(self, message: dict[str, Any], name: str) -> dict[str, Any]:
+        """Add the category a person chose (Fix), keeping every other; one conditional write."""
+        for _ in range(LABEL_ATTEMPTS):
+            current = [str(c) for c in message.get("categories") or []]
+            if any(_key(c) == _key(name) for c in current):
+                break
+            try:
+                message = await self.graph.set_categories(
+                    self.mailbox, self.message_id, [*current, name], if_match=_etag(message)
+                )
+                break
+            except StaleChangeKey:
+                message = await self.read()
+        else:
+            raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
+        self.record("fix_label")
+        return message
+
+    async def refile(
+        self, message: dict[str, Any], row: LedgerEntry, path: str, cache: FolderCache
+    ) -> None:
+        """Fix: file the email into the chosen category's folder (found or made by path, with
+        the executor's never-delete checks), unless a person moved it since Postroom acted."""
+        here = message.get("parentFolderId")
+        if row.filed_folder_id is not None and here not in (row.filed_folder_id, None):
+            if "move" in (row.actions_done or []):
+                self.note = NOTE_LEFT_MOVED
+                self.record("move_back")
+                return
+        resolver = _Run(
+            graph=self.graph,
+            database=self.database,
+            entry_id=self.entry_id,
+            mailbox=self.mailbox,
+            message_id=self.message_id,
+            plan=Plan(category=None, folder=path),
+            done=set(),
+            draft_id=None,
+            cache=cache,
+        )
+        folder_id = await resolver.ensure_folder(path)
+        if here != folder_id:
+            await self.graph.move(self.mailbox, self.message_id, folder_id)
+        self.record("move_back")
 
     async def move_back(self, message: dict[str, Any], row: LedgerEntry) -> str | None:
         if "move" not in (row.actions_done or []):

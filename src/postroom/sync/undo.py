@@ -19,7 +19,7 @@ from postroom.integrations.graph_access import IntegrationTokens, TokenFailure
 from postroom.learning.corrections import Correction
 from postroom.processing.decide import NONE_OF_THESE
 from postroom.processing.models import LedgerEntry
-from postroom.processing.undo import UndoResult, undo
+from postroom.processing.undo import UndoResult, fix_of, undo
 from postroom.sync.engine import (
     ACTIVE,
     SYNC_SELECT,
@@ -70,8 +70,12 @@ async def run_undo(runtime: Runtime, entry_id: str) -> UndoResult | None:
     async def learn(graph: GraphClient) -> Any:
         async def teach(_: dict[str, Any]) -> None:
             data = await graph.message(work.mailbox, entry.message_id, select=SYNC_SELECT)
+            fix = fix_of(entry)
+            previous = plan.get("category")
             correction = Correction(
-                str(plan.get("category")), NONE_OF_THESE, str(plan.get("decided_by"))
+                str(previous) if previous else None,
+                str(fix["category"]) if fix is not None else NONE_OF_THESE,
+                str(plan.get("decided_by") or "") or None,
             )
             await _learn_correction(runtime, graph, work, data, entry.id, correction)
 
@@ -86,6 +90,7 @@ async def run_undo(runtime: Runtime, entry_id: str) -> UndoResult | None:
                 entry_id=entry.id,
                 mailbox=work.mailbox,
                 learn=await learn(graph),
+                folder_cache=runtime.folder_cache,
             )
     except TokenFailure as failure:
         _pause(runtime, work.integration_id, failure)
