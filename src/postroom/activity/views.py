@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from postroom.accounts.models import utcnow
 from postroom.activity.live import LiveMessage, fetch_subjects
@@ -54,6 +55,8 @@ UNDO_NOTES = {
 }
 UNDO_NOTICES = {
     "requested": "Undo requested: Postroom is reversing what it did to that email.",
+    "bulk": "Undo requested for those emails: Postroom reverses them one by one; the count of "
+    "undos under way is shown above the list until it is done.",
     "fix": "Fix requested: Postroom is moving that email to the category you chose, and "
     "learns from it.",
     "already": "That email was undone already (or its undo is under way).",
@@ -211,6 +214,15 @@ def activity_page(
         category="*" if category is None else category,
         subjects_problem=subjects_problem,
         undo_notice=UNDO_NOTICES.get(params.get("undo") or ""),
+        undos_pending=db.scalar(
+            select(func.count()).where(
+                LedgerEntry.integration_id == integration.id,
+                LedgerEntry.undo_state == "requested",
+            )
+        )
+        or 0,
+        bulk_since=utcnow().strftime("%Y-%m-%d %H:%M"),
+        is_manager=caller.can_manage,
         status_notice=_status_notice(integration),
         labels=LABELS,
     )
@@ -419,3 +431,93 @@ def _queue_undo(request: Request, entry: LedgerEntry) -> None:
         import logging
 
         logging.getLogger(__name__).warning("ledger %s: could not queue the undo now", entry.id)
+
+
+# ---------------------------------------------------------------------- bulk undo
+def _bulk_filter(integration_id: str, category: str, since: datetime) -> Any:
+    """Rows "undo everything category X did since T" takes: finished, labelled or moved,
+    decided for ``category``, claimed at or after ``since``, no undo asked yet."""
+    return (
+        LedgerEntry.integration_id == integration_id,
+        LedgerEntry.state == "done",
+        LedgerEntry.undo_state.is_(None),
+        LedgerEntry.plan["category"].as_string() == category,
+        LedgerEntry.claimed_at >= since,
+    )
+
+
+def _bulk_params(request: Request, names: list[str]) -> tuple[str, datetime]:
+    params = request.query_params
+    category = params.get("category") or ""
+    if category not in names:
+        raise HTTPException(400, "Choose one of this integration's categories.")
+    raw = (params.get("since") or "").strip()
+    try:
+        since = datetime.fromisoformat(raw)
+    except ValueError:
+        raise HTTPException(400, "Give the time to undo from as YYYY-MM-DD HH:MM (UTC).") from None
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return category, since
+
+
+@router.get("/integrations/{integration_id}/activity/bulk-undo")
+def bulk_undo_preview(
+    request: Request, integration_id: str, caller: CallerDep, db: DbSession
+) -> Response:
+    """What "undo everything category X did since T" would undo: a count, before anything."""
+    integration = load_integration(db, caller, integration_id)
+    names = [c.name for c in service.categories(db=db, integration=integration)]
+    category, since = _bulk_params(request, names)
+    rows = db.scalars(select(LedgerEntry).where(*_bulk_filter(integration.id, category, since)))
+    count = sum(1 for entry in rows if undoing.undoable(entry))
+    return render(
+        request,
+        "integrations/bulk_undo.html",
+        nav="integrations",
+        item=integration,
+        category=category,
+        since=since.strftime("%Y-%m-%d %H:%M"),
+        count=count,
+    )
+
+
+@router.post("/integrations/{integration_id}/activity/bulk-undo")
+def bulk_undo(
+    request: Request,
+    integration_id: str,
+    caller: CallerDep,
+    db: DbSession,
+    csrf_token: Token = "",
+) -> Response:
+    """Ask for the undo of every email the preview counted: recorded at once, carried out one
+    email at a time under each mailbox's lock (the Graph client keeps to Microsoft's budget);
+    a lost job is queued again by the reconcile, so it resumes after a crash."""
+    check_csrf(request, csrf_token)
+    caller.require_manager()
+    integration = load_integration(db, caller, integration_id)
+    names = [c.name for c in service.categories(db=db, integration=integration)]
+    category, since = _bulk_params(request, names)
+    chosen = [
+        entry
+        for entry in db.scalars(
+            select(LedgerEntry).where(*_bulk_filter(integration.id, category, since))
+        )
+        if undoing.undoable(entry)
+    ]
+    now = utcnow()
+    asked = []
+    for entry in chosen:
+        result = db.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.id == entry.id, LedgerEntry.undo_state.is_(None))
+            .values(undo_state="requested", undo_requested_at=now)
+        )
+        if getattr(result, "rowcount", 0):
+            asked.append(entry)
+    db.commit()
+    for entry in asked:
+        _queue_undo(request, entry)
+    return RedirectResponse(
+        f"/integrations/{integration.id}/activity?undo=bulk&asked={len(asked)}", status_code=303
+    )
