@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test lint typecheck bench clean
+.PHONY: venv demo test lint typecheck bench bench-full soak clean
 
 $(STAMP): pyproject.toml requirements/models.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ test: lint typecheck
 
 bench: venv
 	$(PY) -m benchmarks.run
+
+# The issue's full sizes (20,000 emails over 1,000 mailboxes, 20,000 backfilled messages, ...).
+bench-full: venv
+	POSTROOM_BENCH_PROFILE=full $(PY) -m benchmarks.run
+
+# The chaos soak (issue 15): 2,000 emails into 20 mailboxes under faults, kills and restarts,
+# then the no-content check on the 20 Newsgroups test split; merges soak.* and nocontent.*
+# into benchmarks/results/latest.json (docs/operations.md, "Chaos soak").
+soak: venv
+	$(PY) -m benchmarks.soak
+	$(PY) -m benchmarks.corpus_check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -108,6 +108,7 @@ def worker(
     from postroom.settings import load_settings
     from postroom.sync.queue import make_runtime
     from postroom.sync.runtime import install
+    from postroom.sync.worker import run_worker
     from postroom.web import logs
 
     settings = _settings_or_exit(load_settings)
@@ -127,7 +128,8 @@ def worker(
     async def run() -> None:
         async with runtime.queue.open_async():
             job_loop = asyncio.create_task(
-                runtime.queue.run_worker_async(
+                run_worker(  # again after the database dropped it (postroom.sync.worker)
+                    runtime.queue,
                     concurrency=concurrency,
                     shutdown_graceful_timeout=WORKER_GRACE_SECONDS,
                     install_signal_handlers=False,

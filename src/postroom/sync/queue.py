@@ -15,6 +15,7 @@ from postroom.integrations.oauth import MicrosoftIdentity
 from postroom.settings import Settings
 from postroom.sync import jobs
 from postroom.sync.runtime import Runtime, conninfo
+from postroom.sync.worker import JobManager
 
 
 def build_queue(database: Database) -> procrastinate.App:
@@ -26,6 +27,8 @@ def build_queue(database: Database) -> procrastinate.App:
         worker_defaults={"worker_middleware": [metrics.job_middleware]},
     )
     app.add_tasks_from(jobs.build_blueprint(), namespace="postroom")
+    # a retry gives way to the same job waiting already (postroom.sync.worker.JobManager)
+    app.job_manager = JobManager(connector=app.connector)
     return app
 
 

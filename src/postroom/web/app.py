@@ -61,6 +61,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from postroom.sync.queue import make_runtime
         from postroom.sync.runtime import install
+        from postroom.sync.worker import run_worker as run_job_worker
 
         own = app.state.db is None
         if own:
@@ -74,7 +75,8 @@ def create_app(
             async with runtime.queue.open_async():
                 if run_worker:
                     worker = asyncio.create_task(
-                        runtime.queue.run_worker_async(
+                        run_job_worker(  # again after the database dropped it
+                            runtime.queue,
                             concurrency=settings.worker_concurrency,
                             install_signal_handlers=False,
                             shutdown_graceful_timeout=30,
