@@ -32,10 +32,19 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_classify import Labelled, load_20ng, load_banking77, log, make_examples
+from benchmarks.bench_classify import (
+    BANKING77,
+    TWENTY_NEWSGROUPS,
+    Labelled,
+    load_20ng,
+    load_banking77,
+    log,
+    make_examples,
+)
 from postroom.classify import Classifier, ClassifierConfig, Example
 from postroom.classify.features import long_text
 
@@ -143,19 +152,25 @@ def run(
 
 
 def main(parts: Sequence[str] = ("20ng", "banking77")) -> dict[str, float]:
+    from benchmarks.cache import install_embedding_cache, memoized
     from benchmarks.results_file import merge_results
 
     results: dict[str, float] = {}
     started = time.perf_counter()
-    if "20ng" in parts:
-        train, test = load_20ng()
-        for key, value in run("20ng", [*train, *test]).items():
-            results[f"classify.longtail_{key}"] = value
+    install_embedding_cache()
+    for name, load, data in (
+        ("20ng", load_20ng, TWENTY_NEWSGROUPS),
+        ("banking77", load_banking77, BANKING77),
+    ):
+        if name not in parts:
+            continue
+
+        def part(load: Any = load, name: str = name) -> dict[str, float]:
+            train, test = load()
+            return {f"classify.longtail_{k}": v for k, v in run(name, [*train, *test]).items()}
+
+        results.update(memoized(f"longtail-{name}", [data], part))
         merge_results(results)
-    if "banking77" in parts:
-        train, test = load_banking77()
-        for key, value in run("banking77", [*train, *test]).items():
-            results[f"classify.longtail_{key}"] = value
     results["classify.longtail_part_seconds"] = time.perf_counter() - started
     merge_results(results)
     return results

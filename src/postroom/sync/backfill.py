@@ -100,23 +100,36 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                 _save(runtime, sync_id, folder_id=work.folder_id)
             path = f"{graph.mailbox_path(work.mailbox)}/mailFolders/{work.folder_id}/messages"
             until = _stamp(work.baseline)
-            window = f"receivedDateTime ge {_stamp(cursor)} and receivedDateTime lt {until}"
+
+            def window(since: datetime) -> str:
+                return f"receivedDateTime ge {_stamp(since)} and receivedDateTime lt {until}"
+
             if total is None:
                 _, counted, _ = await graph.request(
                     "GET",
                     path,
                     mailbox=work.mailbox,
-                    params={"$filter": window, "$count": "true", "$top": "1", "$select": "id"},
+                    params={
+                        "$filter": window(cursor),
+                        "$count": "true",
+                        "$top": "1",
+                        "$select": "id",
+                    },
                 )
                 total = int(counted.get("@odata.count", 0))
                 _save(runtime, sync_id, backfill_total=total)
+
+            def query(since: datetime) -> dict[str, str]:
+                return {
+                    "$filter": window(since),
+                    "$orderby": "receivedDateTime asc",
+                    "$top": str(BACKFILL_PAGE),
+                    "$select": SYNC_SELECT,
+                }
+
             url: str | None = path
-            params: dict[str, str] | None = {
-                "$filter": window,
-                "$orderby": "receivedDateTime asc",
-                "$top": str(BACKFILL_PAGE),
-                "$select": SYNC_SELECT,
-            }
+            params: dict[str, str] | None = query(cursor)
+            looked_at: set[str] = set()  # ids read again at the boundary are not counted twice
             pages = 0
             while url and pages < max_pages:
                 _, page, _ = await graph.request(
@@ -141,11 +154,20 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                         historical=True,
                         forward_historical=forward_history,
                     )
-                    seen += 1
+                    message_id = str(data.get("id", ""))
+                    seen += message_id not in looked_at
+                    looked_at.add(message_id)
                     received = message_view(data).received
                     if received is not None and received > last:
                         last = received
                 url = page.get("@odata.nextLink")
+                if url is not None and _stamp(last) > _stamp(cursor):
+                    # Filed mail leaves the folder, and Graph's nextLink is an offset ($skip)
+                    # into what is left: following it would pass over as many emails as were
+                    # just moved (half of a fully filed history). Ask again from the newest
+                    # date seen; the ledger passes over the few read twice at the boundary.
+                    url, params = path, query(last)
+                cursor = last
                 # progress counts the emails looked at, so done reaches total on a second run
                 _save(
                     runtime,
