@@ -128,6 +128,13 @@ def test_undo_survives_a_failure_between_its_steps_and_repeats_nothing(
     assert _undo(web, base, row.id).status_code == 303
     _drain_all(postroom)
     assert failed  # the first move back failed ...
+    if _row(postroom, message_id).undo_state == "requested":
+        # the job's retry is scheduled later (back-off): run what it, or the reconcile, runs
+        from postroom.sync.queue import make_runtime
+        from postroom.sync.undo import run_undo
+
+        runtime = make_runtime(postroom.settings, postroom.database, postroom.app.state.box)
+        asyncio.run(run_undo(runtime, row.id))
     done = _row(postroom, message_id)
     assert done.undo_state == "done"  # ... and the retry finished it
     assert folder_of(org.alice, message_id) == "Inbox"
