@@ -105,7 +105,9 @@ class ProcessingEnv:
 
         (self.root / "data").mkdir()
         (self.root / "data").chmod(0o755)
-        self._db = open_database(Settings(data_dir=self.root / "data"))
+        # Its own embedded PostgreSQL, also when DATABASE_URL is set (CI's second run): these
+        # processes must not share a database with the suite's in-process tests.
+        self._db = open_database(Settings(data_dir=self.root / "data", database_url=None))
         migrate(self._db.engine)
         port = free_port()
         self.web_url = f"http://localhost:{port}"
