@@ -48,8 +48,6 @@ class Postroom:
     app_registration: App
     database: Database
     app: Any = None
-    folder_cache: Any = None
-    """Kept across drains, as a worker process keeps it across jobs (folder ids per path)."""
 
     def drain(self) -> int:
         """Run queued jobs (sync, setup, renew) to completion in a worker of this thread;
@@ -57,9 +55,6 @@ class Postroom:
         from postroom.sync.queue import make_runtime
 
         runtime = make_runtime(self.settings, self.database, self.app.state.box)
-        if self.folder_cache is None:
-            self.folder_cache = runtime.folder_cache
-        runtime.folder_cache = self.folder_cache
 
         async def run() -> int:
             async with runtime.queue.open_async():
@@ -180,7 +175,6 @@ def postroom_server(
 @pytest.fixture
 def postroom(postroom_server: Postroom, clean_db: Database) -> Postroom:
     INBOX.clear()
-    postroom_server.folder_cache = None  # each test's mailboxes and folders are new
     return postroom_server
 
 
