@@ -89,7 +89,14 @@ def test_a_filed_email_costs_two_writes_and_its_share_of_the_delta_page(
         assert folder_of(org.alice, msg.immutable_id) == "Invoices"
         assert current.categories == [*msg_categories(msg), "Invoices"]
     counts = _mailbox_requests(sim, org.alice, before)
-    per_email = sum(counts.values()) / emails
+    # Folder lookups are made once per worker process (its folder cache); the in-process
+    # drains here each start with an empty cache, and their number depends on the load.
+    lookups = sum(
+        n
+        for (_b, method, endpoint), n in counts.items()
+        if method == "GET" and endpoint.endswith(("/childFolders", "/mailFolders", "/{folder}"))
+    )
+    per_email = (sum(counts.values()) - lookups) / emails
     patches = sum(n for (_b, method, _e), n in counts.items() if method == "PATCH")
     moves = sum(n for (_b, _m, endpoint), n in counts.items() if endpoint.endswith("/move"))
     assert _message_reads(counts) == 0, counts  # no GET before the PATCH
