@@ -265,3 +265,36 @@ def test_fix_refiles_learns_the_correction_and_the_next_similar_email_follows(
     )
     assert _plan(postroom, second)["category"] == "Sales"  # the next similar one follows
     assert [d for d in sim.store.deletions if d.mailbox_id == org.alice.id] == []
+
+
+def test_an_undo_request_whose_job_was_lost_is_queued_again_by_the_reconcile(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from postroom.sync.jobs import reconcile_now
+    from postroom.sync.queue import make_runtime
+
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    with postroom.database.session() as db:  # recorded, but its job never reached the queue
+        db.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.id == row.id)
+            .values(
+                undo_state="requested",
+                undo_requested_at=datetime.now(UTC) - timedelta(minutes=5),
+            )
+        )
+    runtime = make_runtime(postroom.settings, postroom.database, postroom.app.state.box)
+
+    async def reconcile() -> dict[str, int]:
+        async with runtime.queue.open_async():
+            return await reconcile_now(runtime)
+
+    assert asyncio.run(reconcile())["undo"] == 1
+    _drain_all(postroom)
+    assert _row(postroom, message_id).undo_state == "done"
+    assert folder_of(org.alice, message_id) == "Inbox"

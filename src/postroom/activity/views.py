@@ -254,13 +254,7 @@ def undo_email(
     clicked), carried out by the ``undo_message`` job (:mod:`postroom.processing.undo`)."""
     check_csrf(request, csrf_token)
     integration = load_integration(db, caller, integration_id)
-    entry = db.scalar(
-        select(LedgerEntry).where(
-            LedgerEntry.id == entry_id[:64], LedgerEntry.integration_id == integration.id
-        )
-    )
-    if entry is None:
-        raise HTTPException(404, "There is no such email in this integration's activity.")
+    entry = _entry(db, integration.id, entry_id)
     back = f"/integrations/{integration.id}/activity"
     if entry.undo_state is not None:
         return RedirectResponse(f"{back}?undo=already", status_code=303)
@@ -269,17 +263,7 @@ def undo_email(
             409,
             "Only an email Postroom has finished, and labelled or moved, can be undone.",
         )
-    asked = db.execute(
-        update(LedgerEntry)
-        .where(
-            LedgerEntry.id == entry.id,
-            LedgerEntry.undo_state.is_(None),
-            LedgerEntry.state == "done",
-        )
-        .values(undo_state="requested", undo_requested_at=utcnow())
-    )
-    db.commit()
-    if not getattr(asked, "rowcount", 0):
+    if not _ask(db, [entry.id]):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     _queue_undo(request, entry)
     return RedirectResponse(f"{back}?undo=requested", status_code=303)
@@ -378,13 +362,7 @@ def fix_email(
     chosen category's label and folder, and learns the correction (no forward is sent)."""
     check_csrf(request, csrf_token)
     integration = load_integration(db, caller, integration_id)
-    entry = db.scalar(
-        select(LedgerEntry).where(
-            LedgerEntry.id == entry_id[:64], LedgerEntry.integration_id == integration.id
-        )
-    )
-    if entry is None:
-        raise HTTPException(404, "There is no such email in this integration's activity.")
+    entry = _entry(db, integration.id, entry_id)
     back = f"/integrations/{integration.id}/activity"
     if entry.undo_state is not None:
         return RedirectResponse(f"{back}?undo=already", status_code=303)
@@ -400,24 +378,41 @@ def fix_email(
     if isinstance(current, str) and current.strip().casefold() == chosen.name.casefold():
         raise HTTPException(409, f"This email already has {chosen.name}: nothing to fix.")
     fix = {"category": chosen.name, "folder": (chosen.folder or "").strip() or None}
-    asked = db.execute(
-        update(LedgerEntry)
-        .where(
-            LedgerEntry.id == entry.id,
-            LedgerEntry.undo_state.is_(None),
-            LedgerEntry.state == "done",
-        )
-        .values(
-            undo_state="requested",
-            undo_requested_at=utcnow(),
-            plan={**(entry.plan or {}), "fix": fix},
-        )
-    )
-    db.commit()
-    if not getattr(asked, "rowcount", 0):
+    if not _ask(db, [entry.id], plan={**(entry.plan or {}), "fix": fix}):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     _queue_undo(request, entry)
     return RedirectResponse(f"{back}?undo=fix", status_code=303)
+
+
+def _entry(db: DbSession, integration_id: str, entry_id: str) -> LedgerEntry:
+    """The ledger row ``entry_id`` of this integration (404 for any other)."""
+    entry = db.scalar(
+        select(LedgerEntry).where(
+            LedgerEntry.id == entry_id[:64], LedgerEntry.integration_id == integration_id
+        )
+    )
+    if entry is None:
+        raise HTTPException(404, "There is no such email in this integration's activity.")
+    return entry
+
+
+def _ask(db: DbSession, entry_ids: list[str], **values: Any) -> list[str]:
+    """Record an undo (or fix) request on each finished row no request was made for yet, in
+    one conditional update, and commit; the ids it took (two clicks make one request)."""
+    if not entry_ids:
+        return []
+    taken = db.scalars(
+        update(LedgerEntry)
+        .where(
+            LedgerEntry.id.in_(entry_ids),
+            LedgerEntry.undo_state.is_(None),
+            LedgerEntry.state == "done",
+        )
+        .values(undo_state="requested", undo_requested_at=utcnow(), **values)
+        .returning(LedgerEntry.id)
+    ).all()
+    db.commit()
+    return list(taken)
 
 
 def _queue_undo(request: Request, entry: LedgerEntry) -> None:
@@ -505,17 +500,8 @@ def bulk_undo(
         )
         if undoing.undoable(entry)
     ]
-    now = utcnow()
-    asked = []
-    for entry in chosen:
-        result = db.execute(
-            update(LedgerEntry)
-            .where(LedgerEntry.id == entry.id, LedgerEntry.undo_state.is_(None))
-            .values(undo_state="requested", undo_requested_at=now)
-        )
-        if getattr(result, "rowcount", 0):
-            asked.append(entry)
-    db.commit()
+    recorded = set(_ask(db, [entry.id for entry in chosen]))
+    asked = [entry for entry in chosen if entry.id in recorded]
     for entry in asked:
         _queue_undo(request, entry)
     return RedirectResponse(

@@ -417,6 +417,7 @@ class _Run:
     snapshot: dict[str, Any] | None = None  # the message as Graph last showed it (this run)
     warning: str | None = None
     colors_refused: str | None = None
+    source_recorded: bool = False  # where the message was is in the row (for Undo)
 
     # ------------------------------------------------------------------ bookkeeping
     def record(self, action: str, **columns: str) -> None:
@@ -495,7 +496,14 @@ class _Run:
         if plan.folder and not {"folder", "move"} <= self.done:
             folder_id = await self.ensure_folder(plan.folder)
             if "folder" not in self.done:
-                self.record("folder")
+                # where the message is now goes into the same record (what Undo moves it
+                # back to): no transaction of its own on the common path
+                source = (self.snapshot or {}).get("parentFolderId")
+                if isinstance(source, str) and source and source != folder_id:
+                    self.record("folder", source_folder_id=source)
+                    self.source_recorded = True
+                else:
+                    self.record("folder")
             if "move" not in self.done:
                 await self.move(plan.folder, folder_id)
         if plan.forward is not None and plan.forward.to and "forward_sent" not in self.done:
@@ -639,7 +647,8 @@ class _Run:
             # already there: a resumed move, or the user filed it
             self.record("move", filed_folder_id=folder_id)
             return
-        self.remember_source(message.get("parentFolderId"))
+        if not self.source_recorded:
+            self.remember_source(message.get("parentFolderId"))
         try:
             moved = await self.graph.move(self.mailbox, self.message_id, folder_id)
         except NotFound:

@@ -215,42 +215,38 @@ class _UndoRun:
         return await self.graph.message(self.mailbox, self.message_id, select=SNAPSHOT_SELECT)
 
     async def unlabel(self, message: dict[str, Any], ours: list[str]) -> dict[str, Any]:
-        """Take Postroom's categories off, keeping the person's; one conditional write."""
-        gone = {name.strip().casefold() for name in ours}
-        for _ in range(LABEL_ATTEMPTS):
-            current = [str(c) for c in message.get("categories") or []]
-            keep = [c for c in current if c.strip().casefold() not in gone]
-            if len(keep) == len(current):
-                break  # none of ours left (a person took them off already)
-            try:
-                message = await self.graph.set_categories(
-                    self.mailbox, self.message_id, keep, if_match=_etag(message)
-                )
-                break
-            except StaleChangeKey:
-                message = await self.read()
-        else:
-            raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
+        """Take Postroom's categories off, keeping the person's."""
+        gone = {_key(name) for name in ours}
+        message = await self.rewrite(message, lambda now: [c for c in now if _key(c) not in gone])
         self.record("unlabel")
         return message
 
     async def add_label(self, message: dict[str, Any], name: str) -> dict[str, Any]:
-        """Add the category a person chose (Fix), keeping every other; one conditional write."""
-        for _ in range(LABEL_ATTEMPTS):
-            current = [str(c) for c in message.get("categories") or []]
-            if any(_key(c) == _key(name) for c in current):
-                break
-            try:
-                message = await self.graph.set_categories(
-                    self.mailbox, self.message_id, [*current, name], if_match=_etag(message)
-                )
-                break
-            except StaleChangeKey:
-                message = await self.read()
-        else:
-            raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
+        """Add the category a person chose (Fix), keeping every other."""
+        message = await self.rewrite(
+            message, lambda now: now if any(_key(c) == _key(name) for c in now) else [*now, name]
+        )
         self.record("fix_label")
         return message
+
+    async def rewrite(
+        self, message: dict[str, Any], change: Callable[[list[str]], list[str]]
+    ) -> dict[str, Any]:
+        """Write ``change(categories)`` as one conditional write naming the change key just
+        read (no write when nothing changes); a person changing the message in between costs
+        one more read."""
+        for _ in range(LABEL_ATTEMPTS):
+            current = [str(c) for c in message.get("categories") or []]
+            wanted = change(current)
+            if wanted == current:
+                return message
+            try:
+                return await self.graph.set_categories(
+                    self.mailbox, self.message_id, wanted, if_match=_etag(message)
+                )
+            except StaleChangeKey:
+                message = await self.read()
+        raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
 
     async def refile(
         self, message: dict[str, Any], row: LedgerEntry, path: str, cache: FolderCache

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from postroom.graph import AccessDenied, GraphClient
+from postroom.graph import AccessDenied
 from postroom.integrations.graph_access import IntegrationTokens, TokenFailure
 from postroom.learning.corrections import Correction
 from postroom.processing.decide import NONE_OF_THESE
@@ -67,29 +67,28 @@ async def run_undo(runtime: Runtime, entry_id: str) -> UndoResult | None:
         return None
     plan = entry.plan or {}
 
-    async def learn(graph: GraphClient) -> Any:
-        async def teach(_: dict[str, Any]) -> None:
-            data = await graph.message(work.mailbox, entry.message_id, select=SYNC_SELECT)
-            fix = fix_of(entry)
-            previous = plan.get("category")
-            correction = Correction(
-                str(previous) if previous else None,
-                str(fix["category"]) if fix is not None else NONE_OF_THESE,
-                str(plan.get("decided_by") or "") or None,
-            )
-            await _learn_correction(runtime, graph, work, data, entry.id, correction)
-
-        return teach
-
     tokens = IntegrationTokens(runtime.identity, work.connection)
     try:
         async with _graph(runtime, tokens) as graph:
+
+            async def learn(_: dict[str, Any]) -> None:
+                """The model learns it (needs the subject, sender and body: one read)."""
+                data = await graph.message(work.mailbox, entry.message_id, select=SYNC_SELECT)
+                fix = fix_of(entry)
+                previous = plan.get("category")
+                correction = Correction(
+                    str(previous) if previous else None,
+                    str(fix["category"]) if fix is not None else NONE_OF_THESE,
+                    str(plan.get("decided_by") or "") or None,
+                )
+                await _learn_correction(runtime, graph, work, data, entry.id, correction)
+
             result = await undo(
                 graph=graph,
                 database=runtime.database,
                 entry_id=entry.id,
                 mailbox=work.mailbox,
-                learn=await learn(graph),
+                learn=learn,
                 folder_cache=runtime.folder_cache,
             )
     except TokenFailure as failure:
