@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # if set) when an integration or mailbox stops, or a mailbox's sync lags this many minutes
     alert_lag_minutes: int = Field(default=30, ge=2, le=7 * 24 * 60)
     alert_webhook_url: SecretStr | None = None
+    # a workspace's own webhook (its Alerts page) may point at private, loopback or link-local
+    # addresses, and use plain http: only for a chat server on the internal network (and tests).
+    # Off, it must be https to a public address (postroom.alerts.webhook: SSRF)
+    alert_webhook_allow_private: bool = False
     # an email a worker claimed this long ago and never finished lost its worker (SIGKILL, a
     # lost machine): the reconcile finishes it (postroom.sync.stale_claims). Safe to lower: a
     # live sync holds its mailbox's lock, and the resume waits for that lock

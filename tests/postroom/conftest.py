@@ -48,6 +48,8 @@ class Postroom:
     app_registration: App
     database: Database
     app: Any = None
+    sim: Any = None  # the in-process emulator's EmulatorState
+    folder_cache: Any = None  # kept across drains within a test, as a worker process keeps it
 
     def drain(self) -> int:
         """Run queued jobs (sync, setup, renew) to completion in a worker of this thread;
@@ -55,6 +57,9 @@ class Postroom:
         from postroom.sync.queue import make_runtime
 
         runtime = make_runtime(self.settings, self.database, self.app.state.box)
+        if self.folder_cache is None:
+            self.folder_cache = runtime.folder_cache
+        runtime.folder_cache = self.folder_cache
 
         async def run() -> int:
             async with runtime.queue.open_async():
@@ -164,7 +169,7 @@ def postroom_server(
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("postroom did not start")
         time.sleep(0.02)
-    yield Postroom(base, settings, registration, database, app)
+    yield Postroom(base, settings, registration, database, app, sim=sim_server.state)
     # pytest's log capture is closing: keep uvicorn's goodbye lines out of closed streams
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -175,6 +180,7 @@ def postroom_server(
 @pytest.fixture
 def postroom(postroom_server: Postroom, clean_db: Database) -> Postroom:
     INBOX.clear()
+    postroom_server.folder_cache = None  # a worker's cache starts cold with each test
     return postroom_server
 
 

@@ -255,6 +255,12 @@ class Notifier:
             await client.aclose()
         self._loop = None
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, being sent or waiting for a retry (a test's "all notifications are
+        out" check; a change made an instant ago may still be on its way to the queue)."""
+        return not self._tasks and not any(e.pending for e in self._endpoints.values())
+
     def reset(self) -> None:
         """Forget faults, the log and slow-endpoint counters (control API / tests)."""
         self.faults = NotificationFaults()

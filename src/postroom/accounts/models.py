@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import DateTime, ForeignKey, String, UniqueConstraint
+from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.db import Base
@@ -45,6 +45,13 @@ class Workspace(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # the workspace's own alert webhook (postroom.alerts): its URL, encrypted (SecretBox,
+    # context b"alert-webhook:<workspace id>"), and why the last post to it failed, if it did
+    alert_webhook: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    alert_webhook_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    alert_webhook_error_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class Membership(Base):

@@ -154,6 +154,15 @@ def no_addresses(text: str) -> str:
     return _ADDRESS.sub("…@", text)
 
 
+def webhook_test(workspace_name: str) -> Message:
+    """What "Send a test message" on the Alerts page posts."""
+    chat = (
+        f'Postroom test message: alerts of the workspace "{workspace_name}" will be posted here '
+        "when an integration stops or falls behind, and when it works again."
+    )
+    return Message(subject="Postroom test message", text=chat, chat=no_addresses(chat))
+
+
 def webhook_payload(message: Message) -> dict[str, Any]:
     """JSON that Slack and Microsoft Teams incoming webhooks both accept."""
     return {"text": message.chat}

@@ -2,9 +2,10 @@
 
 ``scope`` names what stopped: ``integration``, or ``mailbox:<mailbox id>``; at most one open
 incident per (integration, scope, kind). ``opened_sent`` and ``resolved_sent`` record the
-channels a message went out on (``email:<user id>``, ``webhook``), so a retry after a failure
-sends only what is missing. ``sending_until`` is a short claim: two reconciles running at once
-never send the same message twice. No address, subject or other mail content is stored.
+channels a message went out on (``email:<user id>``, ``webhook`` for the operator's webhook,
+``webhook:workspace`` for the workspace's own), so a retry after a failure sends only what is
+missing. ``sending_until`` is a short claim: two reconciles running at once never send the
+same message twice. No address, subject or other mail content is stored.
 """
 
 from __future__ import annotations

@@ -9,9 +9,14 @@
 2. open an incident for each new problem, resolve those whose problem is over (a stop whose
    status changed is replaced: the new status gets its own message);
 3. send what is missing: the opening message of each open incident to every owner and admin
-   (and the webhook), the recovery message of each resolved incident to the channels that got
+   (and the webhooks), the recovery message of each resolved incident to the channels that got
    its opening. Each channel is recorded right after it was sent; a failure is tried again at
    the next reconcile. No session is held while sending.
+
+Two webhooks, each its own channel: the operator's ``POSTROOM_ALERT_WEBHOOK_URL`` (channel
+``webhook``; trusted, every workspace's alerts) and the workspace's own URL, set on its Alerts
+page (channel ``webhook:workspace``; stored encrypted, hostile: checked and pinned by
+:mod:`postroom.alerts.webhook` before every post, and its last failure kept for the page).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from sqlalchemy.orm import Session
 
 from postroom import metrics
 from postroom.accounts.models import MANAGING_ROLES, Membership, User, Workspace
-from postroom.alerts import messages
+from postroom.alerts import messages, webhook
 from postroom.alerts.models import LAGGING, STOPPED, Incident
+from postroom.crypto import DecryptionFailed, SecretBox, load_or_create_key
 from postroom.integrations.models import Integration, Mailbox
 from postroom.integrations.statuses import (
     ACCESS_DENIED,
@@ -45,8 +51,10 @@ log = logging.getLogger("postroom.alerts")
 
 STOPPING = (NEEDS_RECONNECT, ADMIN_CONSENT_MISSING, ACCESS_DENIED)
 CLAIM = timedelta(minutes=2)  # one pass's hold on an incident while it sends
-WEBHOOK_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+WEBHOOK_TIMEOUT = webhook.TIMEOUT  # both webhooks: 5 s to connect, 10 s each read or write
 REMOVED = "removed"  # (integrations.service.REMOVED: a mailbox taken out, row kept)
+OPERATOR_WEBHOOK = "webhook"  # the channel of POSTROOM_ALERT_WEBHOOK_URL
+WORKSPACE_WEBHOOK = "webhook:workspace"  # the channel of the workspace's own webhook
 
 Key = tuple[str, str, str]  # (integration id, scope, kind)
 
@@ -201,7 +209,9 @@ class Outgoing:
     recovery: bool
     message: messages.Message
     recipients: dict[str, str]  # channel "email:<user id>" -> address
-    webhook: bool  # the webhook still needs it
+    webhook: bool  # the operator's webhook still needs it
+    workspace_id: str = ""
+    workspace_webhook: bool = False  # the workspace's own webhook still needs it
 
 
 def _about(db: Session, incident: Incident, settings: Settings, now: datetime) -> messages.About:
@@ -264,6 +274,7 @@ def _claim(db: Session, incident_id: str, now: datetime) -> bool:
 def pending(db: Session, settings: Settings, now: datetime) -> list[Outgoing]:
     """The messages still to send, each incident claimed for this pass."""
     webhook_on = settings.alert_webhook_url is not None
+    hooked = set(db.scalars(select(Workspace.id).where(Workspace.alert_webhook.is_not(None))).all())
     outgoing: list[Outgoing] = []
     rows = list(
         db.scalars(
@@ -278,7 +289,8 @@ def pending(db: Session, settings: Settings, now: datetime) -> list[Outgoing]:
             recipients = {
                 c: a for c, a in _recipients(db, incident.workspace_id).items() if c not in sent
             }
-            webhook = webhook_on and "webhook" not in sent
+            webhook = webhook_on and OPERATOR_WEBHOOK not in sent
+            own = incident.workspace_id in hooked and WORKSPACE_WEBHOOK not in sent
             recovery = False
         else:
             if not sent or "superseded" in (incident.resolved_sent or []):
@@ -286,9 +298,14 @@ def pending(db: Session, settings: Settings, now: datetime) -> list[Outgoing]:
             done = set(incident.resolved_sent or [])
             everyone = _recipients(db, incident.workspace_id)
             recipients = {c: everyone[c] for c in sent if c in everyone and c not in done}
-            webhook = webhook_on and "webhook" in sent and "webhook" not in done
+            webhook = webhook_on and OPERATOR_WEBHOOK in sent and OPERATOR_WEBHOOK not in done
+            own = (
+                incident.workspace_id in hooked
+                and WORKSPACE_WEBHOOK in sent
+                and WORKSPACE_WEBHOOK not in done
+            )
             recovery = True
-        if not recipients and not webhook:
+        if not recipients and not webhook and not own:
             continue
         if not _claim(db, incident.id, now):
             continue
@@ -298,7 +315,17 @@ def pending(db: Session, settings: Settings, now: datetime) -> list[Outgoing]:
             if recovery
             else messages.problem(about)
         )
-        outgoing.append(Outgoing(incident.id, recovery, message, recipients, webhook))
+        outgoing.append(
+            Outgoing(
+                incident.id,
+                recovery,
+                message,
+                recipients,
+                webhook,
+                workspace_id=incident.workspace_id,
+                workspace_webhook=own,
+            )
+        )
     return outgoing
 
 
@@ -326,16 +353,20 @@ def post_webhook(
         )
 
 
-def send(database: Any, settings: Settings, outgoing: Outgoing) -> int:
-    """Send one incident's message on each channel still missing it; returns how many went."""
+def send(
+    database: Any, settings: Settings, outgoing: Outgoing, *, box: SecretBox | None = None
+) -> tuple[int, int]:
+    """Send one incident's message on each channel still missing it; returns how many went and
+    how many failed (tried again at the next pass). ``box`` decrypts the workspace's webhook."""
     kind = "recovery" if outgoing.recovery else "problem"
-    sent = 0
+    sent = failed = 0
     backend = mailer(settings)
     for channel, address in outgoing.recipients.items():
         try:
             backend.send(to=address, subject=outgoing.message.subject, text=outgoing.message.text)
         except MailError as exc:
             log.warning("incident %s: an alert email was not sent (%s)", outgoing.incident_id, exc)
+            failed += 1
             continue
         with database.session() as db:
             _record(db, outgoing.incident_id, channel, recovery=outgoing.recovery)
@@ -353,36 +384,224 @@ def send(database: Any, settings: Settings, outgoing: Outgoing) -> int:
                 outgoing.incident_id,
                 type(exc).__name__,
             )
+            failed += 1
         else:
             with database.session() as db:
-                _record(db, outgoing.incident_id, "webhook", recovery=outgoing.recovery)
+                _record(db, outgoing.incident_id, OPERATOR_WEBHOOK, recovery=outgoing.recovery)
             metrics.ALERTS_SENT.labels(kind, "webhook").inc()
             sent += 1
+    if outgoing.workspace_webhook:
+        delivery = post_workspace_webhook(
+            database,
+            settings,
+            box or settings_box(settings),
+            workspace_id=outgoing.workspace_id,
+            payload=messages.webhook_payload(outgoing.message),
+            incident_id=outgoing.incident_id,
+        )
+        if delivery.delivered:
+            with database.session() as db:
+                _record(db, outgoing.incident_id, WORKSPACE_WEBHOOK, recovery=outgoing.recovery)
+            metrics.ALERTS_SENT.labels(kind, "workspace_webhook").inc()
+            sent += 1
+        else:
+            failed += 1
     with database.session() as db:
         db.execute(
             update(Incident).where(Incident.id == outgoing.incident_id).values(sending_until=None)
         )
-    return sent
+    return sent, failed
 
 
-def check_sync(database: Any, settings: Settings, *, now: datetime | None = None) -> dict[str, int]:
-    """One pass: open and resolve incidents, then send what is missing (blocking I/O)."""
+def check_sync(
+    database: Any,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    box: SecretBox | None = None,
+) -> dict[str, int]:
+    """One pass: open and resolve incidents, then send what is missing (blocking I/O). ``box``
+    decrypts workspaces' webhooks (by default the one of ``settings``' token key)."""
     now = now or datetime.now(UTC)
     with database.session() as db:
         counts = reconcile_incidents(db, now=now, lag_minutes=settings.alert_lag_minutes)
     with database.session() as db:
         outgoing = pending(db, settings, now)
-    counts["sent"] = sum(send(database, settings, item) for item in outgoing)
-    if counts["opened"] or counts["resolved"] or counts["sent"]:
+    if box is None and any(item.workspace_webhook for item in outgoing):
+        box = settings_box(settings)
+    counts["sent"] = counts["failed"] = 0
+    for item in outgoing:
+        sent, failed = send(database, settings, item, box=box)
+        counts["sent"] += sent
+        counts["failed"] += failed
+    if counts["opened"] or counts["resolved"] or counts["sent"] or counts["failed"]:
         log.info(
-            "alerts: %d opened, %d resolved, %d messages sent",
+            "alerts: %d opened, %d resolved, %d messages sent, %d failed",
             counts["opened"],
             counts["resolved"],
             counts["sent"],
+            counts["failed"],
         )
     return counts
 
 
 async def check_now(runtime: Any) -> dict[str, int]:
     """From the reconcile job: :func:`check_sync` off the event loop (SMTP is blocking)."""
-    return await asyncio.to_thread(check_sync, runtime.database, runtime.settings)
+    return await asyncio.to_thread(check_sync, runtime.database, runtime.settings, box=runtime.box)
+
+
+# ---------------------------------------------------------- the workspace's own webhook
+@dataclass(frozen=True)
+class WebhookView:
+    """What the Alerts page shows of a workspace's webhook: never the whole URL."""
+
+    host: str
+    ending: str  # the URL's last 4 characters
+    error: str | None  # why the last post failed (a test or an alert), if it did
+    error_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of a post to a workspace's webhook."""
+
+    error: str | None = None  # why it was not delivered, in plain words; None: delivered
+    upstream: bool = False  # the webhook itself failed: no answer, or not 2xx
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None
+
+
+def settings_box(settings: Settings) -> SecretBox:
+    """The SecretBox of ``settings``' token key (as the web app and the worker build it)."""
+    configured = settings.token_key.get_secret_value() if settings.token_key else None
+    return SecretBox(load_or_create_key(configured, settings.data_dir / "token.key"))
+
+
+def _context(workspace_id: str) -> bytes:
+    return f"alert-webhook:{workspace_id}".encode()
+
+
+def set_workspace_webhook(
+    *, db: Session, box: SecretBox, workspace_id: str, url: str, allow_private: bool
+) -> None:
+    """Check ``url`` (:func:`webhook.check`: the SSRF rules, its host resolved; raises
+    :class:`webhook.Refused`, nothing stored) and store it encrypted, replacing the previous
+    one. The check comes before the first query: no connection is held during the lookup."""
+    url = url.strip()
+    webhook.check(url, allow_private=allow_private)
+    db.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(
+            alert_webhook=box.encrypt(url.encode(), context=_context(workspace_id)),
+            alert_webhook_error=None,
+            alert_webhook_error_at=None,
+        )
+    )
+
+
+def remove_workspace_webhook(*, db: Session, workspace_id: str) -> None:
+    db.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(alert_webhook=None, alert_webhook_error=None, alert_webhook_error_at=None)
+    )
+
+
+def workspace_webhook_url(*, db: Session, box: SecretBox, workspace_id: str) -> str | None:
+    """The workspace's webhook URL, decrypted (None when unset); :class:`DecryptionFailed`
+    when the token key changed since it was saved."""
+    blob = db.scalar(select(Workspace.alert_webhook).where(Workspace.id == workspace_id))
+    if blob is None:
+        return None
+    return box.decrypt(blob, context=_context(workspace_id)).decode()
+
+
+def workspace_webhook_view(*, db: Session, box: SecretBox, workspace_id: str) -> WebhookView | None:
+    workspace = db.get(Workspace, workspace_id)
+    if workspace is None or workspace.alert_webhook is None:
+        return None
+    try:
+        url = workspace_webhook_url(db=db, box=box, workspace_id=workspace_id)
+    except DecryptionFailed:
+        return WebhookView(
+            host="(unreadable)",
+            ending="",
+            error="The saved URL cannot be decrypted (the token key changed): set it again.",
+            error_at=None,
+        )
+    assert url is not None
+    return WebhookView(
+        host=webhook.host_of(url),
+        ending=url[-4:],
+        error=workspace.alert_webhook_error,
+        error_at=workspace.alert_webhook_error_at,
+    )
+
+
+def _webhook_outcome(database: Any, workspace_id: str, error: str | None) -> None:
+    with database.session() as db:
+        db.execute(
+            update(Workspace)
+            .where(Workspace.id == workspace_id, Workspace.alert_webhook.is_not(None))
+            .values(
+                alert_webhook_error=error[:200] if error else None,
+                alert_webhook_error_at=datetime.now(UTC) if error else None,
+            )
+        )
+
+
+def post_workspace_webhook(
+    database: Any,
+    settings: Settings,
+    box: SecretBox,
+    *,
+    workspace_id: str,
+    payload: dict[str, Any],
+    incident_id: str | None = None,
+) -> Delivery:
+    """Post ``payload`` to the workspace's own webhook, checked again (:func:`webhook.post`).
+    The outcome is kept for the Alerts page; a failure is logged with the workspace id and the
+    host only (never the URL, never the answer's body)."""
+    about = f"workspace {workspace_id}"
+    if incident_id:
+        about = f"incident {incident_id}, {about}"
+    with database.session() as db:
+        try:
+            url = workspace_webhook_url(db=db, box=box, workspace_id=workspace_id)
+        except DecryptionFailed:
+            url = None
+            error: str | None = "The saved URL cannot be decrypted (the token key changed)."
+        else:
+            error = None if url else "No webhook is set."
+    upstream = False
+    if url is None:
+        log.warning("%s: the alert webhook was not posted to: %s", about, error)
+    else:
+        try:
+            webhook.post(url, payload, allow_private=settings.alert_webhook_allow_private)
+        except webhook.Refused as exc:
+            error = f"Postroom did not post: {exc}"
+        except webhook.Failed as exc:
+            error, upstream = str(exc), True
+        if error is not None:
+            log.warning(
+                "%s: the alert webhook at %s failed: %s", about, webhook.host_of(url), error
+            )
+    _webhook_outcome(database, workspace_id, error)
+    return Delivery(error=error, upstream=upstream)
+
+
+def send_test_message(
+    database: Any, settings: Settings, box: SecretBox, *, workspace_id: str, workspace_name: str
+) -> Delivery:
+    """What "Send a test message" on the Alerts page does."""
+    return post_workspace_webhook(
+        database,
+        settings,
+        box,
+        workspace_id=workspace_id,
+        payload=messages.webhook_payload(messages.webhook_test(workspace_name)),
+    )

@@ -137,9 +137,14 @@ async def _align_colours(
 
 
 async def _create_colours(
-    client: GraphClient, mailboxes: list[Mailbox], categories: list[Category]
+    client: GraphClient,
+    mailboxes: list[Mailbox],
+    categories: list[Category],
+    made: list[tuple[str, str, str]] | None = None,
 ) -> tuple[int, list[str]]:
-    """Create the master categories missing in each mailbox; an existing name is fine."""
+    """Create the master categories missing in each mailbox; an existing name is fine. Each
+    one created is added to ``made`` as (mailbox row id, name, Graph id), for the caller to
+    record (a disconnect offers to remove exactly those)."""
     created, problems = 0, []
     for box in mailboxes[:COLOUR_MAILBOXES]:
         try:
@@ -152,10 +157,12 @@ async def _create_colours(
             if category.name.strip().casefold() in present:
                 continue
             try:
-                await client.create_master_category(
+                answer = await client.create_master_category(
                     box.graph_user_id, category.name, category.color
                 )
                 created += 1
+                if made is not None:
+                    made.append((box.id, category.name, str(answer.get("id") or "")))
             except Conflict:
                 pass  # created meanwhile (by the sync, or in Outlook): that is what we want
             except GraphError as exc:

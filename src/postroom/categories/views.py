@@ -62,6 +62,7 @@ from postroom.integrations.statuses import LABELS, REASONS, Reason
 from postroom.integrations.web import graph_call, load_integration
 from postroom.learning import service as learning
 from postroom.learning.views import defer_refit_from_thread, status_words
+from postroom.processing.executor import record_created_category
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import (
     FIELDS,
@@ -540,15 +541,25 @@ def create_colours(
     mailboxes = service.mailboxes(db=db, integration=integration)
     categories = service.categories(db=db, integration=integration)
     align = action == "align"
-    work = _align_colours if align else _create_colours
+    made: list[tuple[str, str, str]] = []
     try:
         created, problems = graph_call(
-            request, db, integration, lambda c: work(c, mailboxes, categories)
+            request,
+            db,
+            integration,
+            lambda c: (
+                _align_colours(c, mailboxes, categories)
+                if align
+                else _create_colours(c, mailboxes, categories, made)
+            ),
         )
     except TokenFailure:
         return RedirectResponse(base, status_code=303)
     except GraphError as exc:
         problems, created = [_graph_words(exc)], 0
+    for mailbox_row_id, name, graph_id in made:
+        record_created_category(db, mailbox_row_id, name, graph_id)
+    db.commit()
     if problems:
         done = f"Changed {created}." if align else f"Created {created} with colours."
         return _categories_page(

@@ -33,7 +33,15 @@ from postroom.integrations.statuses import (
     from_admin_consent_redirect,
     from_identity_error,
 )
-from postroom.integrations.web import _box, _flag, _identity, _settings, load_integration, resume
+from postroom.integrations.web import (
+    _box,
+    _flag,
+    _identity,
+    _settings,
+    load_integration,
+    restart_after_disconnect,
+    resume,
+)
 from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
@@ -365,6 +373,7 @@ def personal_callback(
     integration.account_name = name
     integration.granted_scopes = granted
     service.store_token_cache(box=_box(request), integration=integration, cache=result.cache or "")
+    restart_after_disconnect(db, integration)
     service.restore_after_reconnect(db=db, integration=integration)
     target = f"/integrations/{integration.id}"
     if integration.finished_at is None:
@@ -548,6 +557,7 @@ def admin_consent_callback(
                 "granted_via": caller.user_email,  # the Postroom user who started it
                 "scope": f"{GRAPH}/.default",
             }
+            restart_after_disconnect(db, integration)
             service.restore_after_reconnect(db=db, integration=integration)
             resume(request, db, integration)
             target = f"/integrations/{integration.id}"

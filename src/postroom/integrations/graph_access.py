@@ -101,6 +101,15 @@ class Connection:
     scopes: list[str]
 
 
+def _memo_key(conn: Connection) -> tuple[str, ...]:
+    return (conn.kind, conn.tenant_id, conn.account_oid or "", *sorted(conn.scopes))
+
+
+def forget_token(identity: MicrosoftIdentity, connection: Connection) -> None:
+    """Drop this process's remembered access token of a connection (a disconnect)."""
+    _memo(identity).drop(_memo_key(connection))
+
+
 class IntegrationTokens:
     def __init__(
         self, identity: MicrosoftIdentity, connection: Connection, *, verify: bool = False
@@ -117,7 +126,7 @@ class IntegrationTokens:
         force_refresh = force_refresh or self._force_next
         self._force_next = False
         memo = _memo(self.identity)
-        key = (conn.kind, conn.tenant_id, conn.account_oid or "", *sorted(conn.scopes))
+        key = _memo_key(conn)
         if force_refresh:
             memo.drop(key)
         else:

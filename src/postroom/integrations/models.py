@@ -14,7 +14,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Date, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from postroom.accounts.models import new_id, utcnow
@@ -28,6 +37,9 @@ STATUSES = (
     "needs_reconnect",
     "admin_consent_missing",
     "access_denied",
+    "paused",
+    "disconnecting",
+    "disconnected",
 )
 
 
@@ -63,6 +75,9 @@ class Integration(Base):
     )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A disconnect asked for and what it did (postroom.integrations.disconnect): no secret, no
+    # mail content - counts, category names Postroom created, reason codes.
+    disconnect: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Mailbox(Base):

@@ -16,6 +16,8 @@ NEEDS_RECONNECT = "needs_reconnect"
 ADMIN_CONSENT_MISSING = "admin_consent_missing"
 ACCESS_DENIED = "access_denied"
 PAUSED = "paused"  # a person paused it: no email is processed until Resume
+DISCONNECTING = "disconnecting"  # a person disconnected it; the disconnect job is under way
+DISCONNECTED = "disconnected"  # subscriptions dropped, tokens forgotten: Reconnect or Delete
 
 LABELS = {
     "setup": "Setup not finished",
@@ -26,6 +28,8 @@ LABELS = {
     ADMIN_CONSENT_MISSING: "Admin consent missing",
     ACCESS_DENIED: "Access denied",
     PAUSED: "Paused",
+    DISCONNECTING: "Disconnecting",
+    DISCONNECTED: "Disconnected",
 }
 
 

@@ -24,6 +24,7 @@ from postroom.integrations.models import Mailbox
 from postroom.integrations.oauth import (
     GRAPH,
 )
+from postroom.integrations.removal import summary_lines
 from postroom.integrations.statuses import (
     LABELS,
     REASONS,
@@ -106,6 +107,7 @@ def integration_page(
             for b in boxes
         },
         mailboxes=boxes,
+        disconnect_summary=summary_lines(integration),
         categories=service.categories(db=db, integration=integration),
         colours=wizard.COLOURS,
         manage_colours=f"{GRAPH}/MailboxSettings.ReadWrite" in (integration.granted_scopes or [])

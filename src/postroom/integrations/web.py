@@ -18,6 +18,7 @@ from postroom.integrations.models import Integration
 from postroom.integrations.oauth import (
     MicrosoftIdentity,
 )
+from postroom.integrations.statuses import DISCONNECTED
 from postroom.settings import Settings
 from postroom.web.security import Caller
 
@@ -105,6 +106,18 @@ def graph_call(
         service.store_token_cache(box=_box(request), integration=integration, cache=new_cache)
         db.flush()
     return result
+
+
+def restart_after_disconnect(db: Session, integration: Integration) -> None:
+    """Before a disconnected integration is restored: its folders are in use again, each from
+    now (a fresh delta: mail that arrived while it was disconnected is not processed, and mail
+    processed before never again - the ledger remembers it)."""
+    if integration.status != DISCONNECTED:
+        return
+    from postroom.sync.folder_syncs import apply_folder_syncs
+
+    apply_folder_syncs(db, integration.id)
+    integration.disconnect = None
 
 
 def resume(request: Request, db: Session, integration: Integration) -> bool:

@@ -122,7 +122,7 @@ from postroom.graph.errors import (
 )
 from postroom.processing import folder_paths
 from postroom.processing.message_keys import message_key
-from postroom.processing.models import LedgerEntry
+from postroom.processing.models import CreatedMasterCategory, LedgerEntry
 from postroom.processing.plan import Plan
 
 log = logging.getLogger("postroom.processing")
@@ -221,6 +221,27 @@ class FolderCache:
 
     def add_master_category(self, mailbox: str, name: str) -> None:
         self._categories.setdefault(mailbox.lower(), set()).add(name.lower())
+
+
+def record_created_category(db: Session, mailbox_row_id: str, name: str, graph_id: str) -> None:
+    """Record a master category Postroom created in a mailbox, so that a disconnect can offer
+    to remove exactly those (never a person's own)."""
+    if not graph_id:
+        return
+    db.execute(
+        pg_insert(CreatedMasterCategory)
+        .values(id=new_id(), mailbox_id=mailbox_row_id, name=name[:255], graph_id=graph_id)
+        .on_conflict_do_update(
+            constraint="uq_created_master_categories", set_={"graph_id": graph_id}
+        )
+    )
+
+
+def _remember_created(database: Database, entry_id: str, name: str, graph_id: str) -> None:
+    with database.session() as db:
+        mailbox_row_id = db.scalar(select(LedgerEntry.mailbox_id).where(LedgerEntry.id == entry_id))
+        if mailbox_row_id is not None:
+            record_created_category(db, mailbox_row_id, name, graph_id)
 
 
 # --------------------------------------------------------------------------- result
@@ -540,7 +561,8 @@ class _Run:
             if name.lower() in known:
                 continue
             try:
-                await self.graph.create_master_category(self.mailbox, name, color)
+                made = await self.graph.create_master_category(self.mailbox, name, color)
+                _remember_created(self.database, self.entry_id, name, str(made.get("id") or ""))
             except (Conflict, PermanentError):
                 # Duplicate names: 409 in the emulator; Microsoft's answer is not documented
                 # (graph.md 3.7), so any refusal is checked against a fresh list.

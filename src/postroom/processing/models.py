@@ -53,6 +53,14 @@ class LedgerEntry(Base):
         UniqueConstraint("mailbox_id", "message_id"),
         Index("ix_ledger_legacy_key", "id", postgresql_where=text("legacy_key")),
         Index("ix_ledger_undo_requested", "id", postgresql_where=text("undo_state = 'requested'")),
+        # the charts page (postroom.activity.counts): an integration's recent rows and undos
+        Index("ix_ledger_integration_claimed", "integration_id", "claimed_at"),
+        Index(
+            "ix_ledger_integration_undo_asked",
+            "integration_id",
+            "undo_requested_at",
+            postgresql_where=text("undo_requested_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -86,3 +94,17 @@ class LedgerEntry(Base):
         DateTime(timezone=True), nullable=True
     )
     undone_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CreatedMasterCategory(Base):
+    """A name Postroom added to a mailbox's master category list (Outlook's colour list), so
+    that a disconnect can offer to take exactly those off again - never a person's own."""
+
+    __tablename__ = "created_master_categories"
+    __table_args__ = (UniqueConstraint("mailbox_id", "name", name="uq_created_master_categories"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    graph_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

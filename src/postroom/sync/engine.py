@@ -59,6 +59,8 @@ from postroom.integrations.models import Category, Integration, Mailbox
 from postroom.integrations.statuses import (
     ACCESS_DENIED,
     COLORS_REFUSED,
+    DISCONNECTED,
+    DISCONNECTING,
     REASONS,
     colors_refusal_lasts,
 )
@@ -323,8 +325,9 @@ def note_sync_error(runtime: Runtime, sync_id: str, error: BaseException | str) 
 
 def _pause(runtime: Runtime, integration_id: str, failure: TokenFailure) -> None:
     with runtime.database.session() as db:
-        integration = db.get(Integration, integration_id)
-        if integration is not None:
+        integration = db.get(Integration, integration_id, with_for_update=True)
+        # a person's disconnect is not overwritten by a failure seen on the way out
+        if integration is not None and integration.status not in (DISCONNECTING, DISCONNECTED):
             integrations.mark_failed(
                 db=db,
                 integration=integration,

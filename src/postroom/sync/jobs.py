@@ -47,7 +47,15 @@ from postroom.learning import service as learning
 from postroom.processing import message_keys
 from postroom.processing.models import LedgerEntry
 from postroom.settings import Settings
-from postroom.sync import backfill, engine, folder_syncs, stale_claims, stalled, undo
+from postroom.sync import (
+    backfill,
+    disconnect,
+    engine,
+    folder_syncs,
+    stale_claims,
+    stalled,
+    undo,
+)
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime, current
 
@@ -208,6 +216,19 @@ async def defer_resume(runtime: Runtime, integration_id: str) -> None:
     )
 
 
+async def defer_disconnect(runtime: Runtime, integration_id: str) -> bool:
+    return await _defer(
+        runtime,
+        "disconnect_integration",
+        queueing_lock=f"disconnect:{integration_id}",
+        integration_id=integration_id,
+    )
+
+
+async def disconnect_integration(integration_id: str) -> None:
+    await disconnect.run_disconnect(current(), integration_id)
+
+
 async def resume_integration(integration_id: str) -> None:
     """After a reconnect (or a repair by Check connection): real time again at once. Every
     folder's subscription is renewed (a renewal also answers a ``reauthorizationRequired``
@@ -352,6 +373,7 @@ def build_blueprint() -> procrastinate.Blueprint:
     blueprint.task(name="resume_integration", retry=RETRY)(resume_integration)
     blueprint.task(name="resume_stale_claims", retry=RETRY)(resume_stale_claims)
     blueprint.task(name="undo_message", retry=RETRY)(undo_message)
+    blueprint.task(name="disconnect_integration", retry=RETRY)(disconnect_integration)
     blueprint.task(name="fold_decisions", retry=RETRY)(fold_decisions)
     blueprint.task(name="refit_model", retry=RETRY)(refit_model)
     blueprint.periodic(cron="* * * * *", periodic_id="reconcile")(
@@ -411,6 +433,12 @@ async def reconcile_now(runtime: Runtime) -> dict[str, int]:
     counts["undo"] = 0
     for entry_id, mailbox_id in standing:
         counts["undo"] += int(await defer_undo(runtime, entry_id, mailbox_id))
+    # Disconnects whose job was lost.
+    with runtime.database.session() as db:
+        disconnecting = disconnect.lost_requests(db, now)
+    counts["disconnect"] = 0
+    for integration_id in disconnecting:
+        counts["disconnect"] += int(await defer_disconnect(runtime, integration_id))
     with runtime.database.session() as db:
         backfills = backfill.unfinished_backfills(db)
     for sync_id, mailbox_id in backfills:  # a lost job or a pause resumes from the cursor

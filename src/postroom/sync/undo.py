@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from postroom.graph import AccessDenied
 from postroom.integrations.graph_access import IntegrationTokens, TokenFailure
+from postroom.integrations.models import Integration, Mailbox
 from postroom.learning.corrections import Correction
 from postroom.processing.decide import NONE_OF_THESE
 from postroom.processing.models import LedgerEntry
@@ -109,9 +110,13 @@ def standing_requests(db: Any, now: datetime) -> list[tuple[str, str]]:
     """(ledger id, mailbox row id) of undo requests made more than :data:`REQUEST_RETRY` ago
     and not finished: their job was lost (a worker died, the queue was cleared)."""
     rows = db.execute(
-        select(LedgerEntry.id, LedgerEntry.mailbox_id).where(
+        select(LedgerEntry.id, LedgerEntry.mailbox_id)
+        .join(Mailbox, Mailbox.id == LedgerEntry.mailbox_id)
+        .join(Integration, Integration.id == Mailbox.integration_id)
+        .where(
             LedgerEntry.undo_state == "requested",
             LedgerEntry.undo_requested_at < now - REQUEST_RETRY,
+            Integration.status.in_(ACTIVE),  # a paused one's requests wait for Resume
         )
     ).all()
     return [(str(entry_id), str(mailbox_id)) for entry_id, mailbox_id in rows]

@@ -118,8 +118,10 @@ def create_app(
 
     from postroom.accounts import views as account_views
     from postroom.activity import views as activity_views
+    from postroom.alerts import views as alert_views
     from postroom.categories import views as category_views
     from postroom.integrations import connect as integration_connect
+    from postroom.integrations import removal as integration_removal
     from postroom.integrations import setup as integration_setup
     from postroom.integrations import views as integration_views
     from postroom.learning import views as learning_views
@@ -129,9 +131,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(webhooks.router)
     app.include_router(account_views.router)
+    app.include_router(alert_views.router)
     # connect first: its fixed paths (/integrations/new…) before the views' /integrations/{id}
     app.include_router(integration_connect.router)
     app.include_router(integration_views.router)
+    app.include_router(integration_removal.router)
     app.include_router(integration_setup.router)
     app.include_router(category_views.router)
     app.include_router(activity_views.router)
