@@ -119,6 +119,7 @@ def create_app(
     from postroom.accounts import views as account_views
     from postroom.activity import views as activity_views
     from postroom.alerts import views as alert_views
+    from postroom.categories import transfer_views as category_transfer_views
     from postroom.categories import views as category_views
     from postroom.integrations import connect as integration_connect
     from postroom.integrations import removal as integration_removal
@@ -138,6 +139,7 @@ def create_app(
     app.include_router(integration_removal.router)
     app.include_router(integration_setup.router)
     app.include_router(category_views.router)
+    app.include_router(category_transfer_views.router)
     app.include_router(activity_views.router)
     app.include_router(learning_views.router)
     app.include_router(help_pages.router)
