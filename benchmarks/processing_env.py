@@ -332,7 +332,7 @@ class ProcessingEnv:
         runtime = runtime or self.runtime()
 
         async def run() -> None:
-            async with runtime.queue.open_async():
+            async with runtime.queue.open_async(), runtime.shared_graph_http():
                 await runtime.queue.run_worker_async(
                     wait=False, concurrency=1, install_signal_handlers=False, listen_notify=False
                 )

@@ -126,7 +126,7 @@ def worker(
         serve_process_metrics(metrics_host, metrics_port, token=token)
 
     async def run() -> None:
-        async with runtime.queue.open_async():
+        async with runtime.queue.open_async(), runtime.shared_graph_http():
             job_loop = asyncio.create_task(
                 run_worker(  # again after the database dropped it (postroom.sync.worker)
                     runtime.queue,

@@ -62,7 +62,7 @@ class Postroom:
         runtime.folder_cache = self.folder_cache
 
         async def run() -> int:
-            async with runtime.queue.open_async():
+            async with runtime.queue.open_async(), runtime.shared_graph_http():
                 waiting = await _waiting_jobs(self.database)
                 await runtime.queue.run_worker_async(
                     wait=False,

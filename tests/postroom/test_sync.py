@@ -39,6 +39,7 @@ def setup_personal(
     forward_to: str = "",
     shared: str = "",
     options: dict[str, str] | None = None,
+    start: str = "",
 ) -> str:
     """Alice connects personally; category Invoices → Finance/Invoices (+forward)."""
     sign_up(web)
@@ -56,7 +57,7 @@ def setup_personal(
             },
         ),
         (4, {"mode": "off"}),
-        (5, {}),
+        (5, {"start": start} if start else {}),
     ]
     for step, data in steps:
         response = post_form(web, f"{base}/setup/{step}", f"{base}/setup/{step}", data)

@@ -26,8 +26,10 @@ from postroom.integrations.statuses import LABELS
 from postroom.integrations.web import graph_call, load_integration
 from postroom.processing import undo as undoing
 from postroom.processing.decide import fits_none_words
+from postroom.processing.forwarding import FORWARD_UNCONFIRMED
 from postroom.processing.models import LEDGER_STATES, LedgerEntry
 from postroom.processing.outcomes import outcome_words
+from postroom.sync import shadow
 from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
 
@@ -52,6 +54,8 @@ UNDO_NOTES = {
     undoing.NOTE_TO_INBOX: "the folder it came from is gone, so it went to the Inbox",
     undoing.NOTE_NO_SOURCE: "filed before Postroom recorded where mail came from: not moved back",
     undoing.NOTE_GONE: "the email is gone",
+    FORWARD_UNCONFIRMED: "the forward may not have gone out: its draft disappeared after "
+    "Postroom asked Microsoft to send it, so it was not sent again",
 }
 UNDO_NOTICES = {
     "requested": "Undo requested: Postroom is reversing what it did to that email.",
@@ -59,6 +63,8 @@ UNDO_NOTICES = {
     "undos under way is shown above the list until it is done.",
     "fix": "Fix requested: Postroom is moving that email to the category you chose, and "
     "learns from it.",
+    "fix_forward": "Fix requested: Postroom is moving that email to the category you chose, "
+    "forwards it as you confirmed, and learns from it.",
     "already": "That email was undone already (or its undo is under way).",
 }
 
@@ -102,6 +108,24 @@ class ActivityRow:
     undo: str | None = None
     """What became of an undo, in words (None: not asked)."""
     forwarded: bool = False
+    suggestion: str | None = None
+    """Suggest only: what Postroom would have done, and how a person filed it since."""
+
+
+def _suggestion_words(plan: dict[str, Any]) -> str | None:
+    if not shadow.is_suggested(plan) or not plan.get("category"):
+        return None
+    words = f"would have: {plan['category']}"
+    if plan.get("folder"):
+        words += f" → {plan['folder']}"
+    forward = plan.get("forward")
+    if isinstance(forward, dict) and forward.get("to"):
+        words += f", forwarded to {', '.join(str(a) for a in forward['to'])}"
+    seen = plan.get(shadow.SHADOW)
+    if isinstance(seen, dict) and seen.get("filed_as"):
+        verdict = "agreed" if seen.get("agreed") else "disagreed"
+        words += f"; filed by a person as {seen['filed_as']} ({verdict})"
+    return words
 
 
 @router.get("/integrations/{integration_id}/activity")
@@ -150,7 +174,9 @@ def activity_page(
             ActivityRow(
                 time=entry.claimed_at.strftime("%Y-%m-%d %H:%M:%S"),
                 mailbox=box.address,
-                state=STATE_WORDS.get(entry.state, entry.state),
+                state="suggested"
+                if shadow.is_suggested(plan)
+                else STATE_WORDS.get(entry.state, entry.state),
                 decided_by=DECIDED_BY_WORDS.get(str(plan.get("decided_by")), "—")
                 + (
                     " (same conversation)"
@@ -181,7 +207,8 @@ def activity_page(
                 can_undo=undoing.undoable(entry),
                 can_fix=undoing.fixable(entry),
                 undo=_undo_words(entry),
-                forwarded="forward_sent" in (entry.actions_done or []),
+                forwarded="forward_sent" in [*(entry.actions_done or []), *(entry.undo_done or [])],
+                suggestion=_suggestion_words(plan),
             )
         )
     pages = max(1, math.ceil(total / PER_PAGE))
@@ -232,11 +259,17 @@ def _undo_words(entry: LedgerEntry) -> str | None:
     if entry.undo_state is None:
         return None
     fix = undoing.fix_of(entry)
+    forward = undoing.fix_forward(entry)
+    to = ", ".join(forward["to"]) if forward is not None else ""
     if entry.undo_state == "requested":
+        if fix and forward is not None:
+            return f"fix to {fix['category']} (and a forward to {to}) under way"
         return f"fix to {fix['category']} under way" if fix else "undo under way"
     note = UNDO_NOTES.get(entry.undo_note or "")
     if entry.undo_state == "done":
         done = f"fixed: {fix['category']}" if fix else "undone"
+        if forward is not None and "forward_sent" in (entry.undo_done or []):
+            done += f", forwarded to {to}"
         return done + (f" ({note})" if note else "")
     return "undo failed: " + (note or str(entry.undo_note or "an error at Microsoft"))
 
@@ -348,6 +381,9 @@ def activity_csv(
     )
 
 
+FORWARD_ANSWERS = ("", "yes", "no")  # "": not asked yet
+
+
 @router.post("/integrations/{integration_id}/activity/{entry_id}/fix")
 def fix_email(
     request: Request,
@@ -357,9 +393,14 @@ def fix_email(
     db: DbSession,
     csrf_token: Token = "",
     category: Annotated[str, Form(max_length=MAX_NAME)] = "",
+    forward: Annotated[str, Form(max_length=10)] = "",
+    forward_to: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
     """Give one email the category a person chose: Postroom undoes its own action, applies the
-    chosen category's label and folder, and learns the correction (no forward is sent)."""
+    chosen category's label and folder, and learns the correction. When that category
+    forwards, a second step asks first: only "Fix and forward" (``forward=yes``, naming the
+    addresses the person was shown in ``forward_to``) records the forward, with the addresses
+    and comment the category has now; "Fix without forwarding" (``forward=no``) sends none."""
     check_csrf(request, csrf_token)
     integration = load_integration(db, caller, integration_id)
     entry = _entry(db, integration.id, entry_id)
@@ -377,11 +418,51 @@ def fix_email(
     current = (entry.plan or {}).get("category")
     if isinstance(current, str) and current.strip().casefold() == chosen.name.casefold():
         raise HTTPException(409, f"This email already has {chosen.name}: nothing to fix.")
-    fix = {"category": chosen.name, "folder": (chosen.folder or "").strip() or None}
+    if forward not in FORWARD_ANSWERS:
+        raise HTTPException(400, "Answer with one of the two buttons: forward, or do not.")
+    addresses = [a for a in chosen.forward_to or [] if isinstance(a, str) and a]
+    if forward == "yes" and not addresses:
+        raise HTTPException(400, f"{chosen.name} forwards to no one: there is no forward to send.")
+    if forward == "yes" and forward_to != ", ".join(addresses):
+        return _confirm_forward(request, integration, entry, chosen, addresses, changed=True)
+    if forward == "" and addresses:
+        return _confirm_forward(request, integration, entry, chosen, addresses)
+    fix: dict[str, Any] = {"category": chosen.name, "folder": (chosen.folder or "").strip() or None}
+    if forward == "yes":
+        fix["forward"] = {"to": addresses, "comment": chosen.forward_comment or ""}
     if not _ask(db, [entry.id], plan={**(entry.plan or {}), "fix": fix}):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     _queue_undo(request, entry)
-    return RedirectResponse(f"{back}?undo=fix", status_code=303)
+    notice = "fix_forward" if "forward" in fix else "fix"
+    return RedirectResponse(f"{back}?undo={notice}", status_code=303)
+
+
+def _confirm_forward(
+    request: Request,
+    integration: Any,
+    entry: LedgerEntry,
+    chosen: Any,
+    addresses: list[str],
+    *,
+    changed: bool = False,
+) -> Response:
+    """The second step of a fix to a category that forwards: nothing is recorded until the
+    person answers. ``changed``: the addresses they confirmed are not the category's now (409,
+    asked again with the new ones)."""
+    return render(
+        request,
+        "integrations/fix_forward.html",
+        status_code=409 if changed else 200,
+        nav="integrations",
+        item=integration,
+        entry_id=entry.id,
+        time=entry.claimed_at.strftime("%Y-%m-%d %H:%M:%S"),
+        category=chosen.name,
+        folder=(chosen.folder or "").strip() or None,
+        addresses=addresses,
+        comment=chosen.forward_comment or "",
+        changed=changed,
+    )
 
 
 def _entry(db: DbSession, integration_id: str, entry_id: str) -> LedgerEntry:

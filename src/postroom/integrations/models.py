@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -115,6 +117,8 @@ class Category(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     rules: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a RuleGroup
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # Suggest only (shadow mode): decide and record, touch nothing in the mailbox
+    suggest_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class OAuthFlow(Base):

@@ -274,6 +274,15 @@ def _setup_submit(
             if step == 5:
                 if integration.wizard_step < 5:
                     raise wizard.StepError(["Finish the earlier steps first."])
+                start = str(form.get("start") or "live")
+                if start not in ("live", "suggest"):
+                    raise wizard.StepError(["Choose how Postroom starts."]).under("start")
+                if start == "suggest":  # Suggest only: decide and record, touch nothing
+                    integration.options = {
+                        **(integration.options or {}),
+                        "suggest_only": True,
+                        "suggest_since": datetime.now(UTC).isoformat(),
+                    }
                 service.finish_setup(db=db, integration=integration)
                 from postroom.sync.folder_syncs import apply_folder_syncs
 

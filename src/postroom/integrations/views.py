@@ -25,6 +25,7 @@ from postroom.integrations.oauth import (
     GRAPH,
 )
 from postroom.integrations.removal import summary_lines
+from postroom.integrations.shadow_views import shadow_rows, suggesting_days
 from postroom.integrations.statuses import (
     LABELS,
     REASONS,
@@ -108,6 +109,8 @@ def integration_page(
         },
         mailboxes=boxes,
         disconnect_summary=summary_lines(integration),
+        shadow_rows=shadow_rows(db, integration),
+        suggesting_days=suggesting_days(integration),
         categories=service.categories(db=db, integration=integration),
         colours=wizard.COLOURS,
         manage_colours=f"{GRAPH}/MailboxSettings.ReadWrite" in (integration.granted_scopes or [])

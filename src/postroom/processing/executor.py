@@ -44,21 +44,10 @@ forgotten and resolved again (once, not per email).
      item, ``isDraft`` false, and a second ``send`` is refused), so the recorded draft id is
      the idempotency key of the forward.
 
-Crash windows of the forward, and what a resumed run does:
-
-* **createForward acted, its id never recorded** (crash, or a 5xx/timeout after Graph made
-  the draft): the resumed run creates a second draft. The first stays an unsent draft in
-  Drafts (Postroom never deletes anything); only a recorded draft is ever sent. When two
-  workers race, the first recorded draft id wins and the other worker adopts it.
-* **draft recorded, send not confirmed** (503 before Graph acted, timeout after it acted,
-  crash after the 202): the resumed run GETs the draft by its immutable id. ``isDraft``
-  false → it was sent: record ``forward_sent``, send nothing. ``isDraft`` true → send it
-  (still at most once: Graph refuses to send a non-draft; that refusal is read the same way).
-* **the draft is gone (404)**: it was purged — by the user, before or after it was sent; Graph
-  cannot tell us which. Before every send the run records ``forward_send_attempted``. Without
-  that marker Postroom provably never asked Graph to send this draft, so a new draft is made
-  and sent. With it, the draft may have gone out; at most once beats at least once: no new
-  forward, the row ends ``done`` with ``last_error = "forward_unconfirmed"`` for the UI.
+The forward's crash windows (a draft made but not recorded, a send not confirmed, a draft
+purged) and what a resumed run does are told in :mod:`.forwarding`, the code Fix's forward
+shares; a draft that may have gone out ends the row ``done`` with ``last_error =
+"forward_unconfirmed"`` for the UI.
 
 Never-delete (invariant 1): a plan whose folder path starts in Deleted Items or Recoverable
 Items by name (:func:`~postroom.processing.folder_paths.protected_folder`) is refused before any
@@ -121,6 +110,10 @@ from postroom.graph.errors import (
     TransientError,
 )
 from postroom.processing import folder_paths
+from postroom.processing.forwarding import (
+    FORWARD_UNCONFIRMED as FORWARD_UNCONFIRMED,  # (re-exported: outcomes, tests)
+)
+from postroom.processing.forwarding import SEND_ATTEMPTED, Forwarder
 from postroom.processing.message_keys import message_key
 from postroom.processing.models import CreatedMasterCategory, LedgerEntry
 from postroom.processing.plan import Plan
@@ -130,11 +123,8 @@ log = logging.getLogger("postroom.processing")
 T = TypeVar("T")
 
 SNAPSHOT_SELECT = "id,categories,parentFolderId,changeKey"
-DRAFT_SELECT = "id,isDraft,parentFolderId"
 # Single-segment folder paths that name a well-known folder rather than a folder to create.
 WELL_KNOWN_TARGETS = frozenset({"archive", "inbox", "junkemail"})
-SEND_ATTEMPTED = "forward_send_attempted"  # marker: a send of the recorded draft was requested
-FORWARD_UNCONFIRMED = "forward_unconfirmed"
 FINAL_STATES = ("done", "skipped", "failed")
 MAX_ATTEMPTS = 10  # transient failures of one message before its row ends failed
 DECIDE_FAILED = "decide_failed"  # last_error when deciding raised (a bug; logged, not retried)
@@ -242,6 +232,43 @@ def _remember_created(database: Database, entry_id: str, name: str, graph_id: st
         mailbox_row_id = db.scalar(select(LedgerEntry.mailbox_id).where(LedgerEntry.id == entry_id))
         if mailbox_row_id is not None:
             record_created_category(db, mailbox_row_id, name, graph_id)
+
+
+async def find_folder(
+    graph: GraphClient, mailbox: str, path: str, cache: FolderCache
+) -> str | None:
+    """The id of the folder at ``path`` if it exists (looked up, never made; cached like the
+    executor's), None when a segment is missing or the path leads into Deleted Items or
+    Recoverable Items (Suggest only watches it; it files nothing)."""
+    segments = folder_paths.segments(path)
+    if not segments or folder_paths.protected_folder(segments) is not None:
+        return None
+    cached = cache.get(mailbox, path)
+    if cached is not None:
+        return cached
+    if len(segments) == 1 and segments[0].lower() in WELL_KNOWN_TARGETS:
+        folder = await graph.folder(mailbox, segments[0].lower())
+        cache.put(mailbox, path, str(folder["id"]))
+        return str(folder["id"])
+    parent: str | None = None
+    for depth, name in enumerate(segments, start=1):
+        prefix = "/".join(segments[:depth])
+        known = cache.get(mailbox, prefix)
+        if known is None:
+            wanted = folder_paths.segment_key(name)
+            known = next(
+                (
+                    str(f["id"])
+                    for f in await graph.child_folders(mailbox, parent)
+                    if folder_paths.segment_key(str(f.get("displayName", ""))) == wanted
+                ),
+                None,
+            )
+            if known is None or known in await graph.protected_folder_ids(mailbox):
+                return None
+            cache.put(mailbox, prefix, known)
+        parent = known
+    return parent
 
 
 # --------------------------------------------------------------------------- result
@@ -710,99 +737,42 @@ class _Run:
 
     # ------------------------------------------------------------------ forward
     async def forward(self) -> None:
-        attempted_before = SEND_ATTEMPTED in self.done
-        if self.draft_id is not None:
-            state = await self.draft_state(self.draft_id)
-            if state == "sent":
-                self.record("forward_sent")
-                return
-            if state == "gone":
-                if attempted_before:
-                    # A send was requested and the draft is gone: it may have gone out.
-                    log.warning("ledger %s: forward draft gone after a send", self.entry_id)
-                    self.warning = FORWARD_UNCONFIRMED
-                    return
-                # Proof it was never sent by Postroom: no send was ever requested for it.
-                await self.replace_draft(self.draft_id)
-        else:
-            await self.create_draft()
-        await self.send()
-
-    async def draft_state(self, draft_id: str) -> str:
-        """ "draft", "sent" or "gone", from Graph's view of the recorded draft id."""
-        try:
-            draft = await self.graph.message(self.mailbox, draft_id, select=DRAFT_SELECT)
-        except NotFound:
-            return "gone"
-        return "draft" if draft.get("isDraft") else "sent"
-
-    async def create_draft(self) -> None:
+        """The plan's forward, exactly once (:class:`~.forwarding.Forwarder`); the draft id
+        is kept in ``forward_draft_id``, the steps in ``actions_done``."""
         forward = self.plan.forward
         assert forward is not None
-        draft = await self.on_message(
-            self.graph.create_forward(
-                self.mailbox,
-                self.message_id,
-                to=list(forward.to),
-                comment=forward.comment or None,
-            )
+        sender = Forwarder(
+            graph=self.graph,
+            mailbox=self.mailbox,
+            message_id=self.message_id,
+            to=tuple(forward.to),
+            comment=forward.comment,
+            done=self.done,
+            draft_id=self.draft_id,
+            keep_draft=self.keep_draft,
+            record=self.record,
+            on_message=self.on_message,
+            label=f"ledger {self.entry_id}",
         )
-        ours = str(draft["id"])
+        await sender.run()
+        self.draft_id = sender.draft_id
+        self.warning = sender.warning or self.warning
 
+    def keep_draft(self, ours: str, vanished: str | None) -> str:
         def change(row: LedgerEntry) -> str:
-            if row.forward_draft_id is None:
-                row.forward_draft_id = ours
-            _append(row, "forward_draft")
-            return row.forward_draft_id
-
-        self.draft_id = _locked(self.database, self.entry_id, change)
-        self.done.add("forward_draft")
-        self.performed.append("forward_draft")
-        if self.draft_id != ours:
-            # Another worker recorded its draft first; ours stays an unsent draft.
-            log.warning("ledger %s: adopted a concurrently recorded forward draft", self.entry_id)
-        log.info("ledger %s: forward_draft recorded (%s)", self.entry_id, self.draft_id)
-
-    async def replace_draft(self, vanished: str) -> None:
-        forward = self.plan.forward
-        assert forward is not None
-        draft = await self.on_message(
-            self.graph.create_forward(
-                self.mailbox,
-                self.message_id,
-                to=list(forward.to),
-                comment=forward.comment or None,
-            )
-        )
-        ours = str(draft["id"])
-
-        def change(row: LedgerEntry) -> str:
-            if row.forward_draft_id == vanished:
+            if vanished is None:
+                if row.forward_draft_id is None:
+                    row.forward_draft_id = ours
+                _append(row, "forward_draft")
+            elif row.forward_draft_id == vanished:
                 row.forward_draft_id = ours
             return row.forward_draft_id or ours
 
-        self.draft_id = _locked(self.database, self.entry_id, change)
-        log.info("ledger %s: forward draft vanished unsent; new draft recorded", self.entry_id)
-
-    async def send(self) -> None:
-        assert self.draft_id is not None
-        draft_id = self.draft_id
-        attempted_before = SEND_ATTEMPTED in self.done
-        if not attempted_before:
-            self.record(SEND_ATTEMPTED)
-        try:
-            await self.graph.send_draft(self.mailbox, draft_id)
-        except NotFound:
-            if attempted_before:
-                self.warning = FORWARD_UNCONFIRMED
-                return
-            raise  # never sent by us; the draft vanished just now: failed, visibly
-        except (Conflict, PermanentError):
-            # Graph refuses to send a non-draft: if it is sent, someone (an earlier attempt
-            # whose answer was lost, or a concurrent worker) already sent this one draft.
-            if await self.draft_state(draft_id) != "sent":
-                raise
-        self.record("forward_sent")
+        recorded = _locked(self.database, self.entry_id, change)
+        if vanished is None:
+            self.done.add("forward_draft")
+            self.performed.append("forward_draft")
+        return recorded
 
 
 def _etag(message: dict[str, Any] | None) -> str | None:

@@ -35,7 +35,16 @@ from postroom.db import Base
 
 LEDGER_STATES = ("claimed", "done", "failed", "skipped")
 UNDO_STATES = ("requested", "done", "failed")
-UNDO_STEPS = ("learned", "unlabel", "fix_label", "move_back")
+UNDO_STEPS = (
+    "learned",
+    "unlabel",
+    "fix_label",
+    "move_back",
+    # Fix's forward, only after the person confirmed it (processing.forwarding)
+    "forward_draft",
+    "forward_send_attempted",
+    "forward_sent",
+)
 ACTIONS = (
     "master_category",
     "label",

@@ -26,8 +26,14 @@ folder, copied from the configuration when they asked): ``learned`` teaches the 
 correction (previous → chosen, as a correction made in Outlook), ``unlabel`` takes Postroom's
 category off, ``fix_label`` adds the chosen one (the person's own stay), and ``move_back``
 files the email into the chosen category's folder instead — or, when that category has no
-folder, back where it came from. Fix sends no forward: a forward cannot be taken back, so it is
-left to the person (the activity view says so).
+folder, back where it came from. When the chosen category forwards and the person confirmed
+it (only then does ``plan["fix"]["forward"]`` hold the addresses and comment, copied from the
+category when they asked), the email is forwarded last, exactly once, by the executor's code
+(:class:`~.forwarding.Forwarder`): the draft's id is recorded in
+``plan["fix"]["forward"]["draft_id"]`` before anything is sent, and the steps
+``forward_draft``, ``forward_send_attempted`` and ``forward_sent`` in ``undo_done``, so a retry
+never sends twice. A draft purged after a send was asked ends the fix ``done`` with the note
+``forward_unconfirmed``.
 
 Nothing is deleted: a folder Postroom created stays, even when it is empty now. A forward
 cannot be recalled; the activity view says so. Graph failures follow the executor: a
@@ -62,6 +68,7 @@ from postroom.processing.executor import (
     _locked,
     _Run,
 )
+from postroom.processing.forwarding import Forwarder
 from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import Plan
 
@@ -90,6 +97,19 @@ def fixable(entry: LedgerEntry) -> bool:
 def fix_of(entry: LedgerEntry) -> dict[str, Any] | None:
     fix = (entry.plan or {}).get("fix")
     return fix if isinstance(fix, dict) and isinstance(fix.get("category"), str) else None
+
+
+def fix_forward(entry: LedgerEntry) -> dict[str, Any] | None:
+    """The forward a person confirmed for their fix (``to``, ``comment``, and once made the
+    draft's id), or None: no forward."""
+    fix = fix_of(entry)
+    forward = fix.get("forward") if fix is not None else None
+    if not isinstance(forward, dict):
+        return None
+    to = forward.get("to")
+    if not isinstance(to, list) or not to or not all(isinstance(a, str) for a in to):
+        return None
+    return forward
 
 
 def undoable(entry: LedgerEntry) -> bool:
@@ -140,6 +160,9 @@ async def undo(
             else:
                 note = await run.move_back(message, row)
                 run.note = note or run.note
+        forward = fix_forward(row)
+        if forward is not None and "forward_sent" not in done:
+            await run.forward(forward)
     except NotFound:
         return run.finish("failed", NOTE_GONE)
     except (TransientError, AuthFailed, AccessDenied) as exc:
@@ -201,6 +224,47 @@ class _UndoRun:
         _locked(self.database, self.entry_id, change)
         self.done.add(step)
         log.info("undo of ledger %s: %s recorded", self.entry_id, step)
+
+    async def forward(self, spec: dict[str, Any]) -> None:
+        """Fix's confirmed forward, exactly once (the executor's :class:`Forwarder`)."""
+        draft = spec.get("draft_id")
+        sender = Forwarder(
+            graph=self.graph,
+            mailbox=self.mailbox,
+            message_id=self.message_id,
+            to=tuple(str(a) for a in spec["to"]),
+            comment=str(spec.get("comment") or ""),
+            done=self.done,
+            draft_id=draft if isinstance(draft, str) and draft else None,
+            keep_draft=self.keep_draft,
+            record=self.record,
+            label=f"fix of ledger {self.entry_id}",
+        )
+        await sender.run()
+        self.note = sender.warning or self.note
+
+    def keep_draft(self, ours: str, vanished: str | None) -> str:
+        """Record the fix's forward draft in ``plan["fix"]["forward"]["draft_id"]`` (the first
+        recorded wins; ``vanished``: replace that one), and ``forward_draft`` with it."""
+
+        def change(row: LedgerEntry) -> str:
+            plan = dict(row.plan or {})
+            fix = dict(plan.get("fix") or {})
+            forward = dict(fix.get("forward") or {})
+            recorded = forward.get("draft_id")
+            if (not recorded) if vanished is None else recorded == vanished:
+                forward["draft_id"] = recorded = ours
+                row.plan = {**plan, "fix": {**fix, "forward": forward}}  # a new dict: seen
+            if vanished is None:
+                steps = list(row.undo_done or [])
+                if "forward_draft" not in steps:
+                    row.undo_done = [*steps, "forward_draft"]
+            return str(recorded or ours)
+
+        recorded = _locked(self.database, self.entry_id, change)
+        if vanished is None:
+            self.done.add("forward_draft")
+        return recorded
 
     def finish(self, state: str, note: str | None) -> UndoResult:
         def change(row: LedgerEntry) -> None:

@@ -67,12 +67,20 @@ from postroom.integrations.statuses import (
 from postroom.learning import conversations, corrections
 from postroom.learning import service as learning
 from postroom.processing.decide import decide
-from postroom.processing.executor import DECIDE_FAILED, MAX_ATTEMPTS, claim, execute, settle
+from postroom.processing.executor import (
+    DECIDE_FAILED,
+    MAX_ATTEMPTS,
+    claim,
+    execute,
+    find_folder,
+    settle,
+)
 from postroom.processing.models import LedgerEntry
 from postroom.processing.outcomes import ALREADY_FILED
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
 from postroom.processing.view import Address, MessageView
+from postroom.sync import shadow
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime
 
@@ -115,6 +123,15 @@ class FolderWork:
     watch: bool = False  # a category folder: corrections only, nothing is processed
     respect_filed: bool = True  # leave alone mail that already has a category of its own
     colors_noted: bool = False  # the mailbox has the note "colors_refused"
+    # Suggest only (shadow mode): the whole integration, or these categories (casefolded)
+    suggest_all: bool = False
+    suggest: frozenset[str] = frozenset()
+
+    def suggests(self, category: str | None) -> bool:
+        """Whether a decision for ``category`` is only recorded, never acted on."""
+        if not category:
+            return False
+        return self.suggest_all or category.strip().casefold() in self.suggest
 
 
 @dataclass
@@ -207,6 +224,8 @@ def load_work(runtime: Runtime, sync_id: str) -> FolderWork | None:
             watch=fs.watch,
             respect_filed=respect_filed(integration.options),
             colors_noted=colors_noted,
+            suggest_all=bool((integration.options or {}).get("suggest_only")),
+            suggest=frozenset(r.name.strip().casefold() for r in rows if r.suggest_only),
         )
 
 
@@ -404,7 +423,9 @@ async def process_message(
         first_time = entry is not None and entry.plan is None and not entry.actions_done
         correction = None
         if entry is None:
-            correction = _correction(db, work, view)
+            suggestion, correction = _shadow_seen(db, work, view, None)
+            if not suggestion:
+                correction = _correction(db, work, view)
     if correction is not None:
         await _learn_correction(runtime, graph, work, data, *correction)
         return False
@@ -456,6 +477,11 @@ async def process_message(
         )
         settle(runtime.database, entry_id, "failed", DECIDE_FAILED)
         metrics.email_processed("failed", "none")
+        return False
+    if work.suggests(plan.category) and shadow.record_suggestion(runtime.database, entry_id, plan):
+        metrics.email_processed("suggested", metrics.decider(plan.decided_by, plan.reasons))
+        if plan.folder:
+            await _watch_existing_folder(runtime, graph, work, plan.folder)
         return False
     result = await execute(
         graph=graph,
@@ -548,6 +574,14 @@ async def _watched(
 ) -> None:
     """A message in a watched category folder: learn if a person corrected it; never act."""
     with runtime.database.session() as db:
+        suggestion, learned = _shadow_seen(
+            db, work, view, work.folder_key.removeprefix(WATCH_PREFIX)
+        )
+    if suggestion:
+        if learned is not None:
+            await _learn_correction(runtime, graph, work, data, *learned)
+        return
+    with runtime.database.session() as db:
         row = db.scalars(
             select(LedgerEntry).where(
                 LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
@@ -570,6 +604,37 @@ async def _watched(
         entry_id = row.id
     if found is not None:
         await _learn_correction(runtime, graph, work, data, entry_id, found)
+
+
+def _shadow_seen(
+    db: Session, work: FolderWork, view: MessageView, watched_path: str | None
+) -> tuple[bool, tuple[str, corrections.Correction] | None]:
+    """A suggested email (Suggest only) seen again: how a person filed it (see sync.shadow)."""
+    return shadow.seen(
+        db,
+        mailbox_row_id=work.mailbox_row_id,
+        message_id=view.id,
+        categories_on_message=list(view.categories),
+        configured=[(c.name, c.folder) for c in work.categories],
+        watched_path=watched_path,
+    )
+
+
+async def _watch_existing_folder(
+    runtime: Runtime, graph: GraphClient, work: FolderWork, path: str
+) -> None:
+    """Suggest only: watch the suggested category's folder if it exists (looked up, never
+    made), so that a person moving mail there is seen. A failed lookup is tried again with
+    the next suggestion."""
+    try:
+        found = await find_folder(graph, work.mailbox, path, runtime.folder_cache)
+    except (AccessDenied, AuthFailed):
+        raise  # the mailbox or the token: a status, as for every other request
+    except GraphError as exc:
+        log.info("folder sync %s: suggested folder not looked up (%s)", work.sync_id, _code(exc))
+        return
+    if found is not None:
+        await _watch_folder(runtime, work, path)
 
 
 def _code(exc: GraphError) -> str:
@@ -733,17 +798,16 @@ def _store_cache(runtime: Runtime, integration_id: str, cache: str) -> None:
 
 
 def _graph(runtime: Runtime, tokens: IntegrationTokens) -> GraphClient:
-    import ssl
-
+    """A Graph client for one sync or job: on the worker's shared connection pool when one is
+    open (:meth:`Runtime.shared_graph_http`; closing the client leaves the pool open), else
+    with its own connections."""
     settings = runtime.settings
-    verify: Any = (
-        ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else True
-    )
     return GraphClient(
         base_url=settings.graph_base_url,
         token=tokens,
         app_id=settings.ms_client_id,
-        verify=verify,
+        http=runtime.graph_http(),
+        verify=runtime.graph_verify(),
     )
 
 

@@ -9,15 +9,21 @@ runtime are put together in :mod:`postroom.sync.queue`, so this module imports n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import procrastinate
 
 from postroom.crypto import SecretBox
 from postroom.db import Database
+from postroom.graph.client import DEFAULT_TIMEOUT as GRAPH_TIMEOUT
 from postroom.integrations.oauth import MicrosoftIdentity
 from postroom.processing.executor import FolderCache
 from postroom.settings import Settings
@@ -37,6 +43,37 @@ class Runtime:
     queue: procrastinate.App
     folder_cache: FolderCache = field(default_factory=FolderCache)
     hmac_key: bytes = b""
+    # A worker's shared HTTP client for Graph, by event loop (shared_graph_http)
+    _http: dict[int, httpx.AsyncClient] = field(default_factory=dict, repr=False)
+    _verify: Any = field(default=None, repr=False)
+
+    def graph_verify(self) -> Any:
+        """TLS verification for Graph: the configured CA bundle's context (loaded once)."""
+        if self._verify is None:
+            cafile = self.settings.ca_bundle
+            self._verify = ssl.create_default_context(cafile=str(cafile)) if cafile else True
+        return self._verify
+
+    def graph_http(self) -> httpx.AsyncClient | None:
+        """The shared HTTP client of the running event loop, if one is open
+        (:meth:`shared_graph_http`), else None (each Graph client then opens its own)."""
+        return self._http.get(id(asyncio.get_running_loop()))
+
+    @contextlib.asynccontextmanager
+    async def shared_graph_http(self) -> AsyncIterator[httpx.AsyncClient]:
+        """For a worker's lifetime: one HTTP client - one pool of kept-alive TLS connections to
+        Graph - shared by every sync and job on this event loop, instead of a new client and
+        TLS handshake per sync."""
+        key = id(asyncio.get_running_loop())
+        client = httpx.AsyncClient(
+            timeout=GRAPH_TIMEOUT, verify=self.graph_verify(), trust_env=False
+        )
+        self._http[key] = client
+        try:
+            yield client
+        finally:
+            self._http.pop(key, None)
+            await client.aclose()
 
     @property
     def conversation_secret(self) -> bytes:

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, text
 
 from postroom.graph import AccessDenied, NotFound
 from postroom.integrations.graph_access import IntegrationTokens, TokenFailure
@@ -48,7 +48,10 @@ def stale_claims(db: Any, now: datetime, stale_after: timedelta) -> list[tuple[s
         .join(Mailbox, Mailbox.id == FolderSync.mailbox_id)
         .where(
             LedgerEntry.state == "claimed",
-            LedgerEntry.claimed_at < now - stale_after,
+            or_(
+                LedgerEntry.claimed_at < now - stale_after,
+                text("ledger.plan->>'went_live' = 'true'"),
+            ),
             FolderSync.active.is_(True),
             FolderSync.watch.is_(False),
             Integration.status.in_(ACTIVE),
@@ -66,7 +69,8 @@ async def resume_stale_claims(runtime: Runtime, sync_id: str, *, limit: int = 50
     """Finish ledger rows of this folder sync's mailbox that a dead worker left ``claimed``
     (run under the mailbox's lock, so no live sync holds them): read each message by its
     immutable id and process it again; the executor skips what is recorded and checks the
-    mailbox before repeating a step whose record was lost. Returns how many were resumed."""
+    mailbox before repeating a step whose record was lost. Also the suggestions a person asked
+    to file on Go live (:mod:`postroom.sync.shadow`). Returns how many were resumed."""
     work = load_work(runtime, sync_id)
     if work is None or work.status not in ACTIVE:
         return 0
@@ -77,7 +81,8 @@ async def resume_stale_claims(runtime: Runtime, sync_id: str, *, limit: int = 50
             .where(
                 LedgerEntry.mailbox_id == work.mailbox_row_id,
                 LedgerEntry.state == "claimed",
-                LedgerEntry.claimed_at < cutoff,
+                # a suggestion to file after Go live (sync.shadow) does not wait
+                or_(LedgerEntry.claimed_at < cutoff, text("ledger.plan->>'went_live' = 'true'")),
             )
             .order_by(LedgerEntry.claimed_at)
             .limit(limit)

@@ -72,7 +72,7 @@ def create_app(
         app.state.runtime = runtime
         worker: asyncio.Task[None] | None = None
         try:
-            async with runtime.queue.open_async():
+            async with runtime.queue.open_async(), runtime.shared_graph_http():
                 if run_worker:
                     worker = asyncio.create_task(
                         run_job_worker(  # again after the database dropped it
@@ -117,6 +117,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     from postroom.accounts import views as account_views
+    from postroom.activity import charts_views
     from postroom.activity import views as activity_views
     from postroom.alerts import views as alert_views
     from postroom.categories import transfer_views as category_transfer_views
@@ -124,6 +125,7 @@ def create_app(
     from postroom.integrations import connect as integration_connect
     from postroom.integrations import removal as integration_removal
     from postroom.integrations import setup as integration_setup
+    from postroom.integrations import shadow_views as integration_shadow
     from postroom.integrations import views as integration_views
     from postroom.learning import views as learning_views
     from postroom.sync import webhooks
@@ -137,10 +139,12 @@ def create_app(
     app.include_router(integration_connect.router)
     app.include_router(integration_views.router)
     app.include_router(integration_removal.router)
+    app.include_router(integration_shadow.router)
     app.include_router(integration_setup.router)
     app.include_router(category_views.router)
     app.include_router(category_transfer_views.router)
     app.include_router(activity_views.router)
+    app.include_router(charts_views.router)
     app.include_router(learning_views.router)
     app.include_router(help_pages.router)
 
