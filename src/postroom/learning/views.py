@@ -1,5 +1,7 @@
-"""The Model page: what the learned classifier knows, how well it agrees with people, and its
-settings (threshold, needs-review category), with Retrain and Reset for managers.
+"""The Model page: what the learned classifier knows, how well it agrees with people — overall,
+per category it decided, and as a confusion matrix drawn as SVG
+(:mod:`postroom.learning.confusion_svg`) — and its settings (threshold, needs-review
+category), with Retrain and Reset for managers.
 
 Thin views (STYLE rule 8): parse, call :mod:`postroom.learning.service`, render. Everything
 shown is counts and category names; no email text.
@@ -14,7 +16,9 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
+from postroom.classify.summary import TOO_FEW, ModelSummary
 from postroom.integrations.web import load_integration
+from postroom.learning import confusion_svg
 from postroom.learning import service as learning
 from postroom.web.deps import DbSession, current_caller, render
 from postroom.web.security import Caller, check_csrf
@@ -78,6 +82,50 @@ def status_words(status: learning.ModelStatus) -> str | None:
     return f"{OFF_WHY} No category has examples yet."
 
 
+def percent(part: int, whole: int) -> str:
+    """``92%``, rounded, but never 100% while one was changed nor 0% while one was kept."""
+    share = round(100 * part / whole)
+    if part < whole:
+        share = min(share, 99)
+    if part > 0:
+        share = max(share, 1)
+    return f"{share}%"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _accuracy(summary: ModelSummary) -> dict[str, Any]:
+    """The page's accuracy figures: the overall share, a row per category the model decided
+    (its share, or too few to tell, and the counts it rests on), and the confusion matrix."""
+    rows = []
+    for c in summary.by_category:
+        rests_on = f"{_plural(c.decided, 'decision')}, {c.corrected} corrected"
+        if c.to_none:
+            rests_on += f" ({c.to_none} to none of these)"
+        rows.append(
+            {
+                "category": confusion_svg.NO_CATEGORY_LABEL if c.category is None else c.category,
+                "percent": percent(c.kept, c.decided) if c.accuracy is not None else None,
+                "rests_on": rests_on,
+                "decided": c.decided,
+                "kept": c.kept,
+                "corrected": c.corrected,
+            }
+        )
+    matrix = confusion_svg.build(summary.outcome_counts)
+    kept = sum(c.kept for c in summary.by_category)  # (the same outcomes as recent_accuracy)
+    return {
+        "overall": percent(kept, summary.recent_outcomes) if summary.recent_outcomes else None,
+        "per_category": rows,
+        "too_few": TOO_FEW,
+        "matrix": matrix,
+        "matrix_svg": confusion_svg.confusion_svg(matrix),
+        "drawn_top": confusion_svg.TOP,
+    }
+
+
 def _learning_settings(request: Request, db: Session, integration_id: str) -> dict[str, Any]:
     settings = request.app.state.settings
     loaded = learning.load_model(db, integration_id)
@@ -111,6 +159,7 @@ def model_page(request: Request, integration_id: str, caller: CallerDep, db: DbS
         state=state,
         notice=NOTICES.get(done),
         errors=[],
+        **_accuracy(summary),
         **_learning_settings(request, db, integration.id),
     )
 
@@ -151,6 +200,7 @@ def model_submit(
                 state=state,
                 notice=None,
                 errors=["The threshold is a number between 0 and 1, such as 0.6."],
+                **_accuracy(summary),
                 **_learning_settings(request, db, integration.id),
             )
         learning.set_review_settings(
