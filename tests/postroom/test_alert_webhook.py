@@ -12,6 +12,7 @@ import re
 import ssl
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from pathlib import Path
@@ -227,7 +228,12 @@ def test_a_failing_workspace_webhook_is_retried_without_resending_the_others(
 
     receiver.status = 200
     receiver.bodies.clear()
+    # the next pass a moment later leaves the failed hook alone (it backs off) ...
     counts = alerts.check_sync(postroom.database, settings)
+    assert counts["sent"] == 0 and counts["failed"] == 1 and receiver.bodies == []
+    # ... and the one after the back-off posts it
+    later = datetime.now(UTC) + alerts.WEBHOOK_BACKOFF + timedelta(seconds=5)
+    counts = alerts.check_sync(postroom.database, settings, now=later)
     assert counts["sent"] == 1 and counts["failed"] == 0
     assert len(receiver.bodies) == 1 and len(operator_hook.bodies) == 1
     assert len(alerts_to(OWNER)) == 1

@@ -269,3 +269,38 @@ def test_only_managers_of_the_workspace_can_disconnect_or_delete(
     bad = post_form(web, base, f"{base}/disconnect", {"remove_categories": "yes please"})
     assert bad.status_code == 400
     assert _integration(postroom).status == "connected"
+
+
+def test_work_running_at_disconnect_stops_and_never_writes_the_tokens_back(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    """A sync or job already running when the person disconnects: it may not store a
+    refreshed token (the page says the sign-in was forgotten), a new sync does nothing, and a
+    reconnect waits until the disconnect is done (409)."""
+    from postroom.sync import engine
+    from tests.postroom.test_sync import _run
+
+    org = postroom.org(sim)
+    base = setup_personal(web, postroom, org)
+    postroom.drain()
+    item = _integration(postroom)
+    done = post_form(web, f"{base}/disconnect", f"{base}/disconnect")
+    assert done.status_code == 303
+    before = _integration(postroom).token_cache
+
+    async def refresh_lands(runtime: object) -> None:  # a running job's token refresh
+        engine._store_cache(runtime, item.id, '{"RefreshToken": {}}')  # type: ignore[arg-type]
+
+    _run(postroom, refresh_lands)
+    assert _integration(postroom).token_cache == before  # not replaced while disconnecting
+    with postroom.database.session() as db:
+        sync_id = db.scalar(select(FolderSync.id).where(FolderSync.watch.is_(False)))
+    result = _run(postroom, lambda runtime: engine.sync_folder(runtime, sync_id))
+    assert result.paused == "disconnecting" and result.pages == 0
+    page = web.get(base).text
+    assert web.post(f"{base}/reconnect", data={"csrf_token": csrf(page)}).status_code == 409
+
+    _drain_all(postroom)  # the disconnect job
+    assert _integration(postroom).status == "disconnected"
+    _run(postroom, refresh_lands)
+    assert _integration(postroom).token_cache is None  # forgotten, and stays forgotten

@@ -372,3 +372,37 @@ def test_forged_fix_answers_are_refused_and_record_nothing(
         sim, org
     ) == []
     _no_deletions(sim, org)
+
+
+def test_a_member_fixes_without_a_forward_and_cannot_ask_for_one(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    """Sending mail out of the mailbox is for owners and admins: a member's Fix to a category
+    that forwards files it without asking, and a forged "Fix and forward" is refused."""
+    from tests.postroom.webtools import add_member, sign_up
+
+    org, base = _setup(web, postroom, sim)
+    first = _filed(postroom, org, "Invoice for a member to fix")
+    second = _filed(postroom, org, "Another invoice for a member")
+    with httpx.Client(base_url=postroom.url, trust_env=False, timeout=30) as member:
+        sign_up(member, email="mia@acme.test", name="Mia Member", workspace="Mia's")
+        add_member(web, member, "mia@acme.test", role="member")
+        forged = member.post(
+            f"{base}/activity/{_row(postroom, first).id}/fix",
+            data={
+                "csrf_token": csrf(member.get(f"{base}/activity").text),
+                "category": "Payables",
+                "forward": "yes",
+                "forward_to": ", ".join(PAYABLES_TO),
+                "forward_comment": COMMENT,
+            },
+        )
+        assert forged.status_code == 403
+        assert (_row(postroom, first).plan or {}).get("fix") is None  # nothing recorded
+        asked = _ask_fix(member, base, _row(postroom, second).id, "Payables")
+        assert asked.status_code == 303  # no confirmation page: fixed without a forward
+    _finish(postroom, second)
+    assert folder_of(org.alice, second) == "Payables"
+    assert "forward" not in (_row(postroom, second).plan or {})["fix"]
+    assert _forwards(sim, second) == [] and _forwards(sim, first) == []
+    _no_deletions(sim, org)

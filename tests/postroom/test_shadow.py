@@ -214,3 +214,72 @@ def test_suggest_only_forms_refuse_bad_input_and_other_workspaces(
         assert stranger.post(f"{base}/go-live", data={"csrf_token": token}).status_code == 404
     bad_step = post_form(web, base, f"{base}/setup/5", {"start": "maybe"})
     assert bad_step.status_code in (303, 400)  # finished: the wizard is not used any more
+
+
+def test_go_live_files_only_what_nobody_touched_and_never_gets_stuck(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, http: httpx.Client
+) -> None:
+    """Go live with "also file the suggested emails nobody filed": an email the person moved
+    to a folder of their own, deleted, or fixed through Postroom is left alone; the rest is
+    filed once, also when the folder's baseline moved on since (a reconnect)."""
+    from postroom.sync.models import FolderSync
+
+    org = postroom.org(sim)
+    _person_made_folders(org)
+    store, box = org.state.store, org.alice.mailbox
+    own = store.create_folder(box, "Kept", box.root_id())
+    assert own is not None
+    base = setup_personal(web, postroom, org, start="suggest")
+    _receipts(postroom)
+    postroom.drain()
+    untouched, moved, deleted, fixed = (
+        org.deliver(org.alice, subject=f"Receipt {n}") for n in range(1, 5)
+    )
+    _drain_all(postroom)
+    outlook = Outlook(http, org)
+    outlook.move(moved.immutable_id, own.id)
+    deleted_items = box.folder("deleteditems")
+    assert deleted_items is not None
+    outlook.move(deleted.immutable_id, deleted_items.id)
+    fix = post_form(
+        web,
+        f"{base}/activity",
+        f"{base}/activity/{_row(postroom, fixed.immutable_id).id}/fix",
+        {"category": "Invoices"},
+    )
+    assert fix.status_code == 303, fix.text[:500]
+    _drain_all(postroom)
+    assert folder_of(org.alice, fixed.immutable_id) == "Invoices"  # Fix acts on request
+    # The folder's baseline moved on since (as a reconnect does): resumed rows still finish.
+    with postroom.database.session() as db:
+        for sync in db.scalars(select(FolderSync)):
+            sync.baseline_at = datetime.now(UTC) + timedelta(days=1)
+
+    page = web.get(base).text
+    receipts_row = re.search(r'data-suggest-category="Receipts".*?</tr>', page, re.S)
+    assert receipts_row is not None
+    assert "also file the 3 suggested emails nobody filed" in _text(receipts_row.group(0))
+    done = web.post(f"{base}/go-live", data={"csrf_token": csrf(page), "file_suggested": "on"})
+    assert done.status_code == 303
+    _drain_all(postroom)
+
+    assert folder_of(org.alice, untouched.immutable_id) == "Receipts"
+    assert org.alice.mailbox.messages[untouched.immutable_id].categories == ["Receipts"]
+    assert folder_of(org.alice, moved.immutable_id) == "Kept"  # the person's choice stands
+    assert org.alice.mailbox.messages[moved.immutable_id].categories == []
+    assert folder_of(org.alice, deleted.immutable_id) == "Deleted Items"
+    assert folder_of(org.alice, fixed.immutable_id) == "Invoices"
+    assert org.alice.mailbox.messages[fixed.immutable_id].categories == ["Invoices"]
+    for msg in (moved, deleted):
+        row = _row(postroom, msg.immutable_id)
+        assert row.state == "skipped" and row.last_error == "filed_before_live"
+    with postroom.database.session() as db:
+        claimed = db.scalars(select(LedgerEntry).where(LedgerEntry.state == "claimed")).all()
+    assert claimed == []  # nothing left claimed (nothing re-queued for ever)
+    activity = _text(web.get(f"{base}/activity").text)
+    assert "Left alone at Go live: a person had filed, moved or deleted it" in activity
+    assert [
+        d
+        for d in sim.store.deletions
+        if d.mailbox_id == org.alice.id and d.message_id != deleted.immutable_id
+    ] == []

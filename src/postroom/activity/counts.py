@@ -154,6 +154,8 @@ def chart_counts(db: Session, *, integration_id: str, today: date) -> ChartCount
         .where(
             LedgerEntry.integration_id == integration_id,
             LedgerEntry.claimed_at >= since,
+            # Suggest only: decided but not done to the mailbox - not counted as acted on
+            func.coalesce(plan["suggested"].as_string(), "") != "true",
             or_(
                 LedgerEntry.state == "done",
                 and_(LedgerEntry.state == "skipped", LedgerEntry.last_error == ALREADY_FILED),

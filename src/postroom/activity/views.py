@@ -18,7 +18,7 @@ from postroom.accounts.models import utcnow
 from postroom.activity.live import LiveMessage, fetch_subjects
 from postroom.categories.colours import _graph_words
 from postroom.categories.form import MAX_NAME
-from postroom.categories.views import _status_notice
+from postroom.categories.views import _forwarding_allowed, _status_notice
 from postroom.graph import GraphError
 from postroom.integrations import service, wizard
 from postroom.integrations.graph_access import TokenFailure
@@ -395,6 +395,7 @@ def fix_email(
     category: Annotated[str, Form(max_length=MAX_NAME)] = "",
     forward: Annotated[str, Form(max_length=10)] = "",
     forward_to: Annotated[str, Form(max_length=20_000)] = "",
+    forward_comment: Annotated[str, Form(max_length=20_000)] = "",
 ) -> Response:
     """Give one email the category a person chose: Postroom undoes its own action, applies the
     chosen category's label and folder, and learns the correction. When that category
@@ -416,20 +417,33 @@ def fix_email(
     if chosen is None:
         raise HTTPException(400, "Choose one of this integration's categories.")
     current = (entry.plan or {}).get("category")
-    if isinstance(current, str) and current.strip().casefold() == chosen.name.casefold():
+    suggested = shadow.is_suggested(entry.plan)  # Suggest only: nothing was put on it
+    if (
+        not suggested
+        and isinstance(current, str)
+        and current.strip().casefold() == chosen.name.casefold()
+    ):
         raise HTTPException(409, f"This email already has {chosen.name}: nothing to fix.")
     if forward not in FORWARD_ANSWERS:
         raise HTTPException(400, "Answer with one of the two buttons: forward, or do not.")
+    # Only owners and admins may send mail out of the mailbox, and only where the connection
+    # may send at all; anyone else fixes without a forward.
+    may_forward = caller.can_manage and _forwarding_allowed(integration)
     addresses = [a for a in chosen.forward_to or [] if isinstance(a, str) and a]
+    if forward == "yes" and not caller.can_manage:
+        raise HTTPException(403, "Only owners and admins can send a forward with a fix.")
+    if forward == "yes" and not may_forward:
+        raise HTTPException(400, "This connection may not send mail: fix without a forward.")
     if forward == "yes" and not addresses:
         raise HTTPException(400, f"{chosen.name} forwards to no one: there is no forward to send.")
-    if forward == "yes" and forward_to != ", ".join(addresses):
+    comment = chosen.forward_comment or ""
+    if forward == "yes" and (forward_to != ", ".join(addresses) or forward_comment != comment):
         return _confirm_forward(request, integration, entry, chosen, addresses, changed=True)
-    if forward == "" and addresses:
+    if forward == "" and addresses and may_forward:
         return _confirm_forward(request, integration, entry, chosen, addresses)
     fix: dict[str, Any] = {"category": chosen.name, "folder": (chosen.folder or "").strip() or None}
     if forward == "yes":
-        fix["forward"] = {"to": addresses, "comment": chosen.forward_comment or ""}
+        fix["forward"] = {"to": addresses, "comment": comment}
     if not _ask(db, [entry.id], plan={**(entry.plan or {}), "fix": fix}):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     _queue_undo(request, entry)

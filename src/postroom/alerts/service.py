@@ -354,7 +354,12 @@ def post_webhook(
 
 
 def send(
-    database: Any, settings: Settings, outgoing: Outgoing, *, box: SecretBox | None = None
+    database: Any,
+    settings: Settings,
+    outgoing: Outgoing,
+    *,
+    box: SecretBox | None = None,
+    now: datetime | None = None,
 ) -> tuple[int, int]:
     """Send one incident's message on each channel still missing it; returns how many went and
     how many failed (tried again at the next pass). ``box`` decrypts the workspace's webhook."""
@@ -390,7 +395,9 @@ def send(
                 _record(db, outgoing.incident_id, OPERATOR_WEBHOOK, recovery=outgoing.recovery)
             metrics.ALERTS_SENT.labels(kind, "webhook").inc()
             sent += 1
-    if outgoing.workspace_webhook:
+    if outgoing.workspace_webhook and _backing_off(database, outgoing.workspace_id, now):
+        failed += 1  # it failed a moment ago: tried again after WEBHOOK_BACKOFF
+    elif outgoing.workspace_webhook:
         delivery = post_workspace_webhook(
             database,
             settings,
@@ -413,6 +420,24 @@ def send(
     return sent, failed
 
 
+WEBHOOK_BACKOFF = timedelta(minutes=10)
+"""After a workspace's webhook failed, its alerts wait this long before the next post: a
+slow or dead hook of one workspace must not hold up every workspace's alerts pass after
+pass (each post may take up to its timeout)."""
+
+
+def _backing_off(database: Any, workspace_id: str, now: datetime | None) -> bool:
+    with database.session() as db:
+        row = db.execute(
+            select(Workspace.alert_webhook_error, Workspace.alert_webhook_error_at).where(
+                Workspace.id == workspace_id
+            )
+        ).one_or_none()
+    if row is None or row[0] is None or row[1] is None:
+        return False
+    return bool(row[1] > (now or datetime.now(UTC)) - WEBHOOK_BACKOFF)
+
+
 def check_sync(
     database: Any,
     settings: Settings,
@@ -431,7 +456,7 @@ def check_sync(
         box = settings_box(settings)
     counts["sent"] = counts["failed"] = 0
     for item in outgoing:
-        sent, failed = send(database, settings, item, box=box)
+        sent, failed = send(database, settings, item, box=box, now=now)
         counts["sent"] += sent
         counts["failed"] += failed
     if counts["opened"] or counts["resolved"] or counts["sent"] or counts["failed"]:

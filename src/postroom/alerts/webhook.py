@@ -30,6 +30,7 @@ address rule and allows plain ``http``: a chat server on the internal network, a
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import socket
 import ssl
@@ -201,10 +202,17 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
+RESOLVE_TIMEOUT = 5.0  # seconds: a host whose DNS never answers must not hold the alerts up
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
+
+
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (the system resolver). The one seam tests replace."""
+    lookup = _RESOLVER.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = lookup.result(timeout=RESOLVE_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        raise Refused(f"The host {host} did not resolve within {RESOLVE_TIMEOUT:g} s.") from None
     except (OSError, UnicodeError):
         raise Refused(f"The host {host} could not be found.") from None
     addresses: list[IPAddress] = []

@@ -14,7 +14,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from postroom.integrations.oauth import (
     features_off,
 )
 from postroom.integrations.statuses import (
+    DISCONNECTING,
     REASONS,
     from_admin_consent_redirect,
     from_identity_error,
@@ -590,6 +591,11 @@ def reconnect(
     check_csrf(request, csrf_token)
     caller.require_manager()
     integration = load_integration(db, caller, integration_id)
+    if integration.status == DISCONNECTING:
+        raise HTTPException(
+            409,
+            "This integration is still disconnecting. Reconnect once the page says Disconnected.",
+        )
     if integration.kind == "organization":
         return _redirect_to_admin_sign_in(request, db, caller, integration.id)
     reason = REASONS.get(integration.status_reason or "")

@@ -160,6 +160,11 @@ def summary_lines(integration: Integration) -> list[str]:
             "ignores them meanwhile."
         )
     lines.append("Forgot the sign-in (tokens) and stopped all of Postroom's work on this mail.")
+    if done.get("backfills_stopped"):
+        lines.append(
+            "Stopped the unfinished processing of existing mail; after a reconnect, start it "
+            "again under Apply to existing mail if you want it."
+        )
     removed = done.get("categories_removed") or []
     if removed:
         names = ", ".join(f"{r['name']} ({r['mailbox']})" for r in removed)

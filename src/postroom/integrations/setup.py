@@ -281,6 +281,7 @@ def _setup_submit(
                     integration.options = {
                         **(integration.options or {}),
                         "suggest_only": True,
+                        "suggested_ever": True,
                         "suggest_since": datetime.now(UTC).isoformat(),
                     }
                 service.finish_setup(db=db, integration=integration)

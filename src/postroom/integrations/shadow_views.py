@@ -53,11 +53,12 @@ def shadow_rows(db: Session, integration: Integration) -> list[ShadowRow]:
     """The Suggest only card: every category, whether it suggests, and its agreement."""
     categories = service.categories(db=db, integration=integration)
     suggesting = {c.id for c in shadow.suggesting(integration, categories)}
-    figures = {k.casefold(): v for k, v in shadow.agreement(db, integration.id).items()}
+    figures: dict[str, shadow.Agreement] = {}
     unfiled: dict[str, int] = {}
-    for row in shadow.unfiled_suggestions(db, integration.id, [c.name for c in categories]):
-        key = str((row.plan or {}).get("category") or "").strip().casefold()
-        unfiled[key] = unfiled.get(key, 0) + 1
+    if suggesting or (integration.options or {}).get("suggested_ever"):
+        # (never in Suggest only: nothing to count, no query over its ledger)
+        figures = {k.casefold(): v for k, v in shadow.agreement(db, integration.id).items()}
+        unfiled = shadow.unfiled_counts(db, integration.id)
     rows = []
     for category in categories:
         key = category.name.strip().casefold()

@@ -18,7 +18,7 @@ from postroom.integrations.models import Integration
 from postroom.integrations.oauth import (
     MicrosoftIdentity,
 )
-from postroom.integrations.statuses import DISCONNECTED
+from postroom.integrations.statuses import DISCONNECTED, DISCONNECTING
 from postroom.settings import Settings
 from postroom.web.security import Caller
 
@@ -112,6 +112,11 @@ def restart_after_disconnect(db: Session, integration: Integration) -> None:
     """Before a disconnected integration is restored: its folders are in use again, each from
     now (a fresh delta: mail that arrived while it was disconnected is not processed, and mail
     processed before never again - the ledger remembers it)."""
+    if integration.status == DISCONNECTING:
+        raise HTTPException(
+            409,
+            "This integration is still disconnecting. Reconnect once the page says Disconnected.",
+        )
     if integration.status != DISCONNECTED:
         return
     from postroom.sync.folder_syncs import apply_folder_syncs

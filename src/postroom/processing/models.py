@@ -70,12 +70,17 @@ class LedgerEntry(Base):
             "undo_requested_at",
             postgresql_where=text("undo_requested_at IS NOT NULL"),
         ),
+        # Suggest only (postroom.sync.shadow): the agreement counts read only these rows
+        Index(
+            "ix_ledger_suggested",
+            "integration_id",
+            postgresql_where=text("(plan->>'suggested') = 'true'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    integration_id: Mapped[str] = mapped_column(
-        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
-    )
+    # (indexed by ix_ledger_integration_claimed, whose first column it is)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
     mailbox_id: Mapped[str] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     message_id: Mapped[str] = mapped_column(String(512))  # immutable Graph id
     message_key: Mapped[str] = mapped_column(String(64), index=True)  # see message_keys

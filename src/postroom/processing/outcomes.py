@@ -63,6 +63,9 @@ def _pending_step(plan: dict[str, Any], actions_done: list[str]) -> str:
 
 ALREADY_FILED = "already_filed"
 """``last_error`` of a row left alone because the email already had a category of its own."""
+FILED_BEFORE_LIVE = "filed_before_live"
+"""``last_error`` of a Suggest-only row Go live was asked to file, left alone because a person
+had filed, moved or deleted the email since (:mod:`postroom.sync.shadow`)."""
 
 
 def outcome_words(
@@ -88,6 +91,11 @@ def outcome_words(
         return (
             "Left alone: already filed — it had a category of its own (a person or an Outlook "
             "rule set it) when Postroom got to it."
+        )
+    if state == "skipped" and code == FILED_BEFORE_LIVE:
+        return (
+            "Left alone at Go live: a person had filed, moved or deleted it since Postroom "
+            "suggested it."
         )
     if state == "skipped":
         return "The email was deleted or moved out of reach before Postroom got to it."

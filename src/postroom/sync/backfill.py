@@ -27,6 +27,7 @@ from postroom.sync.engine import (
     load_work,
     message_view,
     process_message,
+    still_active,
 )
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime
@@ -132,6 +133,8 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
             looked_at: set[str] = set()  # ids read again at the boundary are not counted twice
             pages = 0
             while url and pages < max_pages:
+                if pages and still_active(runtime, work.integration_id) is not None:
+                    break  # paused or disconnected meanwhile: the cursor keeps the place
                 _, page, _ = await graph.request(
                     "GET",
                     url,

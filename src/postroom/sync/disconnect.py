@@ -4,7 +4,8 @@ A person asked for it on the integration's page (:mod:`postroom.integrations.rem
 set the status ``disconnecting`` (outside ``ACTIVE``: from then on no sync, backfill, renewal
 or undo acts) and recorded the request in ``Integration.disconnect``. This job, in order:
 
-1. cancels the integration's queued jobs (one already running sees the status and stops);
+1. cancels the integration's queued jobs (a sync or backfill already running checks the status
+   between pages and stops after the page in hand; it never writes the tokens back);
 2. deletes Postroom's Graph subscriptions, one by one, each forgotten as soon as it is gone
    (a retry after a crash skips what is done; one Microsoft already forgot counts as gone);
 3. only if the person ticked it, deletes from each mailbox's master category list the names
@@ -264,6 +265,18 @@ def _finish(
                 ),
             ]
     request.pop("refused_ids", None)
+    # An unfinished backfill stops here: after a reconnect it would reach up to the new
+    # baseline, processing mail that arrived while disconnected.
+    stopped = db.execute(
+        update(FolderSync)
+        .where(
+            FolderSync.integration_id == integration_id,
+            FolderSync.backfill_since.is_not(None),
+            FolderSync.backfill_finished_at.is_(None),
+        )
+        .values(backfill_finished_at=now)
+    )
+    request["backfills_stopped"] = int(getattr(stopped, "rowcount", 0) or 0)
     request["done_at"] = now.isoformat()
     integration.disconnect = request
     integration.token_cache = None

@@ -76,7 +76,7 @@ from postroom.processing.executor import (
     settle,
 )
 from postroom.processing.models import LedgerEntry
-from postroom.processing.outcomes import ALREADY_FILED
+from postroom.processing.outcomes import ALREADY_FILED, FILED_BEFORE_LIVE
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
 from postroom.processing.view import Address, MessageView
@@ -388,14 +388,18 @@ async def process_message(
     *,
     historical: bool = False,
     forward_historical: bool = False,
+    resumed: bool = False,
 ) -> bool:
-    """Claim, decide and execute one message. True if Postroom acted on it now."""
+    """Claim, decide and execute one message. True if Postroom acted on it now. ``resumed``:
+    a row left claimed (a dead worker's, or a suggestion to file at Go live), read again by
+    its id: finished whatever the folder's baseline is now."""
     if data.get("isDraft"):
         return False
     view = message_view(data)
     # Graph's receivedDateTime has whole seconds: compare at that precision.
     if (
         not historical
+        and not resumed
         and view.received is not None
         and (view.received < work.baseline.replace(microsecond=0))
     ):
@@ -421,6 +425,8 @@ async def process_message(
         )
         entry_id = entry.id if entry is not None else None
         first_time = entry is not None and entry.plan is None and not entry.actions_done
+        going_live = entry is not None and shadow.went_live(entry.plan)
+        suggested_in = (entry.plan or {}).get("suggested_in") if entry is not None else None
         correction = None
         if entry is None:
             suggestion, correction = _shadow_seen(db, work, view, None)
@@ -431,6 +437,11 @@ async def process_message(
         return False
     if entry_id is None:
         return False  # done before (our own move/label shows up in delta too)
+    if going_live and shadow.filed_since(view, suggested_in, [c.name for c in work.categories]):
+        # Go live was asked to file it, but a person filed, moved or deleted it meanwhile.
+        settle(runtime.database, entry_id, "skipped", FILED_BEFORE_LIVE)
+        metrics.email_processed("skipped", "none")
+        return False
     if first_time and work.respect_filed and view.categories:
         # A person or an Outlook rule filed it before Postroom got to it: left alone, and
         # said so in the activity view (a setting per integration turns this off).
@@ -463,8 +474,9 @@ async def process_message(
             threshold=model.threshold if model is not None else 0.6,
             needs_review=model.needs_review if model is not None else None,
             allow_forward=work.allow_forward,
-            historical=historical,
-            forward_historical=forward_historical,
+            # a suggestion filed at Go live is old mail: labelled and filed, never forwarded
+            historical=historical or going_live,
+            forward_historical=forward_historical and not going_live,
         )
     except Exception as exc:  # a bug must not wedge the mailbox: this one email fails, visibly
         where = traceback.extract_tb(exc.__traceback__)[-1]
@@ -478,11 +490,15 @@ async def process_message(
         settle(runtime.database, entry_id, "failed", DECIDE_FAILED)
         metrics.email_processed("failed", "none")
         return False
-    if work.suggests(plan.category) and shadow.record_suggestion(runtime.database, entry_id, plan):
+    if work.suggests(plan.category) and shadow.record_suggestion(
+        runtime.database, entry_id, plan, folder_id=view.folder_id or work.folder_id
+    ):
         metrics.email_processed("suggested", metrics.decider(plan.decided_by, plan.reasons))
         if plan.folder:
             await _watch_existing_folder(runtime, graph, work, plan.folder)
         return False
+    if going_live:
+        shadow.replan(runtime.database, entry_id, plan)  # today's decision, not the old one
     result = await execute(
         graph=graph,
         database=runtime.database,
@@ -777,6 +793,10 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
                 )
                 if page.next_link is None:
                     break
+                stopped = still_active(runtime, work.integration_id)
+                if stopped is not None:
+                    result.paused = stopped
+                    break
     except TokenFailure as failure:
         _pause(runtime, work.integration_id, failure)
         result.paused = failure.reason.status
@@ -791,10 +811,20 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
 
 
 def _store_cache(runtime: Runtime, integration_id: str, cache: str) -> None:
+    """Keep a refreshed token cache - never for an integration being (or) disconnected: a job
+    that was running when the person disconnected must not write the tokens back."""
     with runtime.database.session() as db:
-        integration = db.get(Integration, integration_id)
-        if integration is not None:
+        integration = db.get(Integration, integration_id, with_for_update=True)
+        if integration is not None and integration.status not in (DISCONNECTING, DISCONNECTED):
             integrations.store_token_cache(box=runtime.box, integration=integration, cache=cache)
+
+
+def still_active(runtime: Runtime, integration_id: str) -> str | None:
+    """None while the integration runs, else its status: a sync or backfill checks it between
+    pages, so a Pause or a Disconnect stops a running job after the page in hand."""
+    with runtime.database.session() as db:
+        status = db.scalar(select(Integration.status).where(Integration.id == integration_id))
+    return None if status in ACTIVE else str(status)
 
 
 def _graph(runtime: Runtime, tokens: IntegrationTokens) -> GraphClient:

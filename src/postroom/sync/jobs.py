@@ -220,6 +220,7 @@ async def defer_disconnect(runtime: Runtime, integration_id: str) -> bool:
     return await _defer(
         runtime,
         "disconnect_integration",
+        lock=f"disconnect:{integration_id}",  # never two at once (a re-queued one waits)
         queueing_lock=f"disconnect:{integration_id}",
         integration_id=integration_id,
     )

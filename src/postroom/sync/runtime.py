@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import http.cookiejar
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,6 +28,16 @@ from postroom.graph.client import DEFAULT_TIMEOUT as GRAPH_TIMEOUT
 from postroom.integrations.oauth import MicrosoftIdentity
 from postroom.processing.executor import FolderCache
 from postroom.settings import Settings
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing: Graph needs no cookie, and one client is shared."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def set_cookie(self, cookie: Any) -> None:
+        return None
 
 
 def conninfo(sqlalchemy_url: str) -> str:
@@ -66,7 +77,10 @@ class Runtime:
         TLS handshake per sync."""
         key = id(asyncio.get_running_loop())
         client = httpx.AsyncClient(
-            timeout=GRAPH_TIMEOUT, verify=self.graph_verify(), trust_env=False
+            timeout=GRAPH_TIMEOUT,
+            verify=self.graph_verify(),
+            trust_env=False,
+            cookies=_NoCookies(),  # shared by every tenant's syncs: remember no cookie
         )
         self._http[key] = client
         try:

@@ -35,6 +35,7 @@ from postroom.integrations.models import Category, Integration
 from postroom.learning.corrections import Correction
 from postroom.processing.models import LedgerEntry
 from postroom.processing.plan import Plan
+from postroom.processing.view import MessageView
 
 SUGGESTED = "suggested"  # plan key: decided, recorded, not acted on
 SHADOW = "shadow"  # plan key: how a person filed a suggested email (the first time)
@@ -45,16 +46,23 @@ def is_suggested(plan: dict[str, Any] | None) -> bool:
     return bool((plan or {}).get(SUGGESTED))
 
 
-def record_suggestion(database: Database, entry_id: str, plan: Plan) -> bool:
-    """End the claimed row ``done`` with the plan marked suggested; nothing is executed.
+def went_live(plan: dict[str, Any] | None) -> bool:
+    return bool((plan or {}).get(WENT_LIVE))
+
+
+def record_suggestion(
+    database: Database, entry_id: str, plan: Plan, *, folder_id: str | None
+) -> bool:
+    """End the claimed row ``done`` with the plan marked suggested, and the folder the email
+    was in (``suggested_in``: Go live files it only if it is still there); nothing is executed.
     False when the row is not a fresh claim (a resumed row whose plan was stored before
     Suggest only was turned on is finished as it began: executed)."""
-    stored = {**plan.to_json(), SUGGESTED: True}
+    stored = {**plan.to_json(), SUGGESTED: True, "suggested_in": folder_id}
     with database.session() as db:
         row = db.get(LedgerEntry, entry_id, with_for_update=True)
         if row is None or row.state != "claimed":
             return False
-        if row.plan is not None and not is_suggested(row.plan):
+        if row.plan is not None and not (is_suggested(row.plan) or went_live(row.plan)):
             return False
         if row.actions_done:
             return False
@@ -176,6 +184,8 @@ def set_suggest_only(
     """Turn Suggest only on or off for all categories (``category_id`` None) or one. Going
     live for one category while the whole integration suggests keeps the others suggesting."""
     options = dict(integration.options or {})
+    if on:
+        options["suggested_ever"] = True  # (the page counts agreement from then on)
     if category_id is None:
         options["suggest_only"] = on
         if on:
@@ -200,23 +210,45 @@ def set_suggest_only(
     integration.options = options
 
 
+UNFILED = (
+    "ledger.plan->>'suggested' = 'true' AND ledger.plan->'shadow' IS NULL"
+    " AND ledger.plan->'corrected_to' IS NULL AND ledger.undo_state IS NULL"
+)
+"""A suggestion nobody filed: no filing seen, no correction, no Undo or Fix asked."""
+
+
+def unfiled_counts(db: Session, integration_id: str) -> dict[str, int]:
+    """Per category (casefolded): suggestions nobody filed yet."""
+    rows = db.execute(
+        text(
+            "SELECT lower(plan->>'category'), count(*) FROM ledger"
+            " WHERE integration_id = :id AND state = 'done' AND " + UNFILED + " GROUP BY 1"
+        ),
+        {"id": integration_id},
+    ).all()
+    return {str(k): int(n) for k, n in rows if k}
+
+
 def unfiled_suggestions(db: Session, integration_id: str, names: list[str]) -> list[LedgerEntry]:
-    """Suggested emails of these categories that nobody has filed yet."""
+    """Suggested emails of these categories that nobody has filed yet (rows locked)."""
     wanted = {_key(n) for n in names}
     rows = db.scalars(
-        select(LedgerEntry).where(
+        select(LedgerEntry)
+        .where(
             LedgerEntry.integration_id == integration_id,
             LedgerEntry.state == "done",
-            text("ledger.plan->>'suggested' = 'true'"),
-            text("ledger.plan->'shadow' IS NULL"),
+            text(UNFILED),
         )
+        .with_for_update()
     )
     return [r for r in rows if _key(str((r.plan or {}).get("category") or "")) in wanted]
 
 
 def file_suggestions(db: Session, rows: list[LedgerEntry]) -> set[str]:
-    """Make these suggestions claimed again, to be executed as planned (Go live with "also
-    file the mail suggested so far"). Returns the mailbox row ids to queue a job for."""
+    """Make these suggestions claimed again (Go live with "also file the mail suggested so
+    far"). The resumed run (:func:`postroom.sync.engine.process_message`) leaves alone an email
+    a person filed, moved or deleted since, decides again with today's configuration, and
+    labels and files it without a forward (old mail). Returns the mailbox row ids to queue."""
     mailboxes: set[str] = set()
     for row in rows:
         plan = {k: v for k, v in (row.plan or {}).items() if k != SUGGESTED}
@@ -226,3 +258,22 @@ def file_suggestions(db: Session, rows: list[LedgerEntry]) -> set[str]:
         row.done_at = None
         mailboxes.add(row.mailbox_id)
     return mailboxes
+
+
+def filed_since(view: MessageView, suggested_in: Any, configured: list[str]) -> bool:
+    """Whether a person dealt with a suggested email since: it left the folder it was
+    suggested in (filed, moved, deleted), or carries a configured category."""
+    if isinstance(suggested_in, str) and view.folder_id and view.folder_id != suggested_in:
+        return True
+    present = {_key(c) for c in view.categories}
+    return any(_key(name) in present for name in configured)
+
+
+def replan(database: Database, entry_id: str, plan: Plan) -> None:
+    """A Go-live row about to be executed: its stored plan becomes today's decision (the
+    executor runs the stored plan), still marked went live, while nothing was done yet."""
+    with database.session() as db:
+        row = db.get(LedgerEntry, entry_id, with_for_update=True)
+        if row is None or row.state != "claimed" or row.actions_done:
+            return
+        row.plan = {**plan.to_json(), WENT_LIVE: True}

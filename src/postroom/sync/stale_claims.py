@@ -97,7 +97,9 @@ async def resume_stale_claims(runtime: Runtime, sync_id: str, *, limit: int = 50
                 except NotFound:
                     settle(runtime.database, entry_id, "skipped", "not_found")
                     continue
-                await process_message(runtime, graph, work, data, historical=bool(historical))
+                await process_message(
+                    runtime, graph, work, data, historical=bool(historical), resumed=True
+                )
                 resumed += 1
     except TokenFailure as failure:
         _pause(runtime, work.integration_id, failure)
