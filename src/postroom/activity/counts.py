@@ -38,7 +38,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from postroom.learning.models import LearningEvent
 from postroom.processing.models import LedgerEntry
-from postroom.processing.outcomes import ALREADY_FILED
+from postroom.processing.outcomes import LEFT_ALONE
 
 DAYS = 30
 WEEKS = 5
@@ -62,7 +62,7 @@ def decider(
     (``none``), the model said none of the categories fits, or the email already had a
     category of its own when Postroom got to it (``already_filed``)."""
     if state == "skipped":
-        return "left_alone" if last_error == ALREADY_FILED else None
+        return "left_alone" if last_error in LEFT_ALONE else None
     if state != "done":
         return None
     if decided_by == "rule" and category:
@@ -158,7 +158,7 @@ def chart_counts(db: Session, *, integration_id: str, today: date) -> ChartCount
             func.coalesce(plan["suggested"].as_string(), "") != "true",
             or_(
                 LedgerEntry.state == "done",
-                and_(LedgerEntry.state == "skipped", LedgerEntry.last_error == ALREADY_FILED),
+                and_(LedgerEntry.state == "skipped", LedgerEntry.last_error.in_(LEFT_ALONE)),
             ),
         )
         .group_by(day, LedgerEntry.state, LedgerEntry.last_error, decided_by, category)

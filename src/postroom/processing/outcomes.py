@@ -63,6 +63,10 @@ def _pending_step(plan: dict[str, Any], actions_done: list[str]) -> str:
 
 ALREADY_FILED = "already_filed"
 """``last_error`` of a row left alone because the email already had a category of its own."""
+LEFT_FOLDER = "left_folder"
+"""``last_error`` of a row left alone because the email had left the folder Postroom reads
+before Postroom got to it (a person or an Outlook rule moved it): already filed, too."""
+LEFT_ALONE = (ALREADY_FILED, LEFT_FOLDER)
 FILED_BEFORE_LIVE = "filed_before_live"
 """``last_error`` of a Suggest-only row Go live was asked to file, left alone because a person
 had filed, moved or deleted the email since (:mod:`postroom.sync.shadow`)."""
@@ -91,6 +95,11 @@ def outcome_words(
         return (
             "Left alone: already filed — it had a category of its own (a person or an Outlook "
             "rule set it) when Postroom got to it."
+        )
+    if state == "skipped" and code == LEFT_FOLDER:
+        return (
+            "Left alone: already filed — it had left the folder before Postroom got to it (a "
+            "person or an Outlook rule moved it)."
         )
     if state == "skipped" and code == FILED_BEFORE_LIVE:
         return (

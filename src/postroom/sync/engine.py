@@ -76,7 +76,7 @@ from postroom.processing.executor import (
     settle,
 )
 from postroom.processing.models import LedgerEntry
-from postroom.processing.outcomes import ALREADY_FILED, FILED_BEFORE_LIVE
+from postroom.processing.outcomes import ALREADY_FILED, FILED_BEFORE_LIVE, LEFT_FOLDER
 from postroom.processing.plan import CategoryConfig
 from postroom.processing.rules import RuleGroup
 from postroom.processing.view import Address, MessageView
@@ -622,6 +622,66 @@ async def _watched(
         await _learn_correction(runtime, graph, work, data, entry_id, found)
 
 
+LEFT_SELECT = "id,internetMessageId,receivedDateTime,parentFolderId,categories,isDraft"
+
+
+async def _left_the_folder(
+    runtime: Runtime, graph: GraphClient, work: FolderWork, message_ids: list[str]
+) -> int:
+    """Emails the delta reports gone from the folder that Postroom never saw: a person or an
+    Outlook rule moved them between two syncs. Those that arrived after the baseline are left
+    alone and logged ("left alone: already filed"), as mail with a category of its own is;
+    with that setting off they are processed where they are now (never in Deleted Items).
+    Postroom's own moves (in the ledger) cost nothing here; one read per other email tells new
+    mail from old mail a person tidies away (passed over). Returns how many were processed."""
+    if work.watch or not message_ids:
+        return 0
+    with runtime.database.session() as db:
+        known = set(
+            db.scalars(
+                select(LedgerEntry.message_id).where(
+                    LedgerEntry.mailbox_id == work.mailbox_row_id,
+                    LedgerEntry.message_id.in_(message_ids),
+                )
+            )
+        )
+    processed = 0
+    select_ = LEFT_SELECT if work.respect_filed else SYNC_SELECT  # (processing needs more)
+    for message_id in message_ids:
+        if message_id in known:
+            continue
+        try:
+            data = await graph.message(work.mailbox, message_id, select=select_)
+        except NotFound:
+            continue  # gone for good
+        view = message_view(data)
+        if data.get("isDraft") or view.received is None:
+            continue
+        if view.received < work.baseline.replace(microsecond=0):
+            continue  # old mail a person moved or deleted: not Postroom's business
+        if view.folder_id and view.folder_id == work.folder_id:
+            continue  # back in the folder: the delta brings it
+        gone = view.folder_id in await graph.protected_folder_ids(work.mailbox)
+        if not work.respect_filed and not gone:
+            processed += int(await process_message(runtime, graph, work, data, resumed=True))
+            continue
+        with runtime.database.session() as db:
+            entry = claim(
+                db,
+                integration_id=work.integration_id,
+                mailbox_id=work.mailbox_row_id,
+                message_id=view.id,
+                internet_message_id=view.internet_message_id,
+                historical=False,
+                key_secret=runtime.message_key_secret,
+            )
+            entry_id = entry.id if entry is not None else None
+        if entry_id is not None:
+            settle(runtime.database, entry_id, "skipped", LEFT_FOLDER)
+            metrics.email_processed("skipped", "none")
+    return processed
+
+
 def _shadow_seen(
     db: Session, work: FolderWork, view: MessageView, watched_path: str | None
 ) -> tuple[bool, tuple[str, corrections.Correction] | None]:
@@ -781,6 +841,7 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
                         acted += 1
                     else:
                         result.skipped += 1
+                acted += await _left_the_folder(runtime, graph, work, page.removed)
                 result.processed += acted
                 link = page.next_link or page.delta_link
                 _save(
