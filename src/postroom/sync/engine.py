@@ -428,10 +428,12 @@ async def process_message(
         going_live = entry is not None and shadow.went_live(entry.plan)
         suggested_in = (entry.plan or {}).get("suggested_in") if entry is not None else None
         correction = None
-        if entry is None:
-            suggestion, correction = _shadow_seen(db, work, view, None)
-            if not suggestion:
-                correction = _correction(db, work, view)
+        if entry is None:  # seen before: a person may have changed it since
+            row = _ledger_row(db, work, view.id)
+            if row is not None and shadow.is_suggested(row.plan):
+                _, correction = _shadow_seen(db, work, view, None)
+            else:
+                correction = _correction(work, view, row)
     if correction is not None:
         await _learn_correction(runtime, graph, work, data, *correction)
         return False
@@ -589,37 +591,26 @@ async def _watched(
     view: MessageView,
 ) -> None:
     """A message in a watched category folder: learn if a person corrected it; never act."""
+    watched_path = work.folder_key.removeprefix(WATCH_PREFIX)
+    learned: tuple[str, corrections.Correction] | None = None
     with runtime.database.session() as db:
-        suggestion, learned = _shadow_seen(
-            db, work, view, work.folder_key.removeprefix(WATCH_PREFIX)
-        )
-    if suggestion:
-        if learned is not None:
-            await _learn_correction(runtime, graph, work, data, *learned)
-        return
-    with runtime.database.session() as db:
-        row = db.scalars(
-            select(LedgerEntry).where(
-                LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
+        row = _ledger_row(db, work, view.id)
+        if row is not None and shadow.is_suggested(row.plan):
+            _, learned = _shadow_seen(db, work, view, watched_path)  # Suggest only
+        elif row is not None and row.state == "done":
+            configured = [c.name for c in work.categories]
+            found = (
+                corrections.detect_correction(row.plan, view, configured)
+                or corrections.detect_move(
+                    row.plan, watched_path, [(c.name, c.folder) for c in work.categories]
+                )
+                or corrections.detect_rejection(
+                    row.plan, view, configured, actions=list(row.actions_done or [])
+                )
             )
-        ).one_or_none()
-        if row is None or row.state != "done":
-            return
-        configured = [c.name for c in work.categories]
-        found = (
-            corrections.detect_correction(row.plan, view, configured)
-            or corrections.detect_move(
-                row.plan,
-                work.folder_key.removeprefix(WATCH_PREFIX),
-                [(c.name, c.folder) for c in work.categories],
-            )
-            or corrections.detect_rejection(
-                row.plan, view, configured, actions=list(row.actions_done or [])
-            )
-        )
-        entry_id = row.id
-    if found is not None:
-        await _learn_correction(runtime, graph, work, data, entry_id, found)
+            learned = (row.id, found) if found is not None else None
+    if learned is not None:
+        await _learn_correction(runtime, graph, work, data, *learned)
 
 
 LEFT_SELECT = "id,internetMessageId,receivedDateTime,parentFolderId,categories,isDraft"
@@ -749,16 +740,19 @@ async def _with_body(graph: GraphClient, work: FolderWork, data: dict[str, Any])
     return message_view({**data, "body": full[1].get("body")})
 
 
+def _ledger_row(db: Session, work: FolderWork, message_id: str) -> LedgerEntry | None:
+    return db.scalars(
+        select(LedgerEntry).where(
+            LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == message_id
+        )
+    ).one_or_none()
+
+
 def _correction(
-    db: Session, work: FolderWork, view: MessageView
+    work: FolderWork, view: MessageView, row: LedgerEntry | None
 ) -> tuple[str, corrections.Correction] | None:
     """A done ledger row whose message a person re-categorized since, took its category off,
     or moved back here from its category's folder (see learning.service)."""
-    row = db.scalars(
-        select(LedgerEntry).where(
-            LedgerEntry.mailbox_id == work.mailbox_row_id, LedgerEntry.message_id == view.id
-        )
-    ).one_or_none()
     if row is None or row.state != "done":
         return None
     configured = [c.name for c in work.categories]
