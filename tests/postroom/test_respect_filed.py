@@ -38,7 +38,9 @@ def test_mail_filed_by_a_person_is_left_alone_unless_the_setting_is_off(
         r for r in sim.request_log if r.method in ("PATCH", "POST") and filed.immutable_id in r.path
     ]
     assert writes == []
-    assert "Left alone: already filed" in web.get(f"{base}/activity").text
+    activity = web.get(f"{base}/activity").text
+    assert "Left alone: already filed" in activity
+    assert "matched: Subject contains “invoice”" in activity  # why the rule filed the others
 
     # Turned off: Postroom's category goes beside the person's own.
     saved = post_form(web, base, f"{base}/settings", {})  # the box unticked

@@ -323,3 +323,43 @@ def test_brute_force_invariants() -> None:
             assert not any(bit.lower() in reason.lower() for bit in CONTENT), (reason, args)
         assert plan.to_json()  # serialisable for the ledger
         assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_a_plan_says_why_in_configuration_and_numbers_never_in_mail_content() -> None:
+    """The activity view's "why": the rule's conditions that matched, or the categories the
+    model weighed next - never a subject, sender or body (the ledger keeps the plan)."""
+    from postroom.processing.rules import RuleGroup
+
+    plan = decide(VIEW, CATEGORIES)
+    assert plan.why == (("rule", "Subject", "CONTAINS", "factuur"),)
+    nested = CategoryConfig(
+        name="Nested",
+        rules=RuleGroup.from_json(
+            {
+                "mode": "any",
+                "items": [
+                    {"field": "Subject", "operator": "CONTAINS", "value": "nothing like it"},
+                    {
+                        "mode": "all",
+                        "items": [
+                            {"field": "From.Email", "operator": "ENDS_WITH", "value": "vendor.nl"},
+                            {"field": "Subject", "operator": "NOT_CONTAINS", "value": "offer"},
+                        ],
+                    },
+                ],
+            }
+        ),
+    )
+    assert decide(VIEW, (nested,)).why == (
+        ("rule", "From.Email", "ENDS_WITH", "vendor.nl"),
+        ("rule", "Subject", "NOT_CONTAINS", "offer"),
+    )
+    scores = {"Newsletters": 0.7, "Invoices": 0.2, "Suppliers": 0.06, "Other": 0.04}
+    classifier = FakeClassifier(Prediction("Newsletters", 0.7, scores=scores))
+    plan = decide(UNMATCHED, CATEGORIES, classifier=classifier)
+    assert plan.why == (("next", "Invoices", "0.20"), ("next", "Suppliers", "0.06"))
+    stored = Plan.from_json(plan.to_json())
+    assert stored.why == plan.why
+    text = repr(plan.to_json()) + repr(decide(VIEW, CATEGORIES).to_json())
+    for secret in ("Q7Z-SECRET-SUBJECT", "BODY-SECRET-TEXT", "Geheim", "zoe.geheim"):
+        assert secret not in text

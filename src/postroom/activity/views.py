@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from postroom.accounts.models import utcnow
 from postroom.activity.live import LiveMessage, fetch_subjects
 from postroom.categories.colours import _graph_words
-from postroom.categories.form import MAX_NAME
+from postroom.categories.form import FIELD_LABELS, MAX_NAME, OPERATOR_LABELS
 from postroom.categories.views import _forwarding_allowed, _status_notice
 from postroom.graph import GraphError
 from postroom.integrations import service, wizard
@@ -110,6 +110,30 @@ class ActivityRow:
     forwarded: bool = False
     suggestion: str | None = None
     """Suggest only: what Postroom would have done, and how a person filed it since."""
+    why: str | None = None
+    """Why, in words: the rule's conditions that matched, or what the model weighed next."""
+
+
+def _why_words(plan: dict[str, Any]) -> str | None:
+    """``Plan.why`` in words: "Subject contains “invoice”" for a rule, "next: Receipts 11 %"
+    for the model (configuration and numbers only)."""
+    rules, weighed = [], []
+    for item in plan.get("why") or ():
+        if not isinstance(item, list | tuple) or not item:
+            continue
+        if item[0] == "rule" and len(item) == 4 and item[1] in FIELD_LABELS:
+            words = f"{FIELD_LABELS[item[1]]} {OPERATOR_LABELS.get(item[2], item[2].lower())}"
+            rules.append(f"{words} “{item[3]}”" if item[3] else words)
+        elif item[0] == "next" and len(item) == 3:
+            try:
+                weighed.append(f"{item[1]} {float(item[2]):.0%}")
+            except ValueError:
+                continue
+    if rules:
+        return "matched: " + "; ".join(rules)
+    if weighed:
+        return "next: " + ", ".join(weighed)
+    return None
 
 
 def _suggestion_words(plan: dict[str, Any]) -> str | None:
@@ -209,6 +233,7 @@ def activity_page(
                 undo=_undo_words(entry),
                 forwarded="forward_sent" in [*(entry.actions_done or []), *(entry.undo_done or [])],
                 suggestion=_suggestion_words(plan),
+                why=_why_words(plan),
             )
         )
     pages = max(1, math.ceil(total / PER_PAGE))

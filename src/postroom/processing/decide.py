@@ -34,7 +34,7 @@ Pure and deterministic: no I/O, no logging, no clock.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from postroom.processing.plan import CategoryConfig, DecidedBy, Forward, Plan
@@ -108,7 +108,7 @@ def decide(
     facts = MessageFacts(view)
     for category in categories:
         if category.rules is not None and category.rules.matches(facts):
-            return _plan(
+            plan = _plan(
                 view,
                 category,
                 decided_by="rule",
@@ -116,6 +116,14 @@ def decide(
                 reasons=(f"rule:{category.name}",),
                 forward_allowed=allow_forward,
                 historical=historical and not forward_historical,
+            )
+            conditions = category.rules.matched(facts)[:5]
+            return replace(
+                plan,
+                why=tuple(
+                    ("rule", c.field, c.operator, "" if c.value is None else str(c.value)[:200])
+                    for c in conditions
+                ),
             )
     if classifier is None:
         return Plan(category=None, decided_by="none", reasons=("rule:none", "model:off"))
@@ -138,7 +146,7 @@ def decide(
                 reasons=(f"model:fits-none:{chosen.name}:{fit[0]}<{fit[1]}",),
             )
         if chosen is not None and prediction.confidence >= threshold:
-            return _plan(
+            plan = _plan(
                 view,
                 chosen,
                 decided_by="model",
@@ -148,6 +156,7 @@ def decide(
                 forward_allowed=allow_forward,
                 historical=historical and not forward_historical,
             )
+            return replace(plan, why=_weighed_next(prediction, chosen.name))
         if prediction.none_of_these and prediction.confidence >= threshold:
             return Plan(
                 category=None,
@@ -204,6 +213,19 @@ def _plan(
         confidence=confidence,
         reasons=reasons,
     )
+
+
+def _weighed_next(prediction: Prediction, chosen: str) -> tuple[tuple[str, ...], ...]:
+    """The two categories the model scored next after ``chosen``, with their probability."""
+    others = sorted(
+        (
+            (score, name)
+            for name, score in prediction.scores.items()
+            if name not in (chosen, NONE_OF_THESE) and score > 0.0
+        ),
+        reverse=True,
+    )[:2]
+    return tuple(("next", name[:255], f"{score:.2f}") for score, name in others)
 
 
 def _added(view: MessageView, name: str) -> tuple[str, ...]:

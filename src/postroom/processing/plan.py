@@ -39,6 +39,10 @@ class Plan:
     decided_by: DecidedBy = "none"
     confidence: float | None = None
     reasons: tuple[str, ...] = field(default=(), compare=False)
+    # Why, for people (the activity view): ("rule", field, operator, value) for each condition
+    # that matched, ("next", category, probability) for the categories the model weighed next.
+    # Configuration and numbers only, never mail content.
+    why: tuple[tuple[str, ...], ...] = field(default=(), compare=False)
 
     @property
     def empty(self) -> bool:
@@ -55,6 +59,7 @@ class Plan:
             "decided_by": self.decided_by,
             "confidence": self.confidence,
             "reasons": list(self.reasons),
+            **({"why": [list(w) for w in self.why]} if self.why else {}),
         }
 
     @classmethod
@@ -68,4 +73,9 @@ class Plan:
             decided_by=data.get("decided_by", "none"),
             confidence=data.get("confidence"),
             reasons=tuple(str(r) for r in data.get("reasons") or ()),
+            why=tuple(
+                tuple(str(part) for part in w)
+                for w in data.get("why") or ()
+                if isinstance(w, list | tuple)
+            ),
         )

@@ -376,6 +376,27 @@ class RuleGroup:
         results = (item.matches(facts) for item in self.items)
         return all(results) if self.mode == "all" else any(results)
 
+    def matched(self, message: MessageView | MessageFacts) -> tuple[Condition, ...]:
+        """The conditions that made the message pass (empty when it does not): every item of
+        an ``all`` group, the first matching item of an ``any`` group - what the activity view
+        shows as the reason."""
+        if not self.items:
+            return ()
+        facts = message if isinstance(message, MessageFacts) else MessageFacts(message)
+        found: list[Condition] = []
+        for item in self.items:
+            part = (
+                item.matched(facts)
+                if isinstance(item, RuleGroup)
+                else ((item,) if item.matches(facts) else ())
+            )
+            if self.mode == "any" and part:
+                return part
+            if self.mode == "all" and not part:
+                return ()
+            found.extend(part)
+        return tuple(found) if self.mode == "all" else ()
+
     @property
     def fields(self) -> frozenset[FieldName]:
         """Every field the rule looks at (e.g. to fetch the body only when a rule needs it)."""
