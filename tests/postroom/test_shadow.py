@@ -142,6 +142,10 @@ def test_suggest_only_touches_nothing_measures_agreement_and_goes_live_on_new_ma
     assert "also file the 1 suggested email nobody filed" in cells
     activity = _text(web.get(f"{base}/activity").text)
     assert "filed by a person as Receipts (disagreed)" in activity
+    # the charts: suggestions are not counted as done; their agreement is
+    charts = _text(web.get(f"{base}/charts").text)
+    assert "this week 4 3 75%" in charts
+    assert "No email processed in the last 30 days" in charts
 
     # Go live for Invoices only, not asking to file what was suggested: new mail only.
     with postroom.database.session() as db:

@@ -117,8 +117,10 @@ def charts_page(
             heading="Agreement per week",
             explanation="Of the emails Postroom gave one of your categories in a week (by a "
             "rule, the learned model or the conversation; not needs review), the share nobody "
-            "has corrected, undone or fixed since. Weeks start on Monday (UTC); a recent week "
-            "can still go down, as people may not have looked at its emails yet.",
+            "has corrected, undone or fixed since; in Suggest only, of the suggestions people "
+            "filed themselves, the share they filed as Postroom suggested. Weeks start on "
+            "Monday (UTC); a recent week can still go down, as people may not have looked at "
+            "its emails yet.",
             svg=charts.rate_bars(
                 chart_id="chart-agreement",
                 title="Agreement per week",

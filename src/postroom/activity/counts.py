@@ -186,6 +186,22 @@ def chart_counts(db: Session, *, integration_id: str, today: date) -> ChartCount
             continue  # (read for the oldest week's agreement only)
         by_decider[who][when] += number
         by_category[name if who != "left_alone" else None][when] += number
+    # Suggest only (postroom.sync.shadow): a suggestion a person has filed since counts too -
+    # kept when they filed it as Postroom suggested.
+    filed_as = plan["shadow"]["agreed"].as_string()
+    for when, agreed, number in db.execute(
+        select(day, filed_as, func.count())
+        .where(
+            LedgerEntry.integration_id == integration_id,
+            LedgerEntry.claimed_at >= since,
+            func.coalesce(plan["suggested"].as_string(), "") == "true",
+            filed_as.is_not(None),
+        )
+        .group_by(day, filed_as)
+    ).all():
+        monday = when - timedelta(days=when.weekday())
+        decided[monday] += number
+        kept[monday] += number if agreed == "true" else 0
     counts.by_decider = {key: dict(value) for key, value in by_decider.items()}
     counts.by_category = {key: dict(value) for key, value in by_category.items()}
     counts.agreement = [
