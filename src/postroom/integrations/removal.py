@@ -102,10 +102,7 @@ def disconnect(
     caller.require_manager()
     if remove_categories not in ("", "on"):
         raise HTTPException(400, "“Remove the categories Postroom created” is a tick box.")
-    integration = db.get(
-        Integration, load_integration(db, caller, integration_id).id, with_for_update=True
-    )
-    assert integration is not None
+    integration = load_integration(db, caller, integration_id, lock=True)
     if integration.status in (DISCONNECTING, DISCONNECTED):
         return RedirectResponse(f"/integrations/{integration.id}", status_code=303)
     from postroom.integrations import service
@@ -260,10 +257,7 @@ def delete_integration(
     """Remove a disconnected (or never finished) integration and all Postroom stored for it."""
     check_csrf(request, csrf_token)
     caller.require_manager()
-    integration = db.get(
-        Integration, load_integration(db, caller, integration_id).id, with_for_update=True
-    )
-    assert integration is not None
+    integration = load_integration(db, caller, integration_id, lock=True)
     if integration.status not in DELETABLE:
         raise HTTPException(
             409, "Disconnect the integration first: only a disconnected one can be deleted."

@@ -87,16 +87,6 @@ def suggesting_days(integration: Integration) -> int | None:
     return None if started is None else (datetime.now(UTC) - started).days
 
 
-def _locked(db: Session, caller: Caller, integration_id: str) -> Integration:
-    """The caller's integration, its row locked: two switches at once never lose one."""
-    found = db.get(
-        Integration, load_integration(db, caller, integration_id).id, with_for_update=True
-    )
-    if found is None:
-        raise HTTPException(404)
-    return found
-
-
 def _category(db: Session, integration: Integration, category_id: str) -> str | None:
     """ "" for all categories, else the id of one of this integration's categories."""
     if not category_id:
@@ -123,7 +113,7 @@ def suggest_only(
     """Suggest only from now on: decided and recorded, nothing touched in the mailbox."""
     check_csrf(request, csrf_token)
     caller.require_manager()
-    integration = _locked(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id, lock=True)
     chosen = _category(db, integration, category_id)
     categories = service.categories(db=db, integration=integration)
     shadow.set_suggest_only(integration, categories, category_id=chosen, on=True)
@@ -147,7 +137,7 @@ def go_live(
     caller.require_manager()
     if file_suggested not in ("", "on"):
         raise HTTPException(400, "“Also file the mail suggested so far” is a tick box.")
-    integration = _locked(db, caller, integration_id)
+    integration = load_integration(db, caller, integration_id, lock=True)
     chosen = _category(db, integration, category_id)
     categories = service.categories(db=db, integration=integration)
     going = [

@@ -54,12 +54,18 @@ def _box(request: Request) -> SecretBox:
     return box
 
 
-def load_integration(db: Session, caller: Caller, integration_id: str) -> Integration:
+def load_integration(
+    db: Session, caller: Caller, integration_id: str, *, lock: bool = False
+) -> Integration:
+    """The caller's workspace's integration (404 for any other); ``lock``: its row locked
+    until the request's transaction ends (two changes at once never lose one)."""
     integration = service.get_integration(
         db=db, workspace_id=caller.workspace_id, integration_id=integration_id
     )
     if integration is None:
         raise HTTPException(404)
+    if lock:
+        db.refresh(integration, with_for_update=True)
     return integration
 
 
