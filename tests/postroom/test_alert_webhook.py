@@ -593,3 +593,22 @@ def test_the_host_of_a_url_for_logs_and_the_page() -> None:
     assert webhook.host_of("https://Hooks.Slack.com/services/T/B/X") == "hooks.slack.com"
     assert webhook.host_of("garbage") == "(not a valid URL)"
     assert re.fullmatch(r"\(.*\)", webhook.host_of("https://u:p@x.test/"))
+
+
+def test_a_host_whose_dns_never_answers_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One workspace's hook must not hold up the alerts pass: the lookup is bounded."""
+    import socket
+    import time as clock
+
+    from postroom.alerts import webhook
+
+    def slow(*args: object, **kwargs: object) -> object:
+        clock.sleep(2)
+        return []
+
+    monkeypatch.setattr(webhook, "RESOLVE_TIMEOUT", 0.2)
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    began = clock.monotonic()
+    with pytest.raises(webhook.Refused, match="did not resolve"):
+        webhook.resolve("hooks.example.test", 443)
+    assert clock.monotonic() - began < 1.5

@@ -12,6 +12,7 @@ that lists it; nothing in Microsoft 365 changes.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import httpx
@@ -183,13 +184,28 @@ def test_disconnect_keeps_the_category_list_unless_ticked(
     base = setup_personal(web, postroom, org, options=COLOURS)
     postroom.drain()
     _warm(postroom, org)
+    with postroom.database.session() as db:  # an unfinished backfill is under way
+        for sync in db.scalars(select(FolderSync).where(FolderSync.watch.is_(False))):
+            sync.backfill_since = datetime.now(UTC) - timedelta(days=30)
     done = post_form(web, f"{base}/disconnect", f"{base}/disconnect")
     assert done.status_code == 303
+    # a disconnect whose job was lost is queued again by the reconcile after two minutes
+    from postroom.sync import disconnect
+
+    item = _integration(postroom)
+    with postroom.database.session() as db:
+        assert disconnect.lost_requests(db, datetime.now(UTC)) == []
+        later = datetime.now(UTC) + disconnect.REQUEST_RETRY + timedelta(seconds=1)
+        assert disconnect.lost_requests(db, later) == [item.id]
     _drain_all(postroom)
     assert _integration(postroom).status == "disconnected"
     assert "Invoices" in _master_names(org.alice)
     words = _text(web.get(base).text)
     assert "Left the categories Postroom created on the category list, as asked." in words
+    assert "Stopped the unfinished processing of existing mail" in words
+    with postroom.database.session() as db:  # it would have reached past the new baseline
+        inbox = select(FolderSync.backfill_finished_at).where(FolderSync.watch.is_(False))
+        assert all(at is not None for at in db.scalars(inbox))
 
 
 def test_delete_lists_what_goes_and_removes_everything_stored(
