@@ -167,6 +167,11 @@ class ProcessingEnv:
                 start_new_session=True,
             )
 
+    @property
+    def web_pid(self) -> int:
+        assert self._web is not None
+        return self._web.pid
+
     def _wait_for_web(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -33,6 +33,20 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
 
 
+def _freeze_startup_heap() -> None:
+    """Take every object alive after start-up (the imported modules, the app, the settings)
+    out of the cyclic garbage collector's sight (:func:`gc.freeze`). Start-up leaves a few
+    hundred thousand long-lived objects; each full collection walked all of them while a
+    request or a sync waited. Measured on ``postroom web`` under 50 webhook senders: the p99
+    acknowledgement went from 208 to 55-69 ms and the CPU per notification fell by a tenth
+    (docs/performance.md). Garbage made before is collected first; nothing made later is
+    affected. Only the long-running commands do this (not the tests' in-process apps)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 @app.command()
 def version() -> None:
     """Print Postroom's version."""
@@ -54,7 +68,9 @@ def serve(
     _exit_on_sigterm()
     typer.echo(f"Postroom on {settings.public_base_url} (listening on {host}:{port})")
     _warn_when_mail_is_printed(settings)
-    uvicorn.run(create_app(settings, run_worker=True), host=host, port=port, log_level="info")
+    application = create_app(settings, run_worker=True)
+    _freeze_startup_heap()
+    uvicorn.run(application, host=host, port=port, log_level="info")
 
 
 def _warn_when_mail_is_printed(settings: Any) -> None:
@@ -79,7 +95,9 @@ def web(
     settings = _settings_or_exit(load_settings)
     _exit_on_sigterm()
     _warn_when_mail_is_printed(settings)
-    uvicorn.run(create_app(settings, run_worker=False), host=host, port=port, log_level="info")
+    application = create_app(settings, run_worker=False)
+    _freeze_startup_heap()
+    uvicorn.run(application, host=host, port=port, log_level="info")
 
 
 @app.command()
@@ -150,6 +168,7 @@ def worker(
                 await job_loop
 
     typer.echo(f"Postroom worker on {database.url.split('@')[-1]}")
+    _freeze_startup_heap()
     try:
         asyncio.run(run())
     finally:

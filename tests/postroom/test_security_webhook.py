@@ -159,6 +159,34 @@ def test_valid_notifications_are_never_lost_and_coalesce(
     assert _queued(postroom) == expected
 
 
+def test_the_folders_of_one_request_are_queued_together_and_a_race_doubles_none(
+    web: httpx.Client,
+    postroom: Postroom,
+    subscribed: Subscribed,
+    webhook_log: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    both = [
+        {"subscriptionId": sub, "clientState": CLIENT_STATE, "changeType": "created"}
+        for sub in subscribed.subscription_ids
+    ]
+    expected = sorted(("postroom:sync_folder", f"sync:{s}") for s in subscribed.sync_ids)
+    assert web.post("/webhooks/graph", json={"value": both}).status_code == 202
+    assert _queued(postroom) == expected  # one INSERT for both folders
+    assert _lines(webhook_log)[-1].endswith("2 sync(s) queued")
+    # Another web process queued the first folder's sync after this one looked: the batch is
+    # refused as a whole, each folder is asked for on its own, and none is queued twice.
+    with postroom.database.engine.begin() as conn:
+        conn.execute(
+            text("DELETE FROM procrastinate_jobs WHERE queueing_lock = :lock"),
+            {"lock": f"sync:{subscribed.sync_ids[1]}"},
+        )
+    monkeypatch.setattr("postroom.sync.webhooks._waiting_locks", lambda runtime, locks: set())
+    assert web.post("/webhooks/graph", json={"value": both}).status_code == 202
+    assert _queued(postroom) == expected
+    assert _lines(webhook_log)[-1].endswith("1 sync(s) queued")
+
+
 # ---------------------------------------------------------------------- bursts
 BURST = textwrap.dedent(
     """

@@ -97,6 +97,31 @@ async def defer_sync(runtime: Runtime, folder_sync_id: str, mailbox_id: str) -> 
     )
 
 
+async def defer_syncs(
+    runtime: Runtime, folders: list[tuple[str, str]]
+) -> dict[tuple[str, str], bool]:
+    """Ask for a sync of each (folder sync id, mailbox id) with one INSERT; True for those
+    queued. The webhook path's burst: one statement instead of one per folder, so a batch of
+    notifications does not wait on a round trip per folder. One already waiting (another web
+    process queued it since the caller looked) refuses the whole INSERT: then each is asked for
+    on its own, and the waiting ones are coalesced as :func:`defer_sync` does."""
+    if len(folders) <= 1:
+        return {f: await defer_sync(runtime, *f) for f in folders}
+    batch = [
+        runtime.queue.configure_task(
+            "postroom:sync_folder",
+            lock=f"mailbox:{mailbox_id}",
+            queueing_lock=f"sync:{sync_id}",
+        ).make_new_job(folder_sync_id=sync_id)
+        for sync_id, mailbox_id in folders
+    ]
+    try:
+        await runtime.queue.job_manager.batch_defer_jobs_async(jobs=batch)
+    except AlreadyEnqueued:
+        return {f: await defer_sync(runtime, *f) for f in folders}
+    return dict.fromkeys(folders, True)
+
+
 async def defer_setup(runtime: Runtime, integration_id: str) -> None:
     await _defer(
         runtime,

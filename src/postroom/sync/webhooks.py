@@ -14,9 +14,10 @@ and leaves bounded traces:
   looked up in one query (:class:`Batcher`), and the folders to sync in one check of the queue
   — a folder whose sync is already waiting (``todo``) gets no second one, so a burst costs one
   job per folder and no unique-violation errors in PostgreSQL's own log (``queueing_lock``
-  stays the guard across processes). A job that has started does not cover new mail: then a
-  new one is queued. The answer (202) comes after the valid ones are queued, so none is lost;
-  a lost one would be repaired by the reconcile anyway (level-triggered).
+  stays the guard across processes), and those to queue go in one INSERT
+  (:func:`~postroom.sync.jobs.defer_syncs`). A job that has started does not cover new mail:
+  then a new one is queued. The answer (202) comes after the valid ones are queued, so none
+  is lost; a lost one would be repaired by the reconcile anyway (level-triggered).
 * One log line per request, with counts only: never a value from the request, which could
   forge log lines (a line break in ``subscriptionId``).
 """
@@ -164,12 +165,9 @@ class Inbox:
         True for those queued now."""
         locks = {f"sync:{sync_id}": (sync_id, mailbox_id) for sync_id, mailbox_id in folders}
         waiting = await run_in_threadpool(_waiting_locks, self.runtime, set(locks))
-        queued = {folder: False for folder in folders}
-        for lock, (sync_id, mailbox_id) in locks.items():
-            if lock not in waiting:
-                queued[(sync_id, mailbox_id)] = await jobs.defer_sync(
-                    self.runtime, sync_id, mailbox_id
-                )
+        queued = dict.fromkeys(folders, False)
+        wanted = [folder for lock, folder in sorted(locks.items()) if lock not in waiting]
+        queued.update(await jobs.defer_syncs(self.runtime, wanted))
         return queued
 
 
