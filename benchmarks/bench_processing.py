@@ -418,10 +418,20 @@ def throughput(env: ProcessingEnv, results: dict[str, float], first_user: int) -
         time.sleep(2)
         env.start_workers(workers)
         t0 = time.time()
+        procs = [psutil.Process(p.pid) for p in env.workers]
+        before = _cpu_seconds(procs), _cpu_seconds(env.postgres_processes())
         wait_until(lambda s=sent: len(env.ledger_done().keys() & s) == len(s), 1800, 1.0)
+        after = _cpu_seconds(procs), _cpu_seconds(env.postgres_processes())
         done = env.ledger_done()
         stamps = sorted(done[m].timestamp() for m in sent if m in done)
         env.stop_workers()
+        # CPU per email: steadier than the rate on a shared machine, and what scale-out needs
+        results[f"processing.worker_cpu_ms_per_email_workers_{workers}"] = (
+            (after[0] - before[0]) * 1000 / emails
+        )
+        results[f"processing.postgres_cpu_ms_per_email_workers_{workers}"] = (
+            max(after[1] - before[1], 0.0) * 1000 / emails
+        )
         rate = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-6) if len(stamps) > 1 else 0.0
         results[f"processing.throughput_mps_workers_{workers}"] = rate
         results[f"processing.throughput_wall_seconds_workers_{workers}"] = time.time() - t0
@@ -429,6 +439,18 @@ def throughput(env: ProcessingEnv, results: dict[str, float], first_user: int) -
     results["processing.throughput_mps"] = best
     results["processing.throughput_emails"] = float(emails)
     results["processing.throughput_mailboxes"] = float(per_run)
+
+
+def _cpu_seconds(processes: list[Any]) -> float:
+    """User + system CPU seconds of these processes so far (ended ones count 0)."""
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 # ---------------------------------------------------------------------- backfill

@@ -167,6 +167,20 @@ class ProcessingEnv:
                 start_new_session=True,
             )
 
+    def postgres_processes(self) -> list[Any]:
+        """The embedded PostgreSQL's processes (psutil), for CPU accounting."""
+        import psutil
+
+        embedded = getattr(self._db, "embedded", None)
+        if embedded is None:
+            return []
+        pid_file = Path(embedded.pgdata) / "postmaster.pid"
+        try:
+            master = psutil.Process(int(pid_file.read_text().split()[0]))
+            return [master, *master.children(recursive=True)]
+        except (OSError, ValueError, psutil.Error):
+            return []
+
     @property
     def web_pid(self) -> int:
         assert self._web is not None

@@ -8,6 +8,7 @@ windows of a forward, the never-delete invariant and that no message content is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -309,6 +310,81 @@ def test_executing_the_same_plan_twice_does_nothing_the_second_time(env: Env) ->
     assert env.mailbox_requests() == before  # not one request
     assert env.claim(msg) is None  # a later sync does not even get the row
     assert len(env.forwards(msg)) == 1
+    assert msg.categories == ["Invoices"]
+
+
+@contextlib.contextmanager
+def _commits(env: Env) -> Iterator[list[int]]:
+    from sqlalchemy import event
+
+    seen: list[int] = []
+
+    def count(conn: object) -> None:
+        seen.append(1)
+
+    event.listen(env.database.engine, "commit", count)
+    try:
+        yield seen
+    finally:
+        event.remove(env.database.engine, "commit", count)
+
+
+def test_a_label_and_a_move_cost_three_transactions_and_keep_every_record(env: Env) -> None:
+    # The first email warms the folder cache and the master list; the second is the common
+    # path: the plan (with the row read), the label (with the colour step and where the email
+    # was: what Undo moves it back to, in the row before the move), and the final state (with
+    # the folder and the move).
+    env.process(env.deliver(), env.plan(forward=False))
+    msg = env.deliver()
+    entry = env.claim(msg)
+    assert entry is not None
+    inbox = env.user.mailbox.folder("inbox")
+    assert inbox is not None
+    with _commits(env) as seen:
+        result = env.execute(entry.id, env.plan(forward=False))
+    assert result.state == "done"
+    assert result.performed == ("master_category", "label", "folder", "move")
+    assert len(seen) == 3
+    row = env.entry(entry.id)
+    assert row.state == "done" and row.done_at is not None
+    assert row.actions_done == ["master_category", "label", "folder", "move"]
+    assert row.source_folder_id == inbox.id
+    assert row.filed_folder_id == env.user.mailbox.messages[msg.immutable_id].folder_id
+    assert env.folder_path(msg) == "Finance/Invoices"
+
+
+def test_a_crash_after_the_move_before_its_record_resumes_without_moving_again(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postroom.processing import executor
+
+    env.process(env.deliver(), env.plan(forward=False))  # warm caches: the common path
+    msg = env.deliver()
+    entry = env.claim(msg)
+    assert entry is not None
+    inbox = env.user.mailbox.folder("inbox")
+    assert inbox is not None
+    real_finish = executor._Run.finish
+
+    def crash(self: Any, state: str, last_error: str | None) -> Any:
+        raise RuntimeError("the worker died before the move was written")
+
+    monkeypatch.setattr(executor._Run, "finish", crash)
+    with pytest.raises(RuntimeError):
+        env.execute(entry.id, env.plan(forward=False))
+    row = env.entry(entry.id)
+    assert row.state == "claimed" and "move" not in row.actions_done
+    assert row.source_folder_id == inbox.id  # written before the move, with the label
+    assert env.folder_path(msg) == "Finance/Invoices"
+    moves = env.requests("POST", r"/move$")
+
+    monkeypatch.setattr(executor._Run, "finish", real_finish)
+    again = env.execute(entry.id, env.plan(forward=False))
+    assert again.state == "done"
+    assert env.requests("POST", r"/move$") == moves  # found in its folder: not moved again
+    row = env.entry(entry.id)
+    assert {"label", "folder", "move"} <= set(row.actions_done)
+    assert row.source_folder_id == inbox.id  # the first source, not the folder it is in now
     assert msg.categories == ["Invoices"]
 
 

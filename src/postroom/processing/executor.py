@@ -316,20 +316,16 @@ def _locked(database: Database, entry_id: str, change: Callable[[LedgerEntry], T
         return change(row)
 
 
-def _load(database: Database, entry_id: str) -> _Entry:
-    with database.session() as db:
-        row = db.get(LedgerEntry, entry_id)
-        if row is None:
-            raise LookupError(f"no ledger entry {entry_id}")
-        return _Entry(
-            message_id=row.message_id,
-            state=row.state,
-            actions_done=list(row.actions_done or []),
-            forward_draft_id=row.forward_draft_id,
-            plan=dict(row.plan) if row.plan is not None else None,
-            last_error=row.last_error,
-            attempts=row.attempts,
-        )
+def _entry(row: LedgerEntry) -> _Entry:
+    return _Entry(
+        message_id=row.message_id,
+        state=row.state,
+        actions_done=list(row.actions_done or []),
+        forward_draft_id=row.forward_draft_id,
+        plan=dict(row.plan) if row.plan is not None else None,
+        last_error=row.last_error,
+        attempts=row.attempts,
+    )
 
 
 def _append(row: LedgerEntry, action: str) -> None:
@@ -380,21 +376,22 @@ async def execute(
     a conditional write without a read, its ``parentFolderId`` tells the move whether the
     message is already there. On a resumed entry the plan stored at the first run wins over
     ``plan``, so a configuration change cannot mix two plans on one message."""
-    entry = _load(database, entry_id)
+    stored = plan.to_json()
+
+    def load_and_plan(row: LedgerEntry) -> _Entry:
+        """The row as it is, with the plan recorded (durably, before any write to the
+        mailbox) when it has none: one transaction."""
+        if row.state == "claimed" and row.plan is None:
+            row.plan = stored
+        return _entry(row)
+
+    entry = _locked(database, entry_id, load_and_plan)
     if entry.state != "claimed":
         return ExecutionResult(
             entry_id, entry.state, (), tuple(entry.actions_done), entry.last_error
         )
-    if entry.plan is None:
-        stored = plan.to_json()
-
-        def save_plan(row: LedgerEntry) -> None:
-            if row.plan is None:
-                row.plan = stored
-
-        _locked(database, entry_id, save_plan)
-    else:
-        plan = Plan.from_json(entry.plan)
+    if entry.plan is not None and entry.plan != stored:
+        plan = Plan.from_json(entry.plan)  # the first run's plan wins
 
     run = _Run(
         graph=graph,
@@ -466,19 +463,38 @@ class _Run:
     warning: str | None = None
     colors_refused: str | None = None
     source_recorded: bool = False  # where the message was is in the row (for Undo)
+    # steps done but not yet written to the row: each rides on the next write (see record)
+    pending: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ bookkeeping
-    def record(self, action: str, **columns: str) -> None:
-        def change(row: LedgerEntry) -> None:
-            _append(row, action)
-            for name, value in columns.items():
-                setattr(row, name, value)
-
-        _locked(self.database, self.entry_id, change)
+    def record(self, action: str, *, defer: bool = False, **columns: str) -> None:
+        """Note a step as done in the row. ``defer``: not now, with the row's next write (the
+        next step's record, or the final state), which saves a transaction per step. Only for
+        a step that a resumed run redoes harmlessly or finds done: the master list and the
+        folder are looked up before anything is made, a move finds the message already in
+        its folder. A label, and everything before a send, is written before the next step."""
+        self.pending.append((action, columns))
         self.done.add(action)
         if action != SEND_ATTEMPTED:
             self.performed.append(action)
-        log.info("ledger %s: %s recorded for message %s", self.entry_id, action, self.message_id)
+        if not defer:
+            self._write(lambda row: None)
+        log.info("ledger %s: %s done for message %s", self.entry_id, action, self.message_id)
+
+    def _write(self, change: Callable[[LedgerEntry], T]) -> T:
+        """``change`` on the row in one short transaction, with the pending steps."""
+        pending, self.pending = self.pending, []
+
+        def apply(row: LedgerEntry) -> T:
+            for action, columns in pending:
+                _append(row, action)
+                for name, value in columns.items():
+                    if name == "source_folder_id" and row.source_folder_id is not None:
+                        continue  # where it was first: a resumed run may see it moved
+                    setattr(row, name, value)
+            return change(row)
+
+        return _locked(self.database, self.entry_id, apply)
 
     def fail(self, state: str, code: str, *, count: bool = True) -> None:
         def change(row: LedgerEntry) -> None:
@@ -488,7 +504,7 @@ class _Run:
             if state in FINAL_STATES:
                 row.done_at = utcnow()
 
-        _locked(self.database, self.entry_id, change)
+        self._write(change)
 
     def finish(self, state: str, last_error: str | None) -> ExecutionResult:
         def change(row: LedgerEntry) -> None:
@@ -496,7 +512,7 @@ class _Run:
             row.last_error = last_error
             row.done_at = utcnow()
 
-        _locked(self.database, self.entry_id, change)
+        self._write(change)
         return self.result(state, last_error)
 
     def result(self, state: str, last_error: str | None) -> ExecutionResult:
@@ -544,14 +560,20 @@ class _Run:
         if plan.folder and not {"folder", "move"} <= self.done:
             folder_id = await self.ensure_folder(plan.folder)
             if "folder" not in self.done:
-                # where the message is now goes into the same record (what Undo moves it
-                # back to): no transaction of its own on the common path
+                # Where the message is now must be in the row before the move (what Undo
+                # moves it back to). The label's record carried it on the common path; else
+                # it is written here. A folder step alone rides on the move's record.
                 source = (self.snapshot or {}).get("parentFolderId")
-                if isinstance(source, str) and source and source != folder_id:
+                if (
+                    not self.source_recorded
+                    and isinstance(source, str)
+                    and source
+                    and source != folder_id
+                ):
                     self.record("folder", source_folder_id=source)
                     self.source_recorded = True
                 else:
-                    self.record("folder")
+                    self.record("folder", defer=True)
             if "move" not in self.done:
                 await self.move(plan.folder, folder_id)
         if plan.forward is not None and plan.forward.to and "forward_sent" not in self.done:
@@ -598,7 +620,7 @@ class _Run:
                     raise
             self.cache.add_master_category(self.mailbox, name)
             known = self.cache.master_categories(self.mailbox) or known
-        self.record("master_category")
+        self.record("master_category", defer=True)  # written with the label
 
     async def list_master_categories(self) -> set[str]:
         names = {
@@ -636,7 +658,24 @@ class _Run:
         else:
             # Changed between every read and write: leave the row claimed; the job retries.
             raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
-        self.record("label")
+        source = self.source_before_move()
+        if source is not None:
+            self.record("label", source_folder_id=source)
+            self.source_recorded = True
+        else:
+            self.record("label")
+
+    def source_before_move(self) -> str | None:
+        """Where the message is now, for the label's record when a move follows (what Undo
+        moves it back to; written before the move). Only when the target folder's id is
+        known and differs: None leaves it to the folder step, which resolves the target."""
+        if self.source_recorded or not self.plan.folder or "move" in self.done:
+            return None
+        source = (self.snapshot or {}).get("parentFolderId")
+        target = self.cache.get(self.mailbox, self.plan.folder)
+        if isinstance(source, str) and source and target is not None and source != target:
+            return source
+        return None
 
     async def ensure_folder(self, path: str) -> str:
         segments = folder_paths.segments(path)
@@ -694,7 +733,7 @@ class _Run:
         message = self.snapshot or await self.read_message()
         if message.get("parentFolderId") == folder_id:
             # already there: a resumed move, or the user filed it
-            self.record("move", filed_folder_id=folder_id)
+            self.record("move", defer=True, filed_folder_id=folder_id)
             return
         if not self.source_recorded:
             self.remember_source(message.get("parentFolderId"))
@@ -721,7 +760,9 @@ class _Run:
         if moved.get("id") not in (None, self.message_id):
             log.warning("ledger %s: move changed the message id (not immutable?)", self.entry_id)
         self.snapshot = moved
-        self.record("move", filed_folder_id=folder_id)
+        # written with the final state (or before a forward's send): a resumed run finds the
+        # message in its folder and records the move without moving it again
+        self.record("move", defer=True, filed_folder_id=folder_id)
 
     def remember_source(self, folder_id: Any) -> None:
         """Record where the message is before it is moved (what Undo moves it back to), once:
@@ -733,7 +774,7 @@ class _Run:
             if row.source_folder_id is None:
                 row.source_folder_id = folder_id
 
-        _locked(self.database, self.entry_id, change)
+        self._write(change)
 
     # ------------------------------------------------------------------ forward
     async def forward(self) -> None:
@@ -768,7 +809,7 @@ class _Run:
                 row.forward_draft_id = ours
             return row.forward_draft_id or ours
 
-        recorded = _locked(self.database, self.entry_id, change)
+        recorded = self._write(change)
         if vanished is None:
             self.done.add("forward_draft")
             self.performed.append("forward_draft")
