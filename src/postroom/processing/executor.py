@@ -163,10 +163,10 @@ def claim(
             claimed_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["mailbox_id", "message_id"])
-        .returning(LedgerEntry.id)
+        .returning(LedgerEntry)  # the new row itself: no second read
     ).scalar_one_or_none()
     if inserted is not None:
-        return db_session.get(LedgerEntry, inserted)
+        return inserted
     existing = db_session.scalars(
         select(LedgerEntry).where(
             LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
