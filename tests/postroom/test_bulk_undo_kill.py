@@ -56,10 +56,13 @@ def _worker_ids(env: ProcessingEnv) -> set[int]:
 
 
 def _undos_running_on(env: ProcessingEnv, worker_id: int) -> int:
+    """Undo jobs still ``doing`` on this worker, or on none: a live worker may prune a dead
+    one's row first, which leaves its jobs ``doing`` with no worker until a reconcile gives
+    them back."""
     return _scalar(
         env,
         "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
-        "AND task_name LIKE '%undo_message' AND worker_id = :w",
+        "AND task_name LIKE '%undo_message' AND (worker_id = :w OR worker_id IS NULL)",
         w=worker_id,
     )
 
