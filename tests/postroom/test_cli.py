@@ -41,3 +41,29 @@ def test_a_classifier_recipe_without_its_model_stops_the_start_with_a_clear_erro
     monkeypatch.setenv("POSTROOM_CLASSIFIER_EMBEDDER", "bert")
     result = CliRunner().invoke(app, ["web"])
     assert result.exit_code == 2 and "classifier_embedder" in result.output
+
+
+def test_web_freezes_the_start_up_heap_before_it_serves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The long-running commands take the start-up objects out of the garbage collector's
+    sight before serving (webhook p99, docs/performance.md)."""
+    import gc
+    import signal
+
+    import uvicorn
+
+    monkeypatch.setenv("POSTROOM_DATA_DIR", str(tmp_path))
+    frozen_at_serve: list[int] = []
+    monkeypatch.setattr(
+        uvicorn, "run", lambda application, **kwargs: frozen_at_serve.append(gc.get_freeze_count())
+    )
+    handler = signal.getsignal(signal.SIGTERM)
+    gc.unfreeze()
+    try:
+        result = CliRunner().invoke(app, ["web"])
+    finally:
+        gc.unfreeze()
+        signal.signal(signal.SIGTERM, handler)
+    assert result.exit_code == 0, result.output
+    assert frozen_at_serve and frozen_at_serve[0] > 0
