@@ -599,19 +599,17 @@ def webhook_ingress(env: ProcessingEnv, results: dict[str, float], boxes: list[A
         for _ in range(processes)
     ]
     web = psutil.Process(env.web_pid)
-    cpu = web.cpu_times()
+    cpu = _cpu_seconds([web])
     started = time.perf_counter()
     with mp.get_context("spawn").Pool(processes) as pool:
         timings = [t for part in pool.map(_sender, args) for t in part]
     elapsed = time.perf_counter() - started
-    used = web.cpu_times()
+    used = _cpu_seconds([web]) - cpu
     ok = [t for t in timings if t >= 0]
     # CPU of ``postroom web`` per notification: steadier than the rate on a shared machine
     # (the rate is 1 / this while the web process has its core to itself).
-    results["webhooks.web_cpu_ms_per_request"] = (
-        (used.user + used.system - cpu.user - cpu.system) * 1000 / max(len(timings), 1)
-    )
-    results["webhooks.web_cpu_share"] = (used.user + used.system - cpu.user - cpu.system) / elapsed
+    results["webhooks.web_cpu_ms_per_request"] = used * 1000 / max(len(timings), 1)
+    results["webhooks.web_cpu_share"] = used / elapsed
     results["webhooks.ingress_rps"] = len(ok) / PROFILE.ingress_seconds
     results["webhooks.ack_p99_ms"] = _percentile(ok, 0.99)
     results["webhooks.ack_p50_ms"] = statistics.median(ok) if ok else float("nan")

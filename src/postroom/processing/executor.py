@@ -474,6 +474,7 @@ class _Run:
         folder are looked up before anything is made, a move finds the message already in
         its folder. A label, and everything before a send, is written before the next step."""
         self.pending.append((action, columns))
+        self.source_recorded = self.source_recorded or "source_folder_id" in columns
         self.done.add(action)
         if action != SEND_ATTEMPTED:
             self.performed.append(action)
@@ -563,15 +564,9 @@ class _Run:
                 # Where the message is now must be in the row before the move (what Undo
                 # moves it back to). The label's record carried it on the common path; else
                 # it is written here. A folder step alone rides on the move's record.
-                source = (self.snapshot or {}).get("parentFolderId")
-                if (
-                    not self.source_recorded
-                    and isinstance(source, str)
-                    and source
-                    and source != folder_id
-                ):
+                source = self.source_to_record(folder_id)
+                if source is not None:
                     self.record("folder", source_folder_id=source)
-                    self.source_recorded = True
                 else:
                     self.record("folder", defer=True)
             if "move" not in self.done:
@@ -658,24 +653,23 @@ class _Run:
         else:
             # Changed between every read and write: leave the row claimed; the job retries.
             raise TransientError("the message kept changing", code="ErrorIrresolvableConflict")
-        source = self.source_before_move()
+        # a move follows: where the message is now rides on this record when the target's
+        # id is known (cached); else the folder step, which resolves it, writes it
+        path = self.plan.folder
+        target = self.cache.get(self.mailbox, path) if path and "move" not in self.done else None
+        source = self.source_to_record(target)
         if source is not None:
             self.record("label", source_folder_id=source)
-            self.source_recorded = True
         else:
             self.record("label")
 
-    def source_before_move(self) -> str | None:
-        """Where the message is now, for the label's record when a move follows (what Undo
-        moves it back to; written before the move). Only when the target folder's id is
-        known and differs: None leaves it to the folder step, which resolves the target."""
-        if self.source_recorded or not self.plan.folder or "move" in self.done:
+    def source_to_record(self, target: str | None) -> str | None:
+        """Where the message is now, when it still has to go into the row before the move to
+        ``target`` (what Undo moves it back to): not yet recorded, and not the target itself."""
+        if self.source_recorded or target is None:
             return None
         source = (self.snapshot or {}).get("parentFolderId")
-        target = self.cache.get(self.mailbox, self.plan.folder)
-        if isinstance(source, str) and source and target is not None and source != target:
-            return source
-        return None
+        return source if isinstance(source, str) and source and source != target else None
 
     async def ensure_folder(self, path: str) -> str:
         segments = folder_paths.segments(path)
