@@ -19,6 +19,7 @@ from postroom.integrations.models import Integration, Mailbox
 from postroom.sync.engine import (
     ACTIVE,
     SYNC_SELECT,
+    PageModel,
     _graph,
     _pause,
     _resolve_folder,
@@ -146,6 +147,7 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                 pages += 1
                 seen = 0
                 last = cursor
+                model = PageModel()
                 for data in page.get("value", []):
                     # Mail already in the ledger (a run before, or real-time processing) is
                     # passed over by the claim: never acted on twice.
@@ -156,6 +158,7 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                         data,
                         historical=True,
                         forward_historical=forward_history,
+                        page=model,
                     )
                     message_id = str(data.get("id", ""))
                     seen += message_id not in looked_at

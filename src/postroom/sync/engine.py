@@ -380,6 +380,22 @@ def stopped_mailboxes(db: Session, integration_ids: list[str]) -> dict[str, list
     return found
 
 
+class PageModel:
+    """The integration's learned model for one page of messages: read with the page's first
+    claim, in the same session, and used for the rest of the page (a SELECT per email fewer).
+    A model trained meanwhile is used from the next page on."""
+
+    def __init__(self) -> None:
+        self._read = False
+        self._model: learning.LoadedModel | None = None
+
+    def get(self, db: Session, integration_id: str) -> learning.LoadedModel | None:
+        if not self._read:
+            self._model = learning.load_model(db, integration_id)
+            self._read = True
+        return self._model
+
+
 async def process_message(
     runtime: Runtime,
     graph: GraphClient,
@@ -389,10 +405,12 @@ async def process_message(
     historical: bool = False,
     forward_historical: bool = False,
     resumed: bool = False,
+    page: PageModel | None = None,
 ) -> bool:
     """Claim, decide and execute one message. True if Postroom acted on it now. ``resumed``:
     a row left claimed (a dead worker's, or a suggestion to file at Go live), read again by
-    its id: finished whatever the folder's baseline is now."""
+    its id: finished whatever the folder's baseline is now. ``page``: the model of the page
+    the message came on (else it is read for this message)."""
     if data.get("isDraft"):
         return False
     view = message_view(data)
@@ -408,7 +426,7 @@ async def process_message(
         await _watched(runtime, graph, work, data, view)
         return False
     with runtime.database.session() as db:
-        model = learning.load_model(db, work.integration_id)
+        model = (page or PageModel()).get(db, work.integration_id)
         remembered = None
         if model is not None:
             remembered = conversations.recall_conversation(
@@ -830,8 +848,9 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
                     continue
                 result.pages += 1
                 acted = 0
+                model = PageModel()
                 for data in page.messages:
-                    if await process_message(runtime, graph, work, data):
+                    if await process_message(runtime, graph, work, data, page=model):
                         acted += 1
                     else:
                         result.skipped += 1
