@@ -9,9 +9,10 @@ stopped, at least once — rests on three rules:
    row still ``claimed`` is handed back so the work resumes. Mutual exclusion between workers
    comes from the job queue (one sync per mailbox at a time); the steps below stay correct even
    if two workers do resume the same row at once (tested).
-2. **Record right after Graph confirms.** Each step is recorded in ``actions_done`` in its own
-   short transaction immediately after Graph answered; no database session is held across a
-   Graph call (STYLE rule 6). A resumed run skips what is recorded.
+2. **Record right after Graph confirms.** Each step is recorded in ``actions_done`` by one
+   ``UPDATE`` statement (decision 0015) right after Graph answered, or with the row's next
+   write when a resumed run would find it done (decision 0014); no database session is held
+   across a Graph call (STYLE rule 6). A resumed run skips what is recorded.
 3. **Make every step safe to repeat when the record was lost.** A crash can always fall
    between "Graph acted" and "we recorded it", so each step checks the mailbox before acting:
 
