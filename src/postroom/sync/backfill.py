@@ -263,23 +263,24 @@ def start_backfill(db: Session, integration_id: str, since: datetime) -> list[tu
     return [(fs.id, fs.mailbox_id) for fs in rows]
 
 
-def unfinished_backfills(db: Session) -> list[tuple[str, str]]:
+def unfinished_backfills(db: Session, integration_id: str | None = None) -> list[tuple[str, str]]:
     """Folders in use whose backfill is unfinished, in integrations that run (the reconcile
-    queues them again: a lost job or a pause resumes from the cursor)."""
-    return [
-        (sync_id, mailbox_id)
-        for sync_id, mailbox_id in db.execute(
-            select(FolderSync.id, FolderSync.mailbox_id)
-            .join(Integration, Integration.id == FolderSync.integration_id)
-            .where(
-                FolderSync.active.is_(True),
-                FolderSync.watch.is_(False),
-                FolderSync.backfill_since.is_not(None),
-                FolderSync.backfill_finished_at.is_(None),
-                Integration.status.in_(ACTIVE),
-            )
-        ).all()
-    ]
+    queues them again: a lost job or a pause resumes from the cursor; Resume does at once, for
+    its ``integration_id``)."""
+    query = (
+        select(FolderSync.id, FolderSync.mailbox_id)
+        .join(Integration, Integration.id == FolderSync.integration_id)
+        .where(
+            FolderSync.active.is_(True),
+            FolderSync.watch.is_(False),
+            FolderSync.backfill_since.is_not(None),
+            FolderSync.backfill_finished_at.is_(None),
+            Integration.status.in_(ACTIVE),
+        )
+    )
+    if integration_id is not None:
+        query = query.where(FolderSync.integration_id == integration_id)
+    return [(sync_id, mailbox_id) for sync_id, mailbox_id in db.execute(query).all()]
 
 
 def folder_progress(runtime_db: Any, integration_id: str) -> list[tuple[FolderSync, str, Any]]:

@@ -256,9 +256,10 @@ async def disconnect_integration(integration_id: str) -> None:
 
 
 async def resume_integration(integration_id: str) -> None:
-    """After a reconnect (or a repair by Check connection): real time again at once. Every
-    folder's subscription is renewed (a renewal also answers a ``reauthorizationRequired``
-    challenge, and one Graph forgot is created again), then a catch-up sync runs."""
+    """After a reconnect, a repair by Check connection, or Resume: real time again at once.
+    Every folder's subscription is renewed (a renewal also answers a
+    ``reauthorizationRequired`` challenge, and one Graph forgot is created again), then a
+    catch-up sync runs, and a backfill that a pause stopped carries on from its cursor."""
     runtime = current()
     with runtime.database.session() as db:
         rows = db.execute(
@@ -271,6 +272,10 @@ async def resume_integration(integration_id: str) -> None:
         if mode == "paused":
             return  # the token failed again: a status, never a retry storm
         await defer_sync(runtime, sync_id, mailbox_id)
+    with runtime.database.session() as db:
+        backfills = backfill.unfinished_backfills(db, integration_id)
+    for sync_id, mailbox_id in backfills:
+        await defer_backfill(runtime, sync_id, mailbox_id)
 
 
 async def reconcile(timestamp: int) -> None:
