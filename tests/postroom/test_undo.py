@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from html import unescape
 from typing import Any
 
 import httpx
@@ -298,3 +299,24 @@ def test_an_undo_request_whose_job_was_lost_is_queued_again_by_the_reconcile(
     _drain_all(postroom)
     assert _row(postroom, message_id).undo_state == "done"
     assert folder_of(org.alice, message_id) == "Inbox"
+
+
+def test_an_undo_still_waiting_at_disconnect_is_ended_and_said_so(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState
+) -> None:
+    """Disconnect cancels the undo jobs still waiting: their rows said "undo under way" for
+    good. They end "undo failed" with the reason, and the disconnect's summary counts them."""
+    org, base, message_id = _filed(web, postroom, sim)
+    row = _row(postroom, message_id)
+    assert _undo(web, base, row.id).status_code == 303  # asked; its job has not run
+    assert post_form(web, f"{base}/disconnect", f"{base}/disconnect").status_code == 303
+    _drain_all(postroom)  # the disconnect job; the undo job is cancelled or finds it stopped
+    ended = _row(postroom, message_id)
+    assert (ended.undo_state, ended.undo_note) == ("failed", "disconnected")
+    msg = org.alice.mailbox.messages[message_id]
+    assert msg.categories == ["Personal", "Invoices"]  # nothing reversed after the disconnect
+    assert folder_of(org.alice, message_id) == "Invoices"
+    activity = unescape(web.get(f"{base}/activity").text)
+    assert "undo under way" not in activity
+    assert "undo failed: the integration was disconnected before Postroom got to it" in activity
+    assert "1 undo was still waiting and was not carried out" in unescape(web.get(base).text)

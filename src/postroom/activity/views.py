@@ -54,6 +54,8 @@ UNDO_NOTES = {
     undoing.NOTE_TO_INBOX: "the folder it came from is gone, so it went to the Inbox",
     undoing.NOTE_NO_SOURCE: "filed before Postroom recorded where mail came from: not moved back",
     undoing.NOTE_GONE: "the email is gone",
+    undoing.NOTE_DISCONNECTED: "the integration was disconnected before Postroom got to it; "
+    "what was not reversed yet stays as it is in Outlook",
     FORWARD_UNCONFIRMED: "the forward may not have gone out: its draft disappeared after "
     "Postroom asked Microsoft to send it, so it was not sent again",
 }

@@ -162,6 +162,13 @@ def summary_lines(integration: Integration) -> list[str]:
             "Stopped the unfinished processing of existing mail; after a reconnect, start it "
             "again under Apply to existing mail if you want it."
         )
+    undos = int(done.get("undos_stopped") or 0)
+    if undos:
+        lines.append(
+            f"{undos} undo{' was' if undos == 1 else 's were'} still waiting and "
+            f"{'was' if undos == 1 else 'were'} not carried out: the activity page marks "
+            f"{'it' if undos == 1 else 'them'}."
+        )
     removed = done.get("categories_removed") or []
     if removed:
         names = ", ".join(f"{r['name']} ({r['mailbox']})" for r in removed)

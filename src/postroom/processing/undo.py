@@ -79,6 +79,7 @@ NOTE_LEFT_MOVED = "left_where_moved"  # a person moved the email since: not move
 NOTE_TO_INBOX = "source_gone_inbox"  # the folder it came from is gone: moved to the Inbox
 NOTE_NO_SOURCE = "source_unknown"  # filed before sources were recorded: not moved back
 NOTE_GONE = "message_gone"  # the email itself is gone
+NOTE_DISCONNECTED = "disconnected"  # the integration was disconnected before it was done
 
 
 @dataclass(frozen=True)

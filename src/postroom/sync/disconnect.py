@@ -47,7 +47,8 @@ from postroom.integrations.graph_access import (
 )
 from postroom.integrations.models import Integration, Mailbox
 from postroom.integrations.statuses import DISCONNECTED, DISCONNECTING
-from postroom.processing.models import CreatedMasterCategory
+from postroom.processing.models import CreatedMasterCategory, LedgerEntry
+from postroom.processing.undo import NOTE_DISCONNECTED
 from postroom.sync.engine import _connection, _graph
 from postroom.sync.models import FolderSync
 from postroom.sync.runtime import Runtime
@@ -277,6 +278,14 @@ def _finish(
         .values(backfill_finished_at=now)
     )
     request["backfills_stopped"] = int(getattr(stopped, "rowcount", 0) or 0)
+    # Undo requests no job will carry out now (their jobs were cancelled): ended, and said so,
+    # instead of "under way" for good. What a run had reversed already stays reversed.
+    ended = db.execute(
+        update(LedgerEntry)
+        .where(LedgerEntry.integration_id == integration_id, LedgerEntry.undo_state == "requested")
+        .values(undo_state="failed", undo_note=NOTE_DISCONNECTED)
+    )
+    request["undos_stopped"] = int(getattr(ended, "rowcount", 0) or 0)
     request["done_at"] = now.isoformat()
     integration.disconnect = request
     integration.token_cache = None
