@@ -67,7 +67,7 @@ def test_minilm_groups_intents_and_batches_change_nothing() -> None:
     ]
     together = minilm.embed(texts)
     one_by_one = np.vstack([minilm.embed([text]) for text in texts])
-    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert np.array_equal(together, one_by_one)  # bit for bit: a stored example stays valid
     similarity = together @ together.T
     assert similarity[0, 1] > max(similarity[0, 2], similarity[0, 3]) + 0.1
 
@@ -115,3 +115,46 @@ def test_minilm_and_the_vote_run_numpy_on_one_blas_thread(monkeypatch: pytest.Mo
     with embed.one_blas_thread():
         inside = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     assert inside == {1}
+
+
+PAGE = [
+    "Invoice 2041 for your order, due in 30 days.",
+    "",
+    "Waar blijft mijn pakket? Het is nog steeds niet bezorgd.",
+    "Re: lunch on Friday?",
+    "Why was my card payment declined at the shop yesterday afternoon? " * 6,
+    "Ünïcödé ✓ — 注文 №7",
+    "Where is my new card?",
+]
+
+
+@pytest.mark.parametrize("name", ["e5", "minilm", "e5+minilm", "wordllama"])
+def test_a_page_at_once_gives_each_text_the_vector_it_gets_alone(name: str) -> None:
+    """A sync page's unsure emails are embedded in one call (cheaper per email); no vector may
+    depend on its neighbours, or a prediction would change with the page it came on."""
+    embedder = load_embedder(name)  # type: ignore[arg-type]
+    together = embedder.embed(PAGE)
+    alone = np.vstack([embedder.embed([text]) for text in PAGE])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(embedder.embed(PAGE[::-1]), together[::-1])
+
+
+def test_minilm_embeds_a_page_on_one_thread_per_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import threading
+
+    names: set[str] = set()
+    minilm = load_embedder("minilm")
+    forward = minilm._forward  # type: ignore[attr-defined]
+
+    def spy(ids: np.ndarray) -> np.ndarray:
+        names.add(threading.current_thread().name)
+        return forward(ids)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(minilm, "_forward", spy)
+    minilm.embed(PAGE)
+    if (os.cpu_count() or 1) > 1:
+        assert names and all(name.startswith("embed") for name in names)
+    names.clear()
+    minilm.embed(["one text stays on the caller's thread"])
+    assert names == {threading.current_thread().name}

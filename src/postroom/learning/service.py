@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -106,21 +107,63 @@ def text_view(text: str) -> MessageView:
     return classify_text_view(text[:MAX_EXAMPLE_CHARS])
 
 
+class PagePredictions:
+    """The model's own guesses for a page of messages, made together.
+
+    The first email of a page the model is asked about runs :meth:`Classifier.predict_many`
+    on every view of the page that may be decided (``views``): the encoders cost less per
+    email in one call (e5 packs the texts, MiniLM uses every core), and
+    :meth:`Classifier.predict_many` gives what :meth:`Classifier.predict` gives one by one.
+    The rest of the page is answered from those; a view not among them, or changed since
+    (compared whole), is predicted alone. The decision around the guess (conversation memory,
+    threshold, fits-none) stays per email in :class:`ModelAdapter` and
+    :func:`postroom.processing.decide.decide`."""
+
+    def __init__(
+        self, classifier: Classifier, views: Callable[[], Sequence[MessageView]] = tuple
+    ) -> None:
+        self.classifier = classifier
+        self._views = views
+        self._done: dict[str, tuple[MessageView, Prediction]] | None = None
+        self.batches = 0  # predict_many calls (for tests and metrics)
+
+    def predict(self, view: MessageView) -> Prediction:
+        if self._done is None:
+            page = {v.id: v for v in self._views() if v.id}
+            page[view.id] = view
+            ordered = list(page.values())
+            self._done = {}
+            if len(ordered) > 1 and view.id:
+                self.batches += 1
+                predicted = self.classifier.predict_many(ordered)
+                self._done = {v.id: (v, p) for v, p in zip(ordered, predicted, strict=True)}
+        found = self._done.get(view.id) if view.id else None
+        if found is not None and found[0] == view:
+            return found[1]
+        return self.classifier.predict(view)
+
+
 class ModelAdapter:
     """A trained :class:`Classifier` as :func:`postroom.processing.decide.decide` wants it.
 
     ``remembered`` is where the message's conversation went last (looked up before deciding,
     see :func:`postroom.learning.conversations.recall_conversation`);
-    :func:`~postroom.classify.from_conversation` says when it wins over the model's own guess."""
+    :func:`~postroom.classify.from_conversation` says when it wins over the model's own guess.
+    ``page``: the guesses of the message's page, made together (:class:`PagePredictions`)."""
 
-    def __init__(self, classifier: Classifier, remembered: Remembered | None = None) -> None:
+    def __init__(
+        self,
+        classifier: Classifier,
+        remembered: Remembered | None = None,
+        page: PagePredictions | None = None,
+    ) -> None:
         self.classifier = classifier
         self.remembered = remembered
+        self.page = page if page is not None and page.classifier is classifier else None
 
     def predict(self, view: MessageView) -> Prediction | None:
-        prediction = from_conversation(
-            self.classifier.predict(view), self.remembered, known=self.classifier.categories
-        )
+        guess = self.page.predict(view) if self.page is not None else self.classifier.predict(view)
+        prediction = from_conversation(guess, self.remembered, known=self.classifier.categories)
         return None if prediction.category is None else prediction
 
 
@@ -135,8 +178,10 @@ class LoadedModel:
     def adapter(self) -> ModelAdapter:
         return ModelAdapter(self.classifier)
 
-    def adapter_for(self, remembered: Remembered | None) -> ModelAdapter:
-        return ModelAdapter(self.classifier, remembered)
+    def adapter_for(
+        self, remembered: Remembered | None, page: PagePredictions | None = None
+    ) -> ModelAdapter:
+        return ModelAdapter(self.classifier, remembered, page)
 
 
 # ---------------------------------------------------------------------- state

@@ -147,7 +147,9 @@ async def backfill_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 20
                 pages += 1
                 seen = 0
                 last = cursor
-                model = PageModel()
+                model = PageModel(
+                    page.get("value", []), runtime=runtime, work=work, historical=True
+                )
                 for data in page.get("value", []):
                     # Mail already in the ledger (a run before, or real-time processing) is
                     # passed over by the claim: never acted on twice.

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,7 +79,7 @@ from postroom.processing.executor import (
 from postroom.processing.models import LedgerEntry
 from postroom.processing.outcomes import ALREADY_FILED, FILED_BEFORE_LIVE, LEFT_FOLDER
 from postroom.processing.plan import CategoryConfig
-from postroom.processing.rules import RuleGroup
+from postroom.processing.rules import MessageFacts, RuleGroup
 from postroom.processing.view import Address, MessageView
 from postroom.sync import shadow
 from postroom.sync.models import FolderSync
@@ -383,17 +384,77 @@ def stopped_mailboxes(db: Session, integration_ids: list[str]) -> dict[str, list
 class PageModel:
     """The integration's learned model for one page of messages: read with the page's first
     claim, in the same session, and used for the rest of the page (a SELECT per email fewer).
-    A model trained meanwhile is used from the next page on."""
+    A model trained meanwhile is used from the next page on.
 
-    def __init__(self) -> None:
+    With ``messages`` (the page, as Graph sent it), the model's guesses for the page are made
+    together (:class:`postroom.learning.service.PagePredictions`): the emails of the page that
+    carry their body and are not drafts, older than the baseline (unless ``historical``) or
+    already decided in the ledger (our own label's echo; one query, at the first guess), and
+    none a rule decides."""
+
+    def __init__(
+        self,
+        messages: Sequence[dict[str, Any]] = (),
+        *,
+        runtime: Runtime | None = None,
+        work: FolderWork | None = None,
+        historical: bool = False,
+    ) -> None:
         self._read = False
         self._model: learning.LoadedModel | None = None
+        self._messages = messages
+        self._runtime, self._work, self._historical = runtime, work, historical
+        self._predictions: learning.PagePredictions | None = None
 
     def get(self, db: Session, integration_id: str) -> learning.LoadedModel | None:
         if not self._read:
             self._model = learning.load_model(db, integration_id)
             self._read = True
         return self._model
+
+    def predictions(self) -> learning.PagePredictions | None:
+        """The page's guesses (made at the first one asked for); None without a model."""
+        if self._model is None:
+            return None
+        if self._predictions is None:
+            self._predictions = learning.PagePredictions(self._model.classifier, self._views)
+        return self._predictions
+
+    def _views(self) -> list[MessageView]:
+        runtime, work = self._runtime, self._work
+        if runtime is None or work is None or work.watch:
+            return []
+        views: list[MessageView] = []
+        for data in self._messages:
+            if (
+                not isinstance(data, dict)
+                or data.get("isDraft")
+                or not isinstance(data.get("body"), dict)
+            ):
+                continue
+            view = message_view(data)
+            baseline = work.baseline.replace(microsecond=0)
+            if not view.id or (
+                not self._historical and view.received is not None and view.received < baseline
+            ):
+                continue
+            facts = MessageFacts(view)
+            if any(c.rules is not None and c.rules.matches(facts) for c in work.categories):
+                continue  # a rule decides it: the model is not asked
+            views.append(view)
+        if not views:
+            return views
+        with runtime.database.session() as db:
+            decided = set(
+                db.scalars(
+                    select(LedgerEntry.message_id).where(
+                        LedgerEntry.mailbox_id == work.mailbox_row_id,
+                        LedgerEntry.message_id.in_([v.id for v in views]),
+                        (LedgerEntry.state != "claimed") | LedgerEntry.plan.isnot(None),
+                    )
+                )
+            )
+        return [v for v in views if v.id not in decided]
 
 
 async def process_message(
@@ -425,8 +486,9 @@ async def process_message(
     if work.watch:
         await _watched(runtime, graph, work, data, view)
         return False
+    page = page or PageModel()
     with runtime.database.session() as db:
-        model = (page or PageModel()).get(db, work.integration_id)
+        model = page.get(db, work.integration_id)
         remembered = None
         if model is not None:
             remembered = conversations.recall_conversation(
@@ -490,7 +552,9 @@ async def process_message(
         plan = decide(
             view,
             work.categories,
-            classifier=model.adapter_for(remembered) if model is not None else None,
+            classifier=(
+                model.adapter_for(remembered, page.predictions()) if model is not None else None
+            ),
             threshold=model.threshold if model is not None else 0.6,
             needs_review=model.needs_review if model is not None else None,
             allow_forward=work.allow_forward,
@@ -848,7 +912,7 @@ async def sync_folder(runtime: Runtime, sync_id: str, *, max_pages: int = 200) -
                     continue
                 result.pages += 1
                 acted = 0
-                model = PageModel()
+                model = PageModel(page.messages, runtime=runtime, work=work)
                 for data in page.messages:
                     if await process_message(runtime, graph, work, data, page=model):
                         acted += 1
