@@ -23,6 +23,7 @@ from postroom.learning.models import LearningEvent
 from postroom.processing.models import LedgerEntry
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
+from tests.postroom.msdriver import through_microsoft
 from tests.postroom.test_requests_per_email import _drain_all, _warm
 from tests.postroom.test_sync import folder_of, process_filed_mail_too, setup_personal
 from tests.postroom.webtools import csrf, post_form
@@ -320,3 +321,31 @@ def test_an_undo_still_waiting_at_disconnect_is_ended_and_said_so(
     assert "undo under way" not in activity
     assert "undo failed: the integration was disconnected before Postroom got to it" in activity
     assert "1 undo was still waiting and was not carried out" in unescape(web.get(base).text)
+
+    # Reconnected, the person can ask again (the request a disconnect ended was no refusal),
+    # and it is carried out once.
+    start = web.post(f"{base}/reconnect", data={"csrf_token": csrf(web.get(base).text)})
+    back = through_microsoft(
+        web,
+        start,
+        back_to=postroom.url,
+        username=org.alice.user_principal_name,
+        password="alice-pass",
+    )
+    assert web.get(back).status_code == 303
+    _drain_all(postroom)
+    assert f"/activity/{row.id}/undo" in web.get(f"{base}/activity").text
+    answer = _undo(web, base, row.id)
+    assert answer.headers["location"].endswith("?undo=requested")
+    assert _undo(web, base, row.id).headers["location"].endswith("?undo=already")
+    assert (_row(postroom, message_id).undo_state, _row(postroom, message_id).undo_note) == (
+        "requested",
+        None,
+    )
+    _drain_all(postroom)
+    assert _row(postroom, message_id).undo_state == "done"
+    assert org.alice.mailbox.messages[message_id].categories == ["Personal"]
+    assert folder_of(org.alice, message_id) == "Inbox"
+    assert "undone" in unescape(web.get(f"{base}/activity").text)
+    # Any other ended undo stays ended: asked again, it is "already".
+    assert _undo(web, base, row.id).headers["location"].endswith("?undo=already")

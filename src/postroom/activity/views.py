@@ -316,7 +316,7 @@ def undo_email(
     integration = load_integration(db, caller, integration_id)
     entry = _entry(db, integration.id, entry_id)
     back = f"/integrations/{integration.id}/activity"
-    if entry.undo_state is not None:
+    if not undoing.askable(entry):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     if not undoing.undoable(entry):
         raise HTTPException(
@@ -433,7 +433,7 @@ def fix_email(
     integration = load_integration(db, caller, integration_id)
     entry = _entry(db, integration.id, entry_id)
     back = f"/integrations/{integration.id}/activity"
-    if entry.undo_state is not None:
+    if not undoing.askable(entry):
         return RedirectResponse(f"{back}?undo=already", status_code=303)
     if not undoing.fixable(entry):
         raise HTTPException(409, "Only an email Postroom has finished can be fixed.")
@@ -519,18 +519,19 @@ def _entry(db: DbSession, integration_id: str, entry_id: str) -> LedgerEntry:
 
 
 def _ask(db: DbSession, entry_ids: list[str], **values: Any) -> list[str]:
-    """Record an undo (or fix) request on each finished row no request was made for yet, in
-    one conditional update, and commit; the ids it took (two clicks make one request)."""
+    """Record an undo (or fix) request on each finished row no request was made for yet (or
+    whose request a disconnect ended, :func:`~postroom.processing.undo.askable`), in one
+    conditional update, and commit; the ids it took (two clicks make one request)."""
     if not entry_ids:
         return []
     taken = db.scalars(
         update(LedgerEntry)
         .where(
             LedgerEntry.id.in_(entry_ids),
-            LedgerEntry.undo_state.is_(None),
+            undoing.askable_clause(),
             LedgerEntry.state == "done",
         )
-        .values(undo_state="requested", undo_requested_at=utcnow(), **values)
+        .values(undo_state="requested", undo_requested_at=utcnow(), undo_note=None, **values)
         .returning(LedgerEntry.id)
     ).all()
     db.commit()
@@ -553,11 +554,12 @@ def _queue_undo(request: Request, entry: LedgerEntry) -> None:
 # ---------------------------------------------------------------------- bulk undo
 def _bulk_filter(integration_id: str, category: str, since: datetime) -> Any:
     """Rows "undo everything category X did since T" takes: finished, labelled or moved,
-    decided for ``category``, claimed at or after ``since``, no undo asked yet."""
+    decided for ``category``, claimed at or after ``since``, no undo asked yet (or one a
+    disconnect ended)."""
     return (
         LedgerEntry.integration_id == integration_id,
         LedgerEntry.state == "done",
-        LedgerEntry.undo_state.is_(None),
+        undoing.askable_clause(),
         LedgerEntry.plan["category"].as_string() == category,
         LedgerEntry.claimed_at >= since,
     )

@@ -48,6 +48,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import ColumnElement, and_, or_
+
 from postroom.accounts.models import utcnow
 from postroom.db import Database
 from postroom.graph import (
@@ -89,10 +91,27 @@ class UndoResult:
     note: str | None
 
 
+def askable(entry: LedgerEntry) -> bool:
+    """No undo or fix was asked for this email, or the one asked for ended because the
+    integration was disconnected first (nothing was wrong with it: after a reconnect it can be
+    asked again, and goes on from the steps already done)."""
+    return entry.undo_state is None or (
+        entry.undo_state == "failed" and entry.undo_note == NOTE_DISCONNECTED
+    )
+
+
+def askable_clause() -> ColumnElement[bool]:
+    """:func:`askable` as SQL."""
+    return or_(
+        LedgerEntry.undo_state.is_(None),
+        and_(LedgerEntry.undo_state == "failed", LedgerEntry.undo_note == NOTE_DISCONNECTED),
+    )
+
+
 def fixable(entry: LedgerEntry) -> bool:
     """Whether the activity view offers Fix: a finished email no undo or fix was asked for
     (also one Postroom left without a category: Fix then files it)."""
-    return entry.state == "done" and entry.undo_state is None
+    return entry.state == "done" and askable(entry)
 
 
 def fix_of(entry: LedgerEntry) -> dict[str, Any] | None:
@@ -117,7 +136,7 @@ def undoable(entry: LedgerEntry) -> bool:
     """Whether the activity view offers Undo: a finished email Postroom labelled or moved."""
     return (
         entry.state == "done"
-        and entry.undo_state is None
+        and askable(entry)
         and bool({"label", "move"} & set(entry.actions_done or []))
     )
 
