@@ -130,9 +130,18 @@ def test_a_sync_page_asks_the_model_once_for_its_emails_and_not_for_rule_mail(
         subject: org.deliver(org.alice, sender="someone@contoso.test", subject=subject, body=body)
         for subject, (body, _) in emails.items()
     }
+    # Filed by the person before Postroom got to it: left alone, so not guessed either.
+    own = org.deliver(
+        org.alice,
+        sender="someone@contoso.test",
+        subject="Offer",
+        body=SALES[3],
+        categories=["Personal"],
+    )
     assert wait_for_jobs(postroom) >= 1
     postroom.drain()
 
+    assert org.alice.mailbox.messages[own.immutable_id].categories == ["Personal"]
     for subject, (_, category) in emails.items():
         plan = _plan(postroom, ids[subject].immutable_id)
         if category is None:

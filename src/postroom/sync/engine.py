@@ -390,7 +390,7 @@ class PageModel:
     together (:class:`postroom.learning.service.PagePredictions`): the emails of the page that
     carry their body and are not drafts, older than the baseline (unless ``historical``) or
     already decided in the ledger (our own label's echo; one query, at the first guess), and
-    none a rule decides."""
+    none a rule decides or that a person filed already (with ``respect_filed``)."""
 
     def __init__(
         self,
@@ -438,6 +438,8 @@ class PageModel:
                 not self._historical and view.received is not None and view.received < baseline
             ):
                 continue
+            if work.respect_filed and view.categories:
+                continue  # filed by a person or an Outlook rule: left alone
             facts = MessageFacts(view)
             if any(c.rules is not None and c.rules.matches(facts) for c in work.categories):
                 continue  # a rule decides it: the model is not asked
