@@ -12,9 +12,11 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
+from sqlalchemy.orm import Session
 
 from m365sim.state import EmulatorState
 from postroom.classify import Classifier, ClassifierConfig
+from postroom.learning import service as learning
 from postroom.learning.service import ModelAdapter, PagePredictions
 from postroom.processing.decide import Prediction, decide
 from postroom.processing.view import MessageView
@@ -118,6 +120,14 @@ def test_a_sync_page_asks_the_model_once_for_its_emails_and_not_for_rule_mail(
     postroom.drain()
     _train(postroom, integration_id)
     counting = Counting(monkeypatch)
+    loads: list[str] = []
+    load_model = learning.load_model
+
+    def counted(db: Session, integration_id: str) -> learning.LoadedModel | None:
+        loads.append(integration_id)
+        return load_model(db, integration_id)
+
+    monkeypatch.setattr(learning, "load_model", counted)
 
     emails = {
         "Printer error": (SUPPORT[0], "Support"),
@@ -150,6 +160,9 @@ def test_a_sync_page_asks_the_model_once_for_its_emails_and_not_for_rule_mail(
         else:
             assert (plan["category"], plan["decided_by"]) == (category, "model"), subject
     assert counting.many == [4] and counting.single == 0  # one call for the page's four
+    # The model is read once per page (PageModel): the page of new mail and the page our own
+    # labels come back on - not once for each of the six emails.
+    assert set(loads) == {integration_id} and len(loads) <= 2, loads
 
     # Our own labels come back through delta: nothing is guessed again.
     org.deliver(org.alice, sender="someone@contoso.test", subject="Quote", body=SALES[1])
