@@ -561,3 +561,39 @@ def test_a_forward_comment_is_saved_shown_and_sent_above_the_forwarded_email(
     forwards = [m for m in org.bob.mailbox.messages.values() if "Invoice 5150" in m.subject]
     assert len(forwards) == 1
     assert forwards[0].body_content.startswith("Please book this invoice.")
+
+
+def test_colours_created_before_the_token_failed_are_recorded_as_postroom_s(
+    web: httpx.Client, postroom: Postroom, sim: EmulatorState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created in Outlook, they are Postroom's: a disconnect must offer to remove them even
+    when the token failed before the next one (they were not recorded)."""
+    from postroom.graph import GraphClient
+    from postroom.integrations import statuses
+    from postroom.integrations.graph_access import TokenFailure
+    from postroom.processing.models import CreatedMasterCategory
+
+    org, base = finished(web, postroom, sim, manage_colours="on")
+    with postroom.database.session() as db:
+        integration_id = db.scalars(select(Integration.id)).one()
+        db.add(Category(integration_id=integration_id, name="Orders", color="preset2", position=2))
+        db.commit()
+    real = GraphClient.create_master_category
+    calls: list[str] = []
+
+    async def fails_second(self: GraphClient, mailbox: str, name: str, color: str) -> Any:
+        calls.append(name)
+        if len(calls) > 1:
+            error = {"error": "invalid_grant", "error_description": "AADSTS50173: revoked"}
+            raise TokenFailure(statuses.from_identity_error(error), error)
+        return await real(self, mailbox, name, color)
+
+    monkeypatch.setattr(GraphClient, "create_master_category", fails_second)
+    answer = post_form(web, f"{base}/categories", f"{base}/categories/colours")
+    assert answer.status_code == 303
+    assert [c.display_name for c in org.alice.mailbox.categories.values()] == [calls[0]]
+    with postroom.database.session() as db:
+        recorded = [(c.name, c.graph_id) for c in db.scalars(select(CreatedMasterCategory))]
+        status = db.scalars(select(Integration.status)).one()
+    assert recorded == [(calls[0], next(iter(org.alice.mailbox.categories)))]
+    assert status != "connected"  # the token failure is the integration's status

@@ -554,6 +554,11 @@ def create_colours(
             ),
         )
     except TokenFailure:
+        # The categories created before the token failed are Postroom's all the same: recorded,
+        # so a disconnect offers to remove them.
+        for mailbox_row_id, name, graph_id in made:
+            record_created_category(db, mailbox_row_id, name, graph_id)
+        db.commit()
         return RedirectResponse(base, status_code=303)
     except GraphError as exc:
         problems, created = [_graph_words(exc)], 0
