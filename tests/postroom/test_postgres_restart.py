@@ -142,3 +142,32 @@ def test_a_failed_job_whose_retry_is_already_queued_ends_and_frees_its_lock(
     # Before: {"first": "doing", "second": "todo"} for good — the mailbox's lock never freed.
     assert jobs == {"first": "failed", "second": "succeeded"}
     assert runs == ["first", "second"]
+
+
+def test_a_job_that_lost_postgresql_is_retried_and_a_bug_is_not() -> None:
+    """A sync that failed because PostgreSQL went away for a moment runs again in seconds
+    (it waited for the reconcile's repair, up to a minute); a bug is not retried."""
+    import psycopg
+    import sqlalchemy.exc
+    from procrastinate.jobs import Job
+
+    from postroom.graph import TransientError
+
+    def decision(error: BaseException, attempts: int = 0) -> object:
+        job = Job(
+            queue="default",
+            lock=None,
+            queueing_lock=None,
+            task_name="sync_folder",
+            attempts=attempts,
+        )
+        return RETRY.get_retry_decision(exception=error, job=job)
+
+    gone = sqlalchemy.exc.OperationalError(
+        "SELECT 1", {}, psycopg.OperationalError("server closed the connection unexpectedly")
+    )
+    for error in (gone, psycopg.OperationalError("connection refused"), TransientError("503")):
+        assert decision(error) is not None, error
+    assert decision(gone, attempts=RETRY.max_attempts) is None
+    assert decision(KeyError("bug")) is None
+    assert decision(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("dup"))) is None

@@ -37,6 +37,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import procrastinate
+import psycopg
+import sqlalchemy.exc
 from procrastinate.exceptions import AlreadyEnqueued
 from sqlalchemy import func, or_, select
 
@@ -62,7 +64,12 @@ from postroom.sync.runtime import Runtime, current
 log = logging.getLogger("postroom.jobs")
 
 RETRY = procrastinate.RetryStrategy(
-    max_attempts=6, exponential_wait=2, retry_exceptions={TransientError}
+    max_attempts=6,
+    exponential_wait=2,
+    # Microsoft's transient answers, and PostgreSQL gone for a moment (a restart, a failover,
+    # a dropped connection): a job is safe to run again (the ledger claims each email once),
+    # so it retries rather than waiting for the reconcile's repair.
+    retry_exceptions={TransientError, sqlalchemy.exc.OperationalError, psycopg.OperationalError},
 )
 
 
