@@ -170,3 +170,18 @@ def test_a_sync_page_asks_the_model_once_for_its_emails_and_not_for_rule_mail(
     postroom.drain()
     assert counting.many[1:] == [1], counting.many  # the new email alone (a page of one)
     assert counting.single == 1
+
+
+def test_a_page_that_cannot_be_listed_still_gets_each_email_guessed(
+    trained: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page is a shortcut: a failure listing it (a neighbour Graph sent malformed, the
+    ledger query) must not fail the email in hand."""
+
+    def broken() -> list[MessageView]:
+        raise ValueError("a neighbour's receivedDateTime")
+
+    view = _page(1, seed=9)[0]
+    predictions = PagePredictions(trained, broken)
+    assert predictions.predict(view) == trained.predict(view)
+    assert predictions.batches == 0

@@ -129,7 +129,12 @@ class PagePredictions:
 
     def predict(self, view: MessageView) -> Prediction:
         if self._done is None:
-            page = {v.id: v for v in self._views() if v.id}
+            try:
+                listed = self._views()
+            except Exception as exc:  # the page is a shortcut: this email is guessed all the same
+                log.warning("a page's guesses could not be listed (%s)", type(exc).__name__)
+                listed = ()
+            page = {v.id: v for v in listed if v.id}
             page[view.id] = view
             ordered = list(page.values())
             self._done = {}

@@ -432,7 +432,10 @@ class PageModel:
                 or not isinstance(data.get("body"), dict)
             ):
                 continue
-            view = message_view(data)
+            try:
+                view = message_view(data)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # (that email fails on its own turn, not its neighbours')
             baseline = work.baseline.replace(microsecond=0)
             if not view.id or (
                 not self._historical and view.received is not None and view.received < baseline
