@@ -74,8 +74,20 @@ def test_three_workers_share_fifty_mailboxes_and_a_killed_one_loses_nothing() ->
             ),
         )
         time.sleep(SECONDS / 3)
-        # SIGKILL the first worker while it runs a job (it holds that mailbox's lock)
-        assert wait_until(lambda: _running_on(env, victim_id) > 0, 20, 0.005)
+        # SIGKILL the first worker while it runs a job (it holds that mailbox's lock). A job
+        # takes milliseconds, so it is frozen first (SIGSTOP) and killed only if it still runs
+        # one; else it goes on and is caught at its next job (a job seen running could finish
+        # between the look and the kill: the kill then tested nothing).
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "the first worker ran no job to kill it in"
+            if not wait_until(lambda: _running_on(env, victim_id) > 0, 5, 0.005):
+                continue
+            victim.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)  # (a commit already sent lands before the look)
+            if _running_on(env, victim_id) > 0:
+                break
+            victim.send_signal(signal.SIGCONT)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         killed_at = time.monotonic()
