@@ -6,7 +6,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from tests.postroom.webtools import forms
+from tests.postroom.webtools import forms, post_form
 
 
 def through_microsoft(
@@ -47,3 +47,13 @@ def through_microsoft(
             fields["choice"] = "session"
         response = client.post(action, data=fields)
     raise AssertionError("too many pages at Microsoft")
+
+
+def reconnect(
+    client: httpx.Client, base: str, *, back_to: str, username: str, password: str
+) -> None:
+    """Reconnect the integration at ``base`` as a person would: the button on its page, the
+    Microsoft sign-in, and back to Postroom (which answers with a redirect)."""
+    start = post_form(client, base, f"{base}/reconnect")
+    back = through_microsoft(client, start, back_to=back_to, username=username, password=password)
+    assert client.get(back).status_code == 303

@@ -26,7 +26,7 @@ from postroom.integrations.models import Category, Integration, Mailbox
 from postroom.processing.models import CreatedMasterCategory, LedgerEntry
 from postroom.sync.models import FolderSync
 from tests.postroom.conftest import Postroom
-from tests.postroom.msdriver import through_microsoft
+from tests.postroom.msdriver import reconnect
 from tests.postroom.test_requests_per_email import _drain_all, _warm
 from tests.postroom.test_sync import folder_of, setup_personal
 from tests.postroom.webtools import add_member, csrf, post_form, sign_up
@@ -127,15 +127,13 @@ def test_disconnect_removes_what_postroom_made_keeps_mail_and_reconnect_starts_a
 
     # Reconnect: a fresh baseline - the email that came meanwhile stays untouched; new mail is
     # processed; nothing processed before is processed again.
-    start = web.post(f"{base}/reconnect", data={"csrf_token": csrf(web.get(base).text)})
-    back = through_microsoft(
+    reconnect(
         web,
-        start,
+        base,
         back_to=postroom.url,
         username=org.alice.user_principal_name,
         password="alice-pass",
     )
-    assert web.get(back).status_code == 303
     _drain_all(postroom)
     item = _integration(postroom)
     assert item.status == "connected" and item.disconnect is None

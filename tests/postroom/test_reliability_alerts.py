@@ -28,10 +28,9 @@ from postroom.settings import Settings
 from postroom.sync.models import FolderSync
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
-from tests.postroom.msdriver import through_microsoft
+from tests.postroom.msdriver import reconnect
 from tests.postroom.smtp import INBOX, Mail
 from tests.postroom.test_sync import _run, setup_personal, wait_for_jobs
-from tests.postroom.webtools import post_form
 
 OWNER = "owner@acme.test"
 ADMIN = "ada.admin@acme.test"
@@ -156,15 +155,13 @@ def test_a_stopped_integration_is_told_once_and_its_recovery_once(
     assert len(alerts_to(OWNER)) == 1 and len(hook.bodies) == 1
 
     # Reconnect: the recovery message, once, to the same people and the webhook.
-    start = post_form(web, base, f"{base}/reconnect")
-    back = through_microsoft(
+    reconnect(
         web,
-        start,
+        base,
         back_to=postroom.url,
         username=org.alice.user_principal_name,
         password="alice-pass",
     )
-    assert web.get(back).status_code == 303
     counts = alerts.check_sync(postroom.database, settings)
     assert counts["resolved"] == 1 and counts["sent"] == 3
     for address in (OWNER, ADMIN):

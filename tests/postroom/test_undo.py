@@ -23,7 +23,7 @@ from postroom.learning.models import LearningEvent
 from postroom.processing.models import LedgerEntry
 from tests.helpers import Org
 from tests.postroom.conftest import Postroom
-from tests.postroom.msdriver import through_microsoft
+from tests.postroom.msdriver import reconnect
 from tests.postroom.test_requests_per_email import _drain_all, _warm
 from tests.postroom.test_sync import folder_of, process_filed_mail_too, setup_personal
 from tests.postroom.webtools import csrf, post_form
@@ -324,15 +324,13 @@ def test_an_undo_still_waiting_at_disconnect_is_ended_and_said_so(
 
     # Reconnected, the person can ask again (the request a disconnect ended was no refusal),
     # and it is carried out once.
-    start = web.post(f"{base}/reconnect", data={"csrf_token": csrf(web.get(base).text)})
-    back = through_microsoft(
+    reconnect(
         web,
-        start,
+        base,
         back_to=postroom.url,
         username=org.alice.user_principal_name,
         password="alice-pass",
     )
-    assert web.get(back).status_code == 303
     _drain_all(postroom)
     assert f"/activity/{row.id}/undo" in web.get(f"{base}/activity").text
     answer = _undo(web, base, row.id)
