@@ -425,6 +425,7 @@ class PageModel:
         if runtime is None or work is None or work.watch:
             return []
         views: list[MessageView] = []
+        baseline = work.baseline.replace(microsecond=0)
         for data in self._messages:
             if (
                 not isinstance(data, dict)
@@ -436,7 +437,6 @@ class PageModel:
                 view = message_view(data)
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # (that email fails on its own turn, not its neighbours')
-            baseline = work.baseline.replace(microsecond=0)
             if not view.id or (
                 not self._historical and view.received is not None and view.received < baseline
             ):
