@@ -280,28 +280,54 @@ class GraphClient:
         if cached is not None:
             return cached
         base = self.mailbox_path(mailbox)
-        results = await self.batch(
-            [
-                {
-                    "id": name,
-                    "method": "GET",
-                    "url": f"{base}/mailFolders/{name}?$select={FOLDER_SELECT}",
-                }
-                for name in ANCHOR_NAMES
-            ],
-            mailbox=mailbox,
-        )
         found: dict[str, str] = {}
-        for result in results:
-            if (
-                result.ok
-                and isinstance(result.body, dict)
-                and isinstance(result.body.get("id"), str)
-            ):
-                found[result.id] = result.body["id"]
-            elif result.status not in (400, 404):
-                # Throttled, transient or denied: decide nothing now, the caller retries.
-                raise from_response(result.status, result.body, result.headers)
+        pending = list(ANCHOR_NAMES)
+        key = (self.app_id, mailbox.lower())
+        attempt = 0
+        while pending:
+            attempt += 1
+            results = await self.batch(
+                [
+                    {
+                        "id": name,
+                        "method": "GET",
+                        "url": f"{base}/mailFolders/{name}?$select={FOLDER_SELECT}",
+                    }
+                    for name in pending
+                ],
+                mailbox=mailbox,
+            )
+            answered = {result.id: result for result in results}
+            again: list[str] = []
+            wait = 0.0
+            for name in pending:
+                result = answered.get(name)
+                if result is None:
+                    again.append(name)  # Graph left it out: ask again
+                    continue
+                if (
+                    result.ok
+                    and isinstance(result.body, dict)
+                    and isinstance(result.body.get("id"), str)
+                ):
+                    found[name] = result.body["id"]
+                    continue
+                if result.status in (400, 404):
+                    continue  # the mailbox has no such folder
+                error = from_response(result.status, result.body, result.headers)
+                if isinstance(error, Throttled) and attempt < self._max_attempts:
+                    # Throttling is a delay: a $batch item is throttled on its own, and Graph
+                    # did not act on it, so ask for it again after its Retry-After.
+                    metrics.graph_throttled("folders", error.retry_after)
+                    self._budget.pause(key, error.retry_after)
+                    wait = max(wait, error.retry_after)
+                    again.append(name)
+                    continue
+                # Transient, denied or throttled too often: decide nothing now, the caller retries.
+                raise error
+            pending = again
+            if pending:
+                await asyncio.sleep(wait + random.uniform(0, 0.25))
         anchors = MailboxAnchors(
             root=found.get("msgfolderroot"),
             protected=frozenset(v for k, v in found.items() if k != "msgfolderroot"),

@@ -189,3 +189,24 @@ def test_ids_are_immutable_across_moves(
     )
     assert moved["id"] == msg.immutable_id
     assert moved["parentFolderId"] == folder["id"]
+
+
+def test_a_throttled_anchor_in_the_batch_is_asked_again_not_an_error(
+    graph_url: str, ssl_context: ssl.SSLContext, org: Org, sim: EmulatorState
+) -> None:
+    # Two of the three anchor GETs fit the window; the third is throttled inside the $batch.
+    sim.config.mailbox_requests_per_window = 2
+    sim.config.mailbox_window_seconds = 1.0
+    sim.config.throttle_retry_after = 0.3
+    known = org.alice.mailbox.well_known
+    before = len(_requests_to(sim, "$batch"))
+
+    async def anchors(client: GraphClient) -> Any:
+        return await client.mailbox_anchors(org.alice.id)
+
+    got = run(graph_url, ssl_context, StaticToken(org.app_token()), org.app.client_id, anchors)
+    assert got.root == known["msgfolderroot"]
+    assert got.protected == {known["deleteditems"], known["recoverableitemsdeletions"]}
+    assert sim.throttle.throttled.get((org.app.client_id, org.alice.id), 0) >= 1
+    # one more $batch: the throttled item asked again
+    assert len(_requests_to(sim, "$batch")) - before == 2
