@@ -131,7 +131,9 @@ def test_new_rows_hold_no_plain_sha256_of_the_message_id(rows: Rows) -> None:
     entry = _claim(rows, "AAMk-new")
     assert entry is not None
     assert entry.message_key == message_key(HEADER, SECRET) != PLAIN
-    assert not entry.legacy_key
+    with rows.database.session() as db:
+        stored = db.get(LedgerEntry, entry.id)
+        assert stored is not None and not stored.legacy_key
     # Another deployment (another secret) cannot confirm the message from the key.
     assert entry.message_key != message_key(HEADER, b"t" * 32)
 

@@ -46,8 +46,14 @@ def test_an_email_a_dead_worker_left_claimed_after_the_move_is_finished(
             key_secret=postroom.app.state.box.derive(b"message-key"),
         )
         assert entry is not None
-        entry.actions_done = ["master_category", "label", "folder"]
-        entry.claimed_at = datetime.now(UTC) - timedelta(minutes=30)
+        db.execute(
+            update(LedgerEntry)
+            .where(LedgerEntry.id == entry.id)
+            .values(
+                actions_done=["master_category", "label", "folder"],
+                claimed_at=datetime.now(UTC) - timedelta(minutes=30),
+            )
+        )
     stored = org.alice.mailbox.messages[msg.immutable_id]
     stored.categories = ["Invoices"]
     sim.store.update_message(org.tenant, org.alice.mailbox, stored)

@@ -92,7 +92,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -134,8 +134,29 @@ LABEL_ATTEMPTS = 4  # conditional writes of one label before a busy message is l
 
 
 # --------------------------------------------------------------------------- claim
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed ledger row, as much of it as a worker needs to go on (not an ORM entity:
+    nothing to flush, nothing held in a session's identity map)."""
+
+    id: str
+    state: str
+    plan: dict[str, Any] | None
+    actions_done: list[str]
+    message_key: str | None
+
+
+_CLAIMED_COLUMNS = (
+    LedgerEntry.id,
+    LedgerEntry.state,
+    LedgerEntry.plan,
+    LedgerEntry.actions_done,
+    LedgerEntry.message_key,
+)
+
+
 def claim(
-    db_session: Session,
+    db: Session | Connection,
     *,
     integration_id: str,
     mailbox_id: str,
@@ -143,13 +164,17 @@ def claim(
     internet_message_id: str,
     historical: bool,
     key_secret: bytes,
-) -> LedgerEntry | None:
+) -> Claimed | None:
     """Claim a message: its new ledger row, the unfinished row to resume, or None when the
     message was already dealt with (done, skipped or failed). Safe across any number of
     workers: the unique key makes exactly one INSERT create the row. The row keeps a keyed
     hash of the internetMessageId under ``key_secret`` (:mod:`.message_keys`), never the
-    header nor its plain hash."""
-    inserted = db_session.execute(
+    header nor its plain hash.
+
+    One Core statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``), so it can run on its
+    own on an autocommit connection (:meth:`Database.statement`): one round trip where a
+    session takes three, and no ORM entity built (decision 0015)."""
+    row = db.execute(
         pg_insert(LedgerEntry)
         .values(
             id=new_id(),
@@ -165,16 +190,23 @@ def claim(
             claimed_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["mailbox_id", "message_id"])
-        .returning(LedgerEntry)  # the new row itself: no second read
-    ).scalar_one_or_none()
-    if inserted is not None:
-        return inserted
-    existing = db_session.scalars(
-        select(LedgerEntry).where(
-            LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
-        )
-    ).one()
-    return existing if existing.state == "claimed" else None
+        .returning(*_CLAIMED_COLUMNS)  # the new row itself: no second read
+    ).one_or_none()
+    if row is None:
+        row = db.execute(
+            select(*_CLAIMED_COLUMNS).where(
+                LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
+            )
+        ).one()
+    if row.state != "claimed":
+        return None
+    return Claimed(
+        id=row.id,
+        state=row.state,
+        plan=row.plan,
+        actions_done=list(row.actions_done or []),
+        message_key=row.message_key,
+    )
 
 
 # --------------------------------------------------------------------------- caches

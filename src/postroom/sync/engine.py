@@ -499,8 +499,10 @@ async def process_message(
             remembered = conversations.recall_conversation(
                 db, work.integration_id, view, runtime.conversation_secret
             )
+    # The claim is one statement on its own (no session: one round trip, see claim()).
+    with runtime.database.statement() as connection:
         entry = claim(
-            db,
+            connection,
             integration_id=work.integration_id,
             mailbox_id=work.mailbox_row_id,
             message_id=view.id,
@@ -508,12 +510,13 @@ async def process_message(
             historical=historical,
             key_secret=runtime.message_key_secret,
         )
-        entry_id = entry.id if entry is not None else None
-        first_time = entry is not None and entry.plan is None and not entry.actions_done
-        going_live = entry is not None and shadow.went_live(entry.plan)
-        suggested_in = (entry.plan or {}).get("suggested_in") if entry is not None else None
-        correction = None
-        if entry is None:  # seen before: a person may have changed it since
+    entry_id = entry.id if entry is not None else None
+    first_time = entry is not None and entry.plan is None and not entry.actions_done
+    going_live = entry is not None and shadow.went_live(entry.plan)
+    suggested_in = (entry.plan or {}).get("suggested_in") if entry is not None else None
+    correction = None
+    if entry is None:  # seen before: a person may have changed it since
+        with runtime.database.session() as db:
             row = _ledger_row(db, work, view.id)
             if row is not None and shadow.is_suggested(row.plan):
                 _, correction = _shadow_seen(db, work, view, None)
@@ -743,9 +746,9 @@ async def _left_the_folder(
         if not work.respect_filed and not gone:
             processed += int(await process_message(runtime, graph, work, data, resumed=True))
             continue
-        with runtime.database.session() as db:
+        with runtime.database.statement() as connection:
             entry = claim(
-                db,
+                connection,
                 integration_id=work.integration_id,
                 mailbox_id=work.mailbox_row_id,
                 message_id=view.id,
@@ -753,7 +756,7 @@ async def _left_the_folder(
                 historical=False,
                 key_secret=runtime.message_key_secret,
             )
-            entry_id = entry.id if entry is not None else None
+        entry_id = entry.id if entry is not None else None
         if entry_id is not None:
             settle(runtime.database, entry_id, "skipped", LEFT_FOLDER)
             metrics.email_processed("skipped", "none")
