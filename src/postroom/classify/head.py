@@ -101,18 +101,7 @@ class LinearHead:
         between the stored quantiles); None when that class has none."""
         if self.fit_quantiles is None or row >= self.fit_quantiles.shape[0]:
             return None
-        quantiles = self.fit_quantiles[row]
-        if np.isnan(quantiles).any():
-            return None
-        if score <= quantiles[0]:
-            return 0.0
-        if score >= quantiles[-1]:
-            return 1.0
-        # Equal quantiles (ties): side="right" takes the highest level among them.
-        upper = np.searchsorted(quantiles, score, side="right")
-        low, high = quantiles[upper - 1], quantiles[upper]
-        share = (score - low) / (high - low) if high > low else 1.0
-        return float(FIT_LEVELS[upper - 1] + share * (FIT_LEVELS[upper] - FIT_LEVELS[upper - 1]))
+        return share_below(self.fit_quantiles[row], FIT_LEVELS, score)
 
     def probabilities(self, scores: Float32Array) -> Float32Array:
         return softmax(scores, self.temperature)
@@ -234,6 +223,56 @@ def zscored(scores: Float32Array) -> Float32Array:
     out: Float32Array = (
         (scores - scores.mean(axis=-1, keepdims=True)) / np.maximum(spread, 1e-6)
     ).astype(np.float32)
+    return out
+
+
+def share_below(
+    quantiles: Float32Array, levels: npt.NDArray[np.float64], value: float
+) -> float | None:
+    """The share (0–1) of a sample that lies below ``value``, read linearly between its
+    ``quantiles`` at ``levels``; None when the quantiles are unknown (NaN)."""
+    if np.isnan(quantiles).any():
+        return None
+    if value <= quantiles[0]:
+        return 0.0
+    if value >= quantiles[-1]:
+        return 1.0
+    # Equal quantiles (ties): side="right" takes the highest level among them.
+    upper = int(np.searchsorted(quantiles, value, side="right"))
+    low, high = quantiles[upper - 1], quantiles[upper]
+    share = (value - low) / (high - low) if high > low else 1.0
+    return float(levels[upper - 1] + share * (levels[upper] - levels[upper - 1]))
+
+
+NEAREST_LEVELS = np.array(
+    [0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0], np.float64
+)
+"""Levels at which a class's nearest-example similarities are kept (finer at the low end,
+where the open-set bar sits): what :attr:`Prediction.nearest_fit` is read from."""
+MIN_NEAREST_EXAMPLES = 5
+"""A class with fewer examples has no nearest-example bar: the check leaves its mail alone."""
+NEAREST_SAMPLE = 1_000
+"""At most this many examples of a class (seeded) are asked for their nearest neighbour."""
+
+
+def nearest_quantiles(
+    keys: Float32Array, labels: npt.NDArray[np.int64], classes: int, seed: int
+) -> Float32Array:
+    """(classes, len(NEAREST_LEVELS)): for each class, quantiles of how similar each of its
+    examples is to the most similar *other* example of the class (unit ``keys``, so cosine);
+    a NaN row for a class with fewer than :data:`MIN_NEAREST_EXAMPLES`."""
+    out = np.full((classes, NEAREST_LEVELS.size), np.nan, np.float32)
+    rng = np.random.default_rng(seed)
+    for row in range(classes):
+        members = np.flatnonzero(labels == row)
+        if members.size < MIN_NEAREST_EXAMPLES:
+            continue
+        asked = members
+        if members.size > NEAREST_SAMPLE:
+            asked = np.sort(rng.choice(members, NEAREST_SAMPLE, replace=False))
+        similarity = keys[asked] @ keys[members].T
+        similarity[np.arange(asked.size), np.searchsorted(members, asked)] = -np.inf
+        out[row] = np.quantile(similarity.max(axis=1), NEAREST_LEVELS).astype(np.float32)
     return out
 
 

@@ -143,12 +143,15 @@ from postroom.classify.features import (
     stack,
 )
 from postroom.classify.head import (
+    NEAREST_LEVELS,
     Blend,
     LinearHead,
     fit_linear,
     fit_temperature,
     knn_vote,
+    nearest_quantiles,
     project_columns,
+    share_below,
     zscored,
 )
 from postroom.processing.decide import NONE_OF_THESE, Prediction, Stage
@@ -179,6 +182,10 @@ class Classifier:
         self._fast: LinearHead | None = None
         self._slow: LinearHead | None = None
         self._memory: tuple[Float32Array, npt.NDArray[np.int64]] | None = None
+        self._nearest: dict[str, Float32Array] = {}
+        """Per category, quantiles (at :data:`NEAREST_LEVELS`) of its examples' similarity to
+        their nearest other example at the last fit (:attr:`ClassifierConfig.nearest_quantile`;
+        read only, replaced by a fit)."""
         self._examples_at_fit = 0
         self._learned_since_fit = 0
         self._median_at_fit = 0.0
@@ -197,6 +204,7 @@ class Classifier:
         twin._fast = None if self._fast is None else self._fast.copy()
         twin._slow = None if self._slow is None else self._slow.copy()
         twin._memory = self._memory
+        twin._nearest = self._nearest
         twin._examples_at_fit = self._examples_at_fit
         twin._learned_since_fit = self._learned_since_fit
         twin._median_at_fit = self._median_at_fit
@@ -269,6 +277,7 @@ class Classifier:
         self._replace_examples(list(examples))
         self._check_embeddings(self._examples)
         self._fast = self._slow = None
+        self._nearest = {}
         self._examples_at_fit = len(self._examples)
         self._learned_since_fit = 0
         self._median_at_fit = self._index().median_per_category()
@@ -297,7 +306,20 @@ class Classifier:
             self._slow = self._fit_head(
                 self._rows(self._examples, slow=True), labels, classes, self._knn_blend(labels)
             )
+            if self.config.nearest_quantile > 0:
+                self._nearest = self._nearest_quantiles(labels, classes)
         return self
+
+    def _nearest_quantiles(
+        self, labels: npt.NDArray[np.int64], classes: list[str]
+    ) -> dict[str, Float32Array]:
+        keys = self._knn_rows(_matrix([e.slow_embedding for e in self._examples]))
+        table = nearest_quantiles(keys, labels, len(classes), self.config.seed)
+        return {
+            category: table[row]
+            for row, category in enumerate(classes)
+            if category != NONE_OF_THESE and not np.isnan(table[row]).any()
+        }
 
     def retrain(self) -> Classifier:
         """Full fit on the stored examples (after corrections have accumulated)."""
@@ -434,8 +456,13 @@ class Classifier:
         out = [self._prediction(fast_head, row, "fast") for row in fast_scores]
         slow_head = self._slow
         unsure = [i for i, p in enumerate(sure) if p < self.config.cascade_confidence]
+        # The nearest-example check needs every email's slow embedding, not only the unsure's.
+        every: Float32Array | None = None
+        if slow_head is not None and self._checks_nearest():
+            every = slow_embeddings(list(range(len(probes))))
+            assert every is not None
         if slow_head is not None and unsure:
-            slow = slow_embeddings(unsure)
+            slow = every[unsure] if every is not None else slow_embeddings(unsure)
             assert slow is not None
             slow_probes = [replace(probes[i], slow_embedding=slow[k]) for k, i in enumerate(unsure)]
             slow_scores = slow_head.scores(self._rows(slow_probes, slow=True))
@@ -445,7 +472,43 @@ class Classifier:
                     slow_scores = self._blended(slow_scores, self._knn_rows(slow), memory, labels)
             for k, i in enumerate(unsure):
                 out[i] = self._prediction(slow_head, slow_scores[k], "slow")
+        if every is not None:
+            memory, labels = self._knn_memory()
+            keys = self._knn_rows(every)
+            out = [self._with_nearest(p, keys[i], memory, labels) for i, p in enumerate(out)]
         return out
+
+    def _checks_nearest(self) -> bool:
+        return self.config.nearest_quantile > 0 and bool(self._nearest)
+
+    def _with_nearest(
+        self,
+        prediction: Prediction,
+        key: Float32Array,
+        memory: Float32Array,
+        labels: npt.NDArray[np.int64],
+    ) -> Prediction:
+        """``prediction`` with the nearest-example check (:attr:`ClassifierConfig.nearest_quantile`)
+        applied: unchanged for a category without a bar (too few examples at the last fit,
+        added since, or "none of these")."""
+        category = prediction.category
+        quantiles = self._nearest.get(category) if category else None
+        if quantiles is None or category is None or self._slow is None:
+            return prediction
+        members: npt.NDArray[np.bool_] = labels == self._slow.classes.index(category)
+        if not members.any():
+            return prediction
+        similarity = float(np.max(memory[members] @ key))
+        nearest_fit = share_below(quantiles, NEAREST_LEVELS, similarity)
+        if nearest_fit is None:
+            return prediction
+        bar = self.config.nearest_quantile
+        return replace(
+            prediction,
+            fits=prediction.fits and nearest_fit >= bar,
+            nearest_fit=nearest_fit,
+            nearest_bar=bar,
+        )
 
     def _prediction(self, head: LinearHead, scores: Float32Array, stage: Stage) -> Prediction:
         """Calibrated probabilities, shrunk toward uniform when the model has few examples per
@@ -694,6 +757,10 @@ class Classifier:
                 state[f"{key}_temperature"] = head.temperature
                 if head.fit_quantiles is not None:
                     state[f"{key}fit_quantiles"] = head.fit_quantiles
+        if self._nearest:
+            ordered = sorted(self._nearest)
+            state["nearest_categories"] = np.array([names.index(c) for c in ordered], np.int32)
+            state["nearest_quantiles"] = np.vstack([self._nearest[c] for c in ordered])
         return state
 
     @classmethod
@@ -751,6 +818,12 @@ class Classifier:
                 )
         classifier._fast = heads.get("fast")
         classifier._slow = heads.get("slow")
+        if state.get("nearest_categories") is not None:  # (none in a state from before)
+            table = np.array(state["nearest_quantiles"], np.float32)
+            classifier._nearest = {
+                names[int(c)]: table[row]
+                for row, c in enumerate(np.asarray(state["nearest_categories"]))
+            }
         return classifier
 
 

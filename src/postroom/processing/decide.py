@@ -24,7 +24,8 @@ only when the user opted in with ``forward_historical``.
 ``Plan.reasons`` are short machine-readable strings for the activity view (``rule:Invoices``,
 ``model:Invoices:0.82>=0.60``, ``via:conversation``, ``model:0.41<0.60``,
 ``model:fits-none:Invoices:0.03<0.10`` (nearest category, and the share of its own examples
-this email is more like, below the integration's bar),
+this email is more like, below the integration's bar), ``model:fits-none-nearest:Invoices:
+0.01<0.02`` (the same from the nearest example, with sentence encoders),
 ``forward:suppressed:historical``). They name configured categories and numbers, never message
 content (invariant 2). They are stored with the plan.
 
@@ -69,6 +70,12 @@ class Prediction:
     lower than this email, 0–1; None when not known (no fit yet, a category added since)."""
     fit_bar: float = 0.0
     """The share below which an email fits no category (the classifier's setting)."""
+    nearest_fit: float | None = None
+    """Second open-set check (recipes with sentence encoders): the share of ``category``'s own
+    examples whose most similar other example is less similar to them than ``category``'s
+    most similar example is to this email, 0–1; None when not checked."""
+    nearest_bar: float = 0.0
+    """The share below which ``nearest_fit`` says the email fits no category."""
     sureness: float | None = None
     """The calibrated confidence before the small-category shrinkage: what the model's own
     comparisons use (the cascade, a conversation's earlier model decision), since both sides
@@ -138,12 +145,11 @@ def decide(
         chosen = _configured(categories, prediction.category)
         shown = _number(prediction.confidence, threshold)
         if chosen is not None and not prediction.fits and prediction.via is None:
-            fit = _number(prediction.fit or 0.0, prediction.fit_bar)
             return Plan(
                 category=None,
                 decided_by="model",
                 confidence=prediction.confidence,
-                reasons=(f"model:fits-none:{chosen.name}:{fit[0]}<{fit[1]}",),
+                reasons=(_fits_none_reason(prediction, chosen.name),),
             )
         if chosen is not None and prediction.confidence >= threshold:
             plan = _plan(
@@ -271,19 +277,44 @@ def _number(confidence: float, threshold: float) -> tuple[str, str]:
     return shown
 
 
+def _fits_none_reason(prediction: Prediction, name: str) -> str:
+    """Which open-set check said no: the score's (``fits-none``) or, when that one passed,
+    the nearest example's (``fits-none-nearest``)."""
+    score_passed = prediction.fit is None or prediction.fit >= prediction.fit_bar
+    if (
+        score_passed
+        and prediction.nearest_fit is not None
+        and prediction.nearest_fit < prediction.nearest_bar
+    ):
+        near = _number(prediction.nearest_fit, prediction.nearest_bar)
+        return f"model:fits-none-nearest:{name}:{near[0]}<{near[1]}"
+    fit = _number(prediction.fit or 0.0, prediction.fit_bar)
+    return f"model:fits-none:{name}:{fit[0]}<{fit[1]}"
+
+
 def fits_none_words(reasons: Sequence[str]) -> str | None:
     """What the activity view says of a message that fit no category, from its plan's
     reasons (``model:fits-none:Invoices:0.03<0.10``): "fits no category: nearest is Invoices,
-    more like it than 3 % of its examples (at least 10 % needed)"; None for any other plan."""
+    more like it than 3 % of its examples (at least 10 % needed)"; for the nearest-example
+    check (``model:fits-none-nearest:Invoices:0.01<0.02``): "fits no category: nearest is
+    Invoices, as close to one of its examples as only 1 % of them are to another (at least
+    2 % needed)"; None for any other plan."""
     for reason in reasons:
-        if not reason.startswith("model:fits-none:"):
+        nearest = reason.startswith("model:fits-none-nearest:")
+        if not nearest and not reason.startswith("model:fits-none:"):
             continue
-        name, _, numbers = reason.removeprefix("model:fits-none:").rpartition(":")
+        prefix = "model:fits-none-nearest:" if nearest else "model:fits-none:"
+        name, _, numbers = reason.removeprefix(prefix).rpartition(":")
         fit, _, bar = numbers.partition("<")
         try:
             shown = f"{float(fit):.0%}", f"{float(bar):.0%}"
         except ValueError:
             return "fits no category"
+        if nearest:
+            return (
+                f"fits no category: nearest is {name}, as close to one of its examples as "
+                f"only {shown[0]} of them are to another (at least {shown[1]} needed)"
+            )
         return (
             f"fits no category: nearest is {name}, more like it than {shown[0]} of its "
             f"examples (at least {shown[1]} needed)"
