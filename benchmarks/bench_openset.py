@@ -15,11 +15,15 @@ An email is *filed* when :func:`postroom.processing.decide.decide` would file it
 category, confidence at or above the threshold, and (with the open-set method) the email fits
 that category (``Prediction.fits``, see ``docs/decisions/0010-open-set.md``).
 
+BANKING77 is measured a second time with the ``e5+minilm`` recipe and the nearest-example
+open-set check (``POSTROOM_CLASSIFIER_OPEN_SET=nearest``, ``ClassifierConfig.nearest_quantile``,
+decision 0016): keys ``classify.banking77_pair_``.
+
 Keys (``classify.`` for 20 Newsgroups, ``classify.banking77_`` for BANKING77):
 
 * ``open_unconfigured_filed_share`` — share of the unconfigured groups' mail that is filed
   (target ≤ 0.10); ``open_unconfigured_filed_share_closed`` the same model without the
-  open-set check, in the same run.
+  open-set check (``_closed``: no check at all), in the same run.
 * ``open_configured_accuracy`` — share of the configured groups' mail filed into its own
   category; ``open_configured_accuracy_closed`` the same model without the check (target: at
   most 1.5 points lower with it).
@@ -36,7 +40,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +59,7 @@ from postroom.classify import NONE_OF_THESE, Classifier, ClassifierConfig, Examp
 
 DRAWS = (0, 1, 2)
 LOGGED_QUANTILES = (0.0, 0.05, 0.1, 0.2, 0.3)
+LOGGED_NEAREST_BARS = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 
 
 def filed(prediction: Prediction, threshold: float, quantile: float | None) -> str | None:
@@ -69,6 +75,13 @@ def filed(prediction: Prediction, threshold: float, quantile: float | None) -> s
     return prediction.category if fits else None
 
 
+def filed_closed(prediction: Prediction, threshold: float) -> str | None:
+    """The category ``decide`` would file the email into without any open-set check."""
+    if prediction.category in (None, NONE_OF_THESE) or prediction.confidence < threshold:
+        return None
+    return prediction.category
+
+
 def open_set_figures(
     classifier: Classifier,
     inside: Sequence[Example],
@@ -79,12 +92,13 @@ def open_set_figures(
     inside_predictions = classifier.predict_examples(inside)
     outside_predictions = classifier.predict_examples(outside)
     out: dict[str, float] = {}
-    for suffix, quantile in (("", None), ("_closed", 0.0)):
-        right = [
-            filed(p, threshold, quantile) == e.category
-            for p, e in zip(inside_predictions, inside, strict=True)
-        ]
-        wrong = [filed(p, threshold, quantile) is not None for p in outside_predictions]
+    for suffix, closed in (("", False), ("_closed", True)):
+
+        def chosen(p: Prediction, closed: bool = closed) -> str | None:
+            return filed_closed(p, threshold) if closed else filed(p, threshold, None)
+
+        right = [chosen(p) == e.category for p, e in zip(inside_predictions, inside, strict=True)]
+        wrong = [chosen(p) is not None for p in outside_predictions]
         out[f"open_configured_accuracy{suffix}"] = float(np.mean(right))
         out[f"open_unconfigured_filed_share{suffix}"] = float(np.mean(wrong))
     every = [*inside_predictions, *outside_predictions]
@@ -99,7 +113,25 @@ def open_set_figures(
             f"   open_set_quantile {quantile:.2f}: configured filed right "
             f"{np.mean(right):.3f}, unconfigured filed {np.mean(wrong):.3f}"
         )
+    if any(p.nearest_fit is not None for p in every):
+        for bar in LOGGED_NEAREST_BARS:
+
+            def near(p: Prediction, bar: float = bar) -> str | None:
+                category = filed_closed(p, threshold)
+                return None if p.nearest_fit is not None and p.nearest_fit < bar else category
+
+            right = [near(p) == e.category for p, e in zip(inside_predictions, inside, strict=True)]
+            wrong = [near(p) is not None for p in outside_predictions]
+            log(
+                f"   nearest_quantile {bar:.2f} alone: configured filed right "
+                f"{np.mean(right):.3f}, unconfigured filed {np.mean(wrong):.3f}"
+            )
     return out
+
+
+def nearest_recipe(**overrides: Any) -> ClassifierConfig:
+    """``POSTROOM_CLASSIFIER_EMBEDDER=e5+minilm`` with ``POSTROOM_CLASSIFIER_OPEN_SET=nearest``."""
+    return ClassifierConfig.recipe("e5+minilm", open_set="nearest", **overrides)
 
 
 def run_draws(
@@ -109,11 +141,13 @@ def run_draws(
     configured_count: int,
     *,
     described: bool,
+    recipe: Callable[..., ClassifierConfig] = ClassifierConfig,
 ) -> dict[str, float]:
-    """Mean figures over :data:`DRAWS` for one data set."""
+    """Mean figures over :data:`DRAWS` for one data set, with one recipe (the default: the
+    product's default recipe)."""
     from postroom.learning.models import DEFAULT_THRESHOLD
 
-    maker = Classifier(ClassifierConfig())
+    maker = Classifier(recipe())
     train_examples = make_examples(maker, train)
     test_examples = make_examples(maker, test)
     categories = sorted({item.category for item in train})
@@ -123,7 +157,7 @@ def run_draws(
         chosen = [e for e in train_examples if e.category in configured]
         if described:
             chosen += descriptions(maker, sorted(configured))
-        classifier = Classifier(ClassifierConfig(seed=draw)).fit(chosen)
+        classifier = Classifier(recipe(seed=draw)).fit(chosen)
         inside = [e for e in test_examples if e.category in configured]
         outside = [e for e in test_examples if e.category not in configured]
         log(f"{name} draw {draw}: {len(inside)} configured, {len(outside)} other test emails")
@@ -157,6 +191,21 @@ def main(parts: Sequence[str] = ("20ng", "banking77")) -> dict[str, float]:
             return {f"classify.banking77_{key}": value for key, value in found.items()}
 
         results.update(memoized("openset-banking77", [BANKING77], banking))
+        merge_results(results)
+
+        def banking_pair() -> dict[str, float]:
+            train, test = load_banking77()
+            found = run_draws(
+                "BANKING77 e5+minilm",
+                train,
+                test,
+                40,
+                described=True,
+                recipe=nearest_recipe,
+            )
+            return {f"classify.banking77_pair_{key}": value for key, value in found.items()}
+
+        results.update(memoized("openset-banking77-pair", [BANKING77], banking_pair))
     results["classify.open_part_seconds"] = time.perf_counter() - started
     merge_results(results)
     return results

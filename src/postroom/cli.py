@@ -287,7 +287,9 @@ def _settings_or_exit(loader: Any) -> Any:
 
     try:
         settings = loader()
-        config = ClassifierConfig.recipe(settings.classifier_embedder)
+        config = ClassifierConfig.recipe(
+            settings.classifier_embedder, open_set=settings.classifier_open_set
+        )
         for name in (config.fast_embedder, config.slow_embedder):
             if name is not None:
                 check_installed(name)

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from postroom.classify import Classifier, ClassifierConfig, dump_state, load_state
+from postroom.classify.config import TWO_ENCODER_NEAREST
 from postroom.classify.head import MIN_NEAREST_EXAMPLES, NEAREST_LEVELS, nearest_quantiles
-from postroom.learning.service import ModelAdapter
+from postroom.learning.service import ModelAdapter, classifier_config
 from postroom.processing.decide import Prediction, decide, fits_none_words
 from postroom.processing.view import MessageView
+from postroom.settings import Settings
 from tests.classify.mail import dataset, email, view
 from tests.classify.test_open_set import CATEGORIES, OFF_TOPIC, processing_view, trained
 
@@ -103,11 +105,28 @@ def test_a_category_learned_since_the_fit_is_not_checked(nearest: Classifier) ->
     assert twin.predict(email("Invoices", "en", 0, random.Random(3))).fits
 
 
-def test_off_by_default_and_in_the_other_recipes() -> None:
+def test_off_unless_chosen_and_only_for_the_two_encoder_recipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert ClassifierConfig().nearest_quantile == 0.0
     assert ClassifierConfig.with_embeddings().nearest_quantile == 0.0
-    assert ClassifierConfig.with_two_encoders().nearest_quantile > 0.0
-    plain = trained(ClassifierConfig.with_two_encoders(nearest_quantile=0.0), per_category=5)
+    assert ClassifierConfig.with_two_encoders().nearest_quantile == 0.0  # (its cost: 0016)
+    chosen = ClassifierConfig.recipe("e5+minilm", open_set="nearest")
+    assert chosen.nearest_quantile == TWO_ENCODER_NEAREST and chosen.open_set_quantile == 0.0
+    assert chosen.slow_embedder == "e5+minilm"
+    for name in ("none", "e5"):
+        with pytest.raises(ValueError, match="e5\\+minilm"):
+            ClassifierConfig.recipe(name, open_set="nearest")  # type: ignore[arg-type]
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_OPEN_SET", "nearest")
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_EMBEDDER", "e5")
+    with pytest.raises(ValueError, match="POSTROOM_CLASSIFIER_EMBEDDER=e5\\+minilm"):
+        Settings()
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_EMBEDDER", "e5+minilm")
+    assert classifier_config(Settings()) == chosen
+    monkeypatch.setenv("POSTROOM_CLASSIFIER_OPEN_SET", "energy")
+    with pytest.raises(ValueError):
+        Settings()
+    plain = trained(ClassifierConfig.with_two_encoders(), per_category=5)
     assert all(p.nearest_fit is None for p in plain.predict_many(OFF_TOPIC))
 
 

@@ -13,6 +13,9 @@ from postroom.classify.embed import (
 Head = Literal["svm", "logistic"]
 Recipe = Literal["none", "e5", "e5+minilm"]
 """What ``POSTROOM_CLASSIFIER_EMBEDDER`` chooses (:meth:`ClassifierConfig.recipe`)."""
+OpenSet = Literal["score", "nearest"]
+"""What ``POSTROOM_CLASSIFIER_OPEN_SET`` chooses: the score quantile (every recipe) or the
+nearest example (``e5+minilm`` only: it needs the encoders for every email)."""
 TWO_ENCODER_CASCADE = 0.9
 """Fast-stage confidence at which :meth:`ClassifierConfig.with_two_encoders` skips the
 encoders. Chosen on a validation split of the BANKING77 train set (the highest threshold
@@ -21,7 +24,7 @@ within ~0.1 point of always asking the encoders): full data 0.9304 vs 0.9309 alw
 33 % slow but 0.4 point lower at 10 shots)."""
 
 TWO_ENCODER_NEAREST = 0.02
-"""The nearest-example bar of :meth:`ClassifierConfig.with_two_encoders`, which replaces the
+"""The nearest-example bar of ``recipe("e5+minilm", open_set="nearest")``, which replaces the
 score quantile there. Chosen on a validation split of the BANKING77 train set, 40 of 77
 intents configured, 3 draws (``docs/research/open-set/banking77_pair_nearest.py``): configured
 mail filed right 0.926 vs 0.938 without any check, other intents' mail filed 0.467 vs 0.641;
@@ -83,7 +86,8 @@ class ClassifierConfig:
     fits no category when its chosen category's most similar example is less similar to it
     than this share of that category's own examples are to theirs (``Prediction.nearest_fit``;
     0 turns it off). It needs the slow encoders for every email, not only the unsure ones, so
-    only :meth:`with_two_encoders` turns it on. See ``docs/decisions/0016-nearest-example.md``."""
+    it is off unless chosen (:meth:`recipe` with ``open_set="nearest"``, ``e5+minilm`` only).
+    See ``docs/decisions/0016-nearest-example.md``."""
     small_category_prior: float = 2.0
     """Confidence shrinks toward "unsure" for a model with few examples per category: the
     probabilities are mixed with uniform ones by ``prior / (n + prior)``, ``n`` the median
@@ -112,8 +116,8 @@ class ClassifierConfig:
         Fast stage: logistic regression over n-grams and WordLlama. Slow stage, for the
         emails the fast stage is unsure of: logistic regression over n-grams, WordLlama,
         2·e5 and 3·MiniLM, blended with a 10-nearest-neighbour vote over ``[e5 ‖ MiniLM]``.
-        Open set: the nearest example (:data:`TWO_ENCODER_NEAREST`) instead of the score
-        quantile, so the encoders run for every email.
+        Open set: the score quantile, as every recipe; :meth:`recipe` with
+        ``open_set="nearest"`` takes the nearest example instead (decision 0016).
         Weights and ``C`` were chosen on a validation split of the BANKING77 train set
         (``docs/research/banking77/``), the cascade threshold with this classifier's own
         calibrated confidence (``benchmarks/bench_classify.py``)."""
@@ -127,15 +131,29 @@ class ClassifierConfig:
                 "knn_weight": 0.5,
                 "cascade_confidence": TWO_ENCODER_CASCADE,
                 "balanced": False,
-                "nearest_quantile": TWO_ENCODER_NEAREST,
-                "open_set_quantile": 0.0,
                 **overrides,
             }
         )
 
     @classmethod
-    def recipe(cls, name: Recipe, **overrides: Any) -> ClassifierConfig:
-        """The configuration ``POSTROOM_CLASSIFIER_EMBEDDER=name`` stands for."""
+    def recipe(
+        cls, name: Recipe, open_set: OpenSet = "score", **overrides: Any
+    ) -> ClassifierConfig:
+        """The configuration ``POSTROOM_CLASSIFIER_EMBEDDER=name`` (and
+        ``POSTROOM_CLASSIFIER_OPEN_SET=open_set``) stand for."""
+        if open_set == "nearest":
+            if name != "e5+minilm":
+                raise ValueError(
+                    "the nearest-example open-set check needs the e5+minilm recipe "
+                    f"(POSTROOM_CLASSIFIER_EMBEDDER=e5+minilm), not {name!r}"
+                )
+            overrides = {
+                "nearest_quantile": TWO_ENCODER_NEAREST,
+                "open_set_quantile": 0.0,
+                **overrides,
+            }
+        elif open_set != "score":
+            raise ValueError(f"unknown open-set check {open_set!r}: 'score' or 'nearest'")
         if name == "e5":
             return cls.with_embeddings(**overrides)
         if name == "e5+minilm":

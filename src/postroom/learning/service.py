@@ -96,8 +96,11 @@ _cache_lock = threading.Lock()
 
 
 def classifier_config(settings: Settings) -> ClassifierConfig:
-    """The classifier configuration chosen by ``POSTROOM_CLASSIFIER_EMBEDDER``."""
-    return ClassifierConfig.recipe(settings.classifier_embedder)
+    """The classifier configuration chosen by ``POSTROOM_CLASSIFIER_EMBEDDER`` and
+    ``POSTROOM_CLASSIFIER_OPEN_SET``."""
+    return ClassifierConfig.recipe(
+        settings.classifier_embedder, open_set=settings.classifier_open_set
+    )
 
 
 # ---------------------------------------------------------------------- adapter
