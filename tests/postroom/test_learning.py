@@ -535,6 +535,17 @@ def test_examples_in_the_editor_train_the_model_and_the_model_page_is_for_manage
     finally:
         state.settings = configured
     assert "This installation is now set to n-grams, then the multilingual e5" in page.text
+    # ... and says which open-set check the model uses, and when the setting changed since
+    assert "It leaves an email alone (fits no category) when it scores lower" in page.text
+    assert "This installation now leaves mail alone" not in page.text
+    state.settings = configured.model_copy(
+        update={"classifier_embedder": "e5+minilm", "classifier_open_set": "nearest"}
+    )
+    try:
+        page = web.get(f"{base}/model")
+    finally:
+        state.settings = configured
+    assert "This installation now leaves mail alone when no example of its nearest" in page.text
 
     message_id = _deliver_and_sync(
         postroom, org, subject="Offerte", body="Graag een offerte voor 20 licenties."

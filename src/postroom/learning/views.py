@@ -57,6 +57,14 @@ RECIPES = {
 }
 """What each ``POSTROOM_CLASSIFIER_EMBEDDER`` recipe reads, in words (the Model page)."""
 
+OPEN_SET_WORDS = {
+    "score": "when it scores lower for its nearest category than nearly all of that "
+    "category's own examples",
+    "nearest": "when no example of its nearest category is about as close to it as those "
+    "examples are to one another",
+}
+"""How each ``POSTROOM_CLASSIFIER_OPEN_SET`` check tells mail that fits no category, in words."""
+
 
 OFF_WHY = (
     "The learned model is off: it needs examples for at least two categories. "
@@ -130,8 +138,17 @@ def _learning_settings(request: Request, db: Session, integration_id: str) -> di
     settings = request.app.state.settings
     loaded = learning.load_model(db, integration_id)
     built = (loaded.classifier.config.slow_embedder or "none") if loaded else None
+    built_open_set = (
+        ("nearest" if loaded.classifier.config.nearest_quantile > 0 else "score")
+        if loaded
+        else None
+    )
     status = learning.model_status(db, integration_id)
     return {
+        "open_set_words": OPEN_SET_WORDS.get(built_open_set) if built_open_set else None,
+        "open_set_configured": OPEN_SET_WORDS[settings.classifier_open_set]
+        if built_open_set and built_open_set != settings.classifier_open_set
+        else None,
         "active": loaded is not None,
         "off_words": status_words(status),
         "turns_on": status.turns_on,
