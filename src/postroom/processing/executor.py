@@ -88,7 +88,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -198,6 +198,64 @@ def claim(
                 LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
             )
         ).one()
+    return _claimed(row)
+
+
+def claim_many(
+    db: Session | Connection,
+    *,
+    integration_id: str,
+    mailbox_id: str,
+    messages: Sequence[tuple[str, str]],
+    historical: bool,
+    key_secret: bytes,
+) -> dict[str, Claimed | None]:
+    """:func:`claim` for several messages of one mailbox at once — ``(message id,
+    internetMessageId)`` pairs — in one ``INSERT`` (and one ``SELECT`` for those claimed
+    before): a delta page's claims in one round trip and one commit. Each message gets what
+    :func:`claim` would give it; the first of a repeated id counts."""
+    unique: dict[str, str] = {}
+    for message_id, internet_message_id in messages:
+        unique.setdefault(message_id, internet_message_id)
+    if not unique:
+        return {}
+    now = utcnow()
+    inserted = db.execute(
+        pg_insert(LedgerEntry)
+        .values(
+            [
+                {
+                    "id": new_id(),
+                    "integration_id": integration_id,
+                    "mailbox_id": mailbox_id,
+                    "message_id": message_id,
+                    "message_key": message_key(internet_message_id, key_secret),
+                    "legacy_key": False,
+                    "state": "claimed",
+                    "actions_done": [],
+                    "historical": historical,
+                    "attempts": 0,
+                    "claimed_at": now,
+                }
+                for message_id, internet_message_id in unique.items()
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["mailbox_id", "message_id"])
+        .returning(LedgerEntry.message_id, *_CLAIMED_COLUMNS)
+    ).all()
+    rows = {row.message_id: row for row in inserted}
+    before = [message_id for message_id in unique if message_id not in rows]
+    if before:
+        for row in db.execute(
+            select(LedgerEntry.message_id, *_CLAIMED_COLUMNS).where(
+                LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id.in_(before)
+            )
+        ):
+            rows[row.message_id] = row
+    return {message_id: _claimed(rows[message_id]) for message_id in unique}
+
+
+def _claimed(row: Any) -> Claimed | None:
     if row.state != "claimed":
         return None
     return Claimed(

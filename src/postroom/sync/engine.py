@@ -71,7 +71,9 @@ from postroom.processing.decide import decide
 from postroom.processing.executor import (
     DECIDE_FAILED,
     MAX_ATTEMPTS,
+    Claimed,
     claim,
+    claim_many,
     execute,
     find_folder,
     settle,
@@ -405,12 +407,53 @@ class PageModel:
         self._messages = messages
         self._runtime, self._work, self._historical = runtime, work, historical
         self._predictions: learning.PagePredictions | None = None
+        self._claims: dict[str, Claimed | None] | None = None
 
     def get(self, db: Session, integration_id: str) -> learning.LoadedModel | None:
         if not self._read:
             self._model = learning.load_model(db, integration_id)
             self._read = True
         return self._model
+
+    def claimed(self, view: MessageView, *, historical: bool) -> tuple[bool, Claimed | None]:
+        """(True, the message's claim as :func:`claim` gives it) when the page's claim covers
+        it, else (False, None): claim it on its own. The page's first claim claims every
+        message of the page that :func:`process_message` would claim, in one statement (one
+        round trip and one commit for the page); each is handed out once, so a repeated id
+        is claimed again on its own, as before."""
+        runtime, work = self._runtime, self._work
+        if runtime is None or work is None or historical != self._historical:
+            return False, None
+        if self._claims is None:
+            self._claims = self._claim_page(runtime, work)
+        if view.id not in self._claims:
+            return False, None
+        return True, self._claims.pop(view.id)
+
+    def _claim_page(self, runtime: Runtime, work: FolderWork) -> dict[str, Claimed | None]:
+        baseline = work.baseline.replace(microsecond=0)
+        messages: list[tuple[str, str]] = []
+        for data in self._messages:
+            if not isinstance(data, dict) or data.get("isDraft") or work.watch:
+                continue
+            try:
+                view = message_view(data)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # (that email fails on its own turn, not its neighbours')
+            if not view.id or (
+                not self._historical and view.received is not None and view.received < baseline
+            ):
+                continue  # the same messages process_message leaves before its claim
+            messages.append((view.id, view.internet_message_id))
+        with runtime.database.statement() as connection:
+            return claim_many(
+                connection,
+                integration_id=work.integration_id,
+                mailbox_id=work.mailbox_row_id,
+                messages=messages,
+                historical=self._historical,
+                key_secret=runtime.message_key_secret,
+            )
 
     def predictions(self) -> learning.PagePredictions | None:
         """The page's guesses (made at the first one asked for); None without a model."""
@@ -499,17 +542,19 @@ async def process_message(
             remembered = conversations.recall_conversation(
                 db, work.integration_id, view, runtime.conversation_secret
             )
-    # The claim is one statement on its own (no session: one round trip, see claim()).
-    with runtime.database.statement() as connection:
-        entry = claim(
-            connection,
-            integration_id=work.integration_id,
-            mailbox_id=work.mailbox_row_id,
-            message_id=view.id,
-            internet_message_id=view.internet_message_id,
-            historical=historical,
-            key_secret=runtime.message_key_secret,
-        )
+    covered, entry = (False, None) if resumed else page.claimed(view, historical=historical)
+    if not covered:
+        # One statement on its own (no session: one round trip, see claim()).
+        with runtime.database.statement() as connection:
+            entry = claim(
+                connection,
+                integration_id=work.integration_id,
+                mailbox_id=work.mailbox_row_id,
+                message_id=view.id,
+                internet_message_id=view.internet_message_id,
+                historical=historical,
+                key_secret=runtime.message_key_secret,
+            )
     entry_id = entry.id if entry is not None else None
     first_time = entry is not None and entry.plan is None and not entry.actions_done
     going_live = entry is not None and shadow.went_live(entry.plan)
