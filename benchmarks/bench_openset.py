@@ -65,14 +65,12 @@ LOGGED_NEAREST_BARS = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 def filed(prediction: Prediction, threshold: float, quantile: float | None) -> str | None:
     """The category ``decide`` would file the email into (None: not filed). ``quantile``
     None: the model's own open-set setting; 0: the check off."""
-    if prediction.category in (None, NONE_OF_THESE) or prediction.confidence < threshold:
-        return None
     fits = (
         prediction.fits
         if quantile is None
         else prediction.fit is None or prediction.fit >= quantile
     )
-    return prediction.category if fits else None
+    return filed_closed(prediction, threshold) if fits else None
 
 
 def filed_closed(prediction: Prediction, threshold: float) -> str | None:

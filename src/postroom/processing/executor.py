@@ -171,34 +171,17 @@ def claim(
     hash of the internetMessageId under ``key_secret`` (:mod:`.message_keys`), never the
     header nor its plain hash.
 
-    One Core statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``), so it can run on its
-    own on an autocommit connection (:meth:`Database.statement`): one round trip where a
-    session takes three, and no ORM entity built (decision 0015)."""
-    row = db.execute(
-        pg_insert(LedgerEntry)
-        .values(
-            id=new_id(),
-            integration_id=integration_id,
-            mailbox_id=mailbox_id,
-            message_id=message_id,
-            message_key=message_key(internet_message_id, key_secret),
-            legacy_key=False,
-            state="claimed",
-            actions_done=[],
-            historical=historical,
-            attempts=0,
-            claimed_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["mailbox_id", "message_id"])
-        .returning(*_CLAIMED_COLUMNS)  # the new row itself: no second read
-    ).one_or_none()
-    if row is None:
-        row = db.execute(
-            select(*_CLAIMED_COLUMNS).where(
-                LedgerEntry.mailbox_id == mailbox_id, LedgerEntry.message_id == message_id
-            )
-        ).one()
-    return _claimed(row)
+    One Core statement (``INSERT … ON CONFLICT DO NOTHING RETURNING``, :func:`claim_many`),
+    so it can run on its own on an autocommit connection (:meth:`Database.statement`): one
+    round trip where a session takes three, and no ORM entity built (decision 0015)."""
+    return claim_many(
+        db,
+        integration_id=integration_id,
+        mailbox_id=mailbox_id,
+        messages=[(message_id, internet_message_id)],
+        historical=historical,
+        key_secret=key_secret,
+    )[message_id]
 
 
 def claim_many(
@@ -213,7 +196,7 @@ def claim_many(
     """:func:`claim` for several messages of one mailbox at once — ``(message id,
     internetMessageId)`` pairs — in one ``INSERT`` (and one ``SELECT`` for those claimed
     before): a delta page's claims in one round trip and one commit. Each message gets what
-    :func:`claim` would give it; the first of a repeated id counts."""
+    it would get alone; the first of a repeated id counts."""
     unique: dict[str, str] = {}
     for message_id, internet_message_id in messages:
         unique.setdefault(message_id, internet_message_id)
@@ -256,6 +239,7 @@ def claim_many(
 
 
 def _claimed(row: Any) -> Claimed | None:
+    """The row as :class:`Claimed`, or None when it was dealt with already."""
     if row.state != "claimed":
         return None
     return Claimed(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -430,27 +430,29 @@ class PageModel:
             return False, None
         return True, self._claims.pop(view.id)
 
-    def _claim_page(self, runtime: Runtime, work: FolderWork) -> dict[str, Claimed | None]:
+    def _claimable(self, work: FolderWork) -> Iterator[tuple[dict[str, Any], MessageView]]:
+        """The page's messages that :func:`process_message` claims on their turn (not drafts,
+        not mail from before the baseline unless historical, nothing in a watched folder)."""
+        if work.watch:
+            return
         baseline = work.baseline.replace(microsecond=0)
-        messages: list[tuple[str, str]] = []
         for data in self._messages:
-            if not isinstance(data, dict) or data.get("isDraft") or work.watch:
+            if not isinstance(data, dict) or data.get("isDraft"):
                 continue
             try:
                 view = message_view(data)
             except (ValueError, TypeError, KeyError, AttributeError):
                 continue  # (that email fails on its own turn, not its neighbours')
-            if not view.id or (
-                not self._historical and view.received is not None and view.received < baseline
-            ):
-                continue  # the same messages process_message leaves before its claim
-            messages.append((view.id, view.internet_message_id))
+            if view.id and (self._historical or view.received is None or view.received >= baseline):
+                yield data, view
+
+    def _claim_page(self, runtime: Runtime, work: FolderWork) -> dict[str, Claimed | None]:
         with runtime.database.statement() as connection:
             return claim_many(
                 connection,
                 integration_id=work.integration_id,
                 mailbox_id=work.mailbox_row_id,
-                messages=messages,
+                messages=[(v.id, v.internet_message_id) for _, v in self._claimable(work)],
                 historical=self._historical,
                 key_secret=runtime.message_key_secret,
             )
@@ -465,24 +467,11 @@ class PageModel:
 
     def _views(self) -> list[MessageView]:
         runtime, work = self._runtime, self._work
-        if runtime is None or work is None or work.watch:
+        if runtime is None or work is None:
             return []
         views: list[MessageView] = []
-        baseline = work.baseline.replace(microsecond=0)
-        for data in self._messages:
-            if (
-                not isinstance(data, dict)
-                or data.get("isDraft")
-                or not isinstance(data.get("body"), dict)
-            ):
-                continue
-            try:
-                view = message_view(data)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                continue  # (that email fails on its own turn, not its neighbours')
-            if not view.id or (
-                not self._historical and view.received is not None and view.received < baseline
-            ):
+        for data, view in self._claimable(work):
+            if not isinstance(data.get("body"), dict):
                 continue
             if work.respect_filed and view.categories:
                 continue  # filed by a person or an Outlook rule: left alone
@@ -503,6 +492,22 @@ class PageModel:
                 )
             )
         return [v for v in views if v.id not in decided]
+
+
+def _claim_alone(
+    runtime: Runtime, work: FolderWork, view: MessageView, *, historical: bool
+) -> Claimed | None:
+    """One message's claim, one statement on its own (no session: one round trip)."""
+    with runtime.database.statement() as connection:
+        return claim(
+            connection,
+            integration_id=work.integration_id,
+            mailbox_id=work.mailbox_row_id,
+            message_id=view.id,
+            internet_message_id=view.internet_message_id,
+            historical=historical,
+            key_secret=runtime.message_key_secret,
+        )
 
 
 async def process_message(
@@ -544,17 +549,7 @@ async def process_message(
             )
     covered, entry = (False, None) if resumed else page.claimed(view, historical=historical)
     if not covered:
-        # One statement on its own (no session: one round trip, see claim()).
-        with runtime.database.statement() as connection:
-            entry = claim(
-                connection,
-                integration_id=work.integration_id,
-                mailbox_id=work.mailbox_row_id,
-                message_id=view.id,
-                internet_message_id=view.internet_message_id,
-                historical=historical,
-                key_secret=runtime.message_key_secret,
-            )
+        entry = _claim_alone(runtime, work, view, historical=historical)
     entry_id = entry.id if entry is not None else None
     first_time = entry is not None and entry.plan is None and not entry.actions_done
     going_live = entry is not None and shadow.went_live(entry.plan)
@@ -791,16 +786,7 @@ async def _left_the_folder(
         if not work.respect_filed and not gone:
             processed += int(await process_message(runtime, graph, work, data, resumed=True))
             continue
-        with runtime.database.statement() as connection:
-            entry = claim(
-                connection,
-                integration_id=work.integration_id,
-                mailbox_id=work.mailbox_row_id,
-                message_id=view.id,
-                internet_message_id=view.internet_message_id,
-                historical=False,
-                key_secret=runtime.message_key_secret,
-            )
+        entry = _claim_alone(runtime, work, view, historical=False)
         entry_id = entry.id if entry is not None else None
         if entry_id is not None:
             settle(runtime.database, entry_id, "skipped", LEFT_FOLDER)
